@@ -1,3 +1,38 @@
 """differland: a differentiable DALEC land-surface model in JAX."""
 
+from differland.config import (
+    GlobalModel,
+    LinearBeta,
+    ModelConfig,
+    NeuralBeta,
+    NoWaterStress,
+    SiteModel,
+)
+from differland.forcing import Forcing, ForcingError, make_forcing
+from differland.model import initial_state, simulate, simulate_pixels, step
+from differland.params import ParameterError, ParameterSet, default_parameters
+from differland.precision import enable_float64
+from differland.state import State, StepOutputs
+
+__all__ = [
+    "Forcing",
+    "ForcingError",
+    "GlobalModel",
+    "LinearBeta",
+    "ModelConfig",
+    "NeuralBeta",
+    "NoWaterStress",
+    "ParameterError",
+    "ParameterSet",
+    "SiteModel",
+    "State",
+    "StepOutputs",
+    "default_parameters",
+    "enable_float64",
+    "initial_state",
+    "make_forcing",
+    "simulate",
+    "simulate_pixels",
+    "step",
+]
 __version__ = "0.1.0"

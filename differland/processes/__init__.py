@@ -1,0 +1,1 @@
+"""Process functions of the DALEC step: small, pure, written in ``jax.numpy``."""
