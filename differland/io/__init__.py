@@ -1,0 +1,39 @@
+"""Input and output: site drivers, NetCDF writing, parameter files, the example driver.
+
+This package is the only part of differland that imports xarray, pandas or netCDF4. Every
+problem with an input file raises :class:`DriverError` with a one-line message
+``"<path>: <variable>: <problem>"``.
+"""
+
+from differland.io.errors import DriverError
+from differland.io.example import example_site_dataset, write_example_site_driver
+from differland.io.netcdf import (
+    cf_time_coordinate,
+    read_parameter_values,
+    write_dataset,
+    write_parameter_json,
+)
+from differland.io.site import (
+    OBSERVATION_VARIABLES,
+    Observation,
+    SiteDriver,
+    calibration_split_index,
+    read_site_driver,
+    reference_climate,
+)
+
+__all__ = [
+    "OBSERVATION_VARIABLES",
+    "DriverError",
+    "Observation",
+    "SiteDriver",
+    "calibration_split_index",
+    "cf_time_coordinate",
+    "example_site_dataset",
+    "read_parameter_values",
+    "read_site_driver",
+    "reference_climate",
+    "write_dataset",
+    "write_example_site_driver",
+    "write_parameter_json",
+]
