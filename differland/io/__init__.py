@@ -13,6 +13,7 @@ from differland.io.netcdf import (
     write_dataset,
     write_parameter_json,
 )
+from differland.io.results import simulation_dataset, state_variable_name
 from differland.io.site import (
     OBSERVATION_VARIABLES,
     Observation,
@@ -33,6 +34,8 @@ __all__ = [
     "read_parameter_values",
     "read_site_driver",
     "reference_climate",
+    "simulation_dataset",
+    "state_variable_name",
     "write_dataset",
     "write_example_site_driver",
     "write_parameter_json",

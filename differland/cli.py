@@ -1,0 +1,186 @@
+"""The ``differland`` command.
+
+``differland simulate`` runs the model on a site driver (or on the embedded example driver) and
+writes the simulation as CF NetCDF. Every error is reported as one line on stderr with a
+non-zero exit status, and nothing is written.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from differland import __version__
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Differentiable DALEC land-surface model: simulate and calibrate carbon and water.",
+)
+
+EXIT_ERROR = 2
+
+
+class CliError(Exception):
+    """A user-facing error: printed as one line, exit status 2."""
+
+
+def _choice(value: str, options: dict, what: str):
+    try:
+        return options[value]
+    except KeyError:
+        raise CliError(f"unknown {what} {value!r}; expected one of {', '.join(options)}") from None
+
+
+def _parameter_set(path: Path | None, variant: str):
+    from differland.io import read_parameter_values
+    from differland.params import REGISTRY, default_parameters, parameters_from_mapping
+
+    if path is None:
+        return default_parameters(variant)
+    values = read_parameter_values(path)
+    # A NetCDF (golden file or earlier output) may carry entries the variant does not use.
+    inert = () if path.suffix.lower() == ".json" else [
+        spec.name for spec in REGISTRY if variant not in spec.variants]
+    return parameters_from_mapping(values, variant, source=str(path), ignore_unknown=inert)
+
+
+def _run_simulation(driver_path: Path, out: Path, params_path: Path | None, model: str,
+                    water_stress: str, reference_mode: bool, float64: bool) -> str:
+    import jax
+    import numpy as np
+
+    from differland import enable_float64
+    from differland._pytree import as_dict
+    from differland.config import MODEL_OPTIONS, WATER_STRESS_OPTIONS, ModelConfig, NeuralBeta
+    from differland.io import read_site_driver, simulation_dataset, write_dataset
+    from differland.model import simulate
+
+    model_choice = _choice(model, MODEL_OPTIONS, "model")
+    stress = _choice(water_stress, WATER_STRESS_OPTIONS, "water stress")
+    if isinstance(stress, NeuralBeta):
+        raise CliError("water stress 'neural' needs trained network weights; "
+                       "use it from Python (differland.processes.water.init_beta_network)")
+    enable_float64(float64)
+    driver = read_site_driver(driver_path)
+    params = _parameter_set(params_path, model_choice.name)
+    config = ModelConfig(model=model_choice, water_stress=stress, reference_mode=reference_mode)
+    started = time.perf_counter()
+    trajectory = jax.device_get(simulate(params, driver.forcing, config))
+    elapsed = time.perf_counter() - started
+    states = {k: np.asarray(v) for k, v in as_dict(trajectory.states).items()}
+    outputs = {k: np.asarray(v) for k, v in as_dict(trajectory.outputs).items()}
+    for name, values in {**states, **outputs}.items():
+        bad = ~np.isfinite(values)
+        if bad.any():
+            raise CliError(f"simulation produced non-finite {name} (first at step "
+                           f"{int(np.argmax(bad))}); check the parameters and forcing")
+    attrs = {
+        "title": f"differland {model_choice.name} simulation of {driver.site_id}",
+        "source": f"differland {__version__}",
+        "driver": str(driver_path),
+        "parameters": str(params_path) if params_path else "registry defaults",
+        "model": model_choice.name,
+        "water_stress": water_stress,
+        "reference_mode": int(reference_mode),
+        "precision": "float64" if float64 else "float32",
+        "history": f"{time.strftime('%Y-%m-%dT%H:%M:%S')} differland simulate",
+    }
+    dataset = simulation_dataset(driver.dates, states, outputs,
+                                 {k: float(v) for k, v in params.items()}, model_choice.name,
+                                 attrs)
+    write_dataset(out, dataset)
+    return (f"wrote {out}: {driver.site_id}, {driver.n_steps} steps, {model_choice.name} model, "
+            f"{elapsed:.2f} s")
+
+
+@app.command()
+def simulate(
+    out: Annotated[Path, typer.Option(help="Output NetCDF path.")],
+    driver: Annotated[Path | None, typer.Option(
+        help="Site driver NetCDF (CARDAMOM layout). Default: the embedded example driver.")] = None,
+    params: Annotated[Path | None, typer.Option(
+        help="Parameters: JSON of named physical values (missing names take defaults) or a "
+             "NetCDF with scalar parameter variables (golden file, earlier output).")] = None,
+    model: Annotated[str, typer.Option(help="Model variant: site or global.")] = "site",
+    water_stress: Annotated[str, typer.Option(help="Water stress: none or beta.")] = "none",
+    reference_mode: Annotated[bool, typer.Option(
+        "--reference-mode", help="Reproduce the published DifferLand code, quirks included.")
+    ] = False,
+    float64: Annotated[bool, typer.Option("--float64", help="Compute in float64.")] = False,
+) -> None:
+    """Run the model over a driver and write every pool and flux as CF NetCDF."""
+    with tempfile.TemporaryDirectory() as scratch:
+        if driver is None:
+            from differland.io import write_example_site_driver
+
+            driver = write_example_site_driver(Path(scratch) / "example.nc")
+        message = _run_simulation(driver, out, params, model, water_stress, reference_mode,
+                                  float64)
+    typer.echo(message)
+
+
+@app.command("example-driver")
+def example_driver(
+    out: Annotated[Path, typer.Option(help="Output NetCDF path.")],
+    years: Annotated[int, typer.Option(help="Number of years.")] = 3,
+    latitude: Annotated[float, typer.Option(help="Latitude [degrees_north].")] = 45.0,
+) -> None:
+    """Write the embedded synthetic example site driver."""
+    from differland.io import write_example_site_driver
+
+    if years < 1:
+        raise CliError("--years must be at least 1")
+    typer.echo(f"wrote {write_example_site_driver(out, n_years=years, latitude=latitude)}")
+
+
+@app.command()
+def parameters(
+    model: Annotated[str, typer.Option(help="Model variant: site, global or all.")] = "all",
+) -> None:
+    """Print the parameter registry as a Markdown table."""
+    from differland.params import VARIANTS, markdown_table
+
+    if model != "all" and model not in VARIANTS:
+        raise CliError(f"unknown model {model!r}; expected site, global or all")
+    typer.echo(markdown_table(None if model == "all" else model))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit status (errors: one line on stderr, status 2)."""
+    from differland.forcing import ForcingError
+    from differland.io import DriverError
+    from differland.params import ParameterError
+
+    try:
+        app(args=argv, standalone_mode=False)
+    except (CliError, DriverError, ForcingError, ParameterError) as error:
+        print(f"differland: error: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    except typer.Exit as done:
+        return done.exit_code
+    except Exception as error:  # click usage errors and the like
+        import click
+
+        if isinstance(error, click.ClickException):
+            print(f"differland: error: {error.format_message()}", file=sys.stderr)
+            return EXIT_ERROR
+        if isinstance(error, click.exceptions.Abort):
+            return 1
+        raise
+    return 0
+
+
+def entry_point() -> None:
+    """Console-script wrapper around :func:`main`."""
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry_point()
