@@ -372,9 +372,10 @@ def constrain(unconstrained: ParameterSet, method: TransformMethod = "logistic")
         elif method == "logistic":
             u = jax.nn.sigmoid(x)
             if SPECS[name].transform_scale == "log":
-                out[name] = lower * jnp.exp(u * jnp.log(upper / lower))
+                value = lower * jnp.exp(u * jnp.log(upper / lower))
             else:
-                out[name] = lower + (upper - lower) * u
+                value = lower + (upper - lower) * u
+            out[name] = jnp.clip(value, lower, upper)  # rounding at u -> 0 or 1
         else:
             raise ParameterError(f"unknown transform method {method!r}")
     return ParameterSet(out)

@@ -21,7 +21,6 @@ from differland import (
     simulate_pixels,
     step,
 )
-from differland.forcing import Forcing
 from differland.state import CARBON_POOLS, State
 
 TOLERANCE = 1e-10
