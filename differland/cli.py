@@ -126,6 +126,61 @@ def simulate(
     typer.echo(message)
 
 
+calibrate_app = typer.Typer(no_args_is_help=True, help="Calibrate the model against observations.")
+app.add_typer(calibrate_app, name="calibrate")
+
+
+def load_calibration_config(path: Path | None, **overrides):
+    """A :class:`SiteCalibrationConfig` from an optional JSON file plus command-line overrides."""
+    import dataclasses
+    import json
+
+    from differland.calibrate.site import SiteCalibrationConfig
+
+    values: dict = {}
+    if path is not None:
+        try:
+            values = json.loads(Path(path).read_text())
+        except (OSError, json.JSONDecodeError) as error:
+            raise CliError(f"{path}: cannot read the calibration config: {error}") from None
+        if not isinstance(values, dict):
+            raise CliError(f"{path}: the calibration config must be a JSON object")
+    config = SiteCalibrationConfig.from_dict(values)
+    gradient = {k: v for k, v in overrides.items()
+                if k in ("seed", "n_starts", "max_iterations") and v is not None}
+    top = {k: v for k, v in overrides.items()
+           if k not in ("seed", "n_starts", "max_iterations") and v is not None}
+    return dataclasses.replace(config, gradient=dataclasses.replace(config.gradient, **gradient),
+                               **top)
+
+
+@calibrate_app.command("site")
+def calibrate_site_command(
+    driver: Annotated[Path, typer.Option(help="Site driver NetCDF (CARDAMOM layout).")],
+    out: Annotated[Path, typer.Option(help="Run directory (resumed if it holds checkpoints).")],
+    config: Annotated[Path | None, typer.Option(
+        help="JSON calibration config (keys of SiteCalibrationConfig).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of the random starts.")] = None,
+    starts: Annotated[int | None, typer.Option(help="Number of random starts.")] = None,
+    iterations: Annotated[int | None, typer.Option(help="Maximum Adam iterations.")] = None,
+    water_stress: Annotated[str | None, typer.Option(
+        help="Water stress: none, beta or neural.")] = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    float64: Annotated[bool, typer.Option("--float64", help="Compute in float64.")] = False,
+) -> None:
+    """Calibrate at one site, evaluate on the held-out period and write a run directory."""
+    from differland import enable_float64
+    from differland.workflows import calibrate_site
+
+    settings = load_calibration_config(config, seed=seed, n_starts=starts,
+                                       max_iterations=iterations, water_stress=water_stress)
+    enable_float64(float64)
+    metrics = calibrate_site(driver, out, settings, progress=progress)
+    tests = ", ".join(f"{name} {values['test']['nse']:.2f}"
+                      for name, values in metrics["skill"].items())
+    typer.echo(f"wrote {out}: {metrics['site']} test NSE {tests}")
+
+
 @app.command("example-driver")
 def example_driver(
     out: Annotated[Path, typer.Option(help="Output NetCDF path.")],
@@ -154,13 +209,16 @@ def parameters(
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status (errors: one line on stderr, status 2)."""
+    from differland.calibrate.gradient import CheckpointMismatchError
+    from differland.calibrate.site import CalibrationConfigError
     from differland.forcing import ForcingError
     from differland.io import DriverError
     from differland.params import ParameterError
 
     try:
         app(args=argv, standalone_mode=False)
-    except (CliError, DriverError, ForcingError, ParameterError) as error:
+    except (CliError, DriverError, ForcingError, ParameterError,
+            CalibrationConfigError, CheckpointMismatchError) as error:
         print(f"differland: error: {error}", file=sys.stderr)
         return EXIT_ERROR
     except typer.Exit as done:

@@ -17,7 +17,7 @@ LAYERS = [
     {"differland.observations", "differland.likelihood", "differland.metrics"},
     {"differland.spatial", "differland.calibrate"},
     {"differland.io", "differland.plots"},
-    {"differland.cli"},
+    {"differland.cli", "differland.workflows"},
 ]
 EDGE_LIBRARIES = {"xarray", "pandas", "netCDF4", "h5netcdf", "rioxarray", "geopandas"}
 

@@ -5,6 +5,7 @@ problem with an input file raises :class:`DriverError` with a one-line message
 ``"<path>: <variable>: <problem>"``.
 """
 
+from differland.io._files import write_json
 from differland.io.errors import DriverError
 from differland.io.example import example_site_dataset, write_example_site_driver
 from differland.io.netcdf import (
@@ -38,5 +39,6 @@ __all__ = [
     "state_variable_name",
     "write_dataset",
     "write_example_site_driver",
+    "write_json",
     "write_parameter_json",
 ]

@@ -102,3 +102,21 @@ def write_atomically(path: str | PathLike, write: Callable[[Path], None]) -> Non
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
+
+
+def write_json(path: str | PathLike, content: object) -> None:
+    """Write ``content`` as indented JSON, atomically (NaN written as null)."""
+    import json
+    import math
+
+    def clean(value):
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        if isinstance(value, dict):
+            return {str(k): clean(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [clean(v) for v in value]
+        return value
+
+    text = json.dumps(clean(content), indent=2, allow_nan=False) + "\n"
+    write_atomically(path, lambda target: target.write_text(text, encoding="utf-8"))

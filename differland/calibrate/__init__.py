@@ -1,0 +1,1 @@
+"""Calibration: gradient descent with optax (``gradient``) and site problems (``site``)."""

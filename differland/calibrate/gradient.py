@@ -1,0 +1,289 @@
+"""Multi-start gradient calibration with optax: vmapped starts, early stopping, checkpoints.
+
+The optimiser works on any pytree of unconstrained values. ``n_starts`` random starts run as one
+vmapped, jitted computation; every ``chunk`` iterations the validation loss of each start is
+evaluated, its best parameters kept, and starts whose validation loss has not improved for
+``patience`` chunks are frozen (early stopping). Non-finite steps are skipped by
+``optax.apply_if_finite`` and counted. The whole optimiser state is checkpointed with orbax
+every ``checkpoint_every`` chunks; a run restarted with the same settings resumes from the last
+checkpoint and ends with the same result as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+LossFunction = Callable[[object], jax.Array]
+
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint directory holds a run made with other settings or another problem."""
+
+
+@dataclass(frozen=True)
+class GradientSettings:
+    """Settings of :func:`fit` (all explicit; the same settings and seed give the same result).
+
+    Attributes:
+        n_starts: random starts optimised together (vmapped).
+        max_iterations: upper limit of Adam iterations per start.
+        learning_rate: peak learning rate of the warm-up + cosine schedule.
+        warmup: iterations of linear warm-up from 0 to the peak.
+        final_learning_rate_fraction: end value of the cosine decay, as a fraction of the peak.
+        chunk: iterations per jitted call; validation, early stopping, progress and
+            checkpoints happen between chunks.
+        patience: chunks without validation improvement before a start is frozen.
+        min_improvement: relative validation improvement that counts as progress.
+        checkpoint_every: chunks between checkpoints (when a checkpoint directory is given).
+        max_consecutive_nonfinite: non-finite steps in a row tolerated by apply_if_finite.
+        seed: seed of the random starts.
+    """
+
+    n_starts: int = 12
+    max_iterations: int = 3000
+    learning_rate: float = 0.05
+    warmup: int = 50
+    final_learning_rate_fraction: float = 0.02
+    chunk: int = 50
+    patience: int = 8
+    min_improvement: float = 1e-4
+    checkpoint_every: int = 4
+    max_consecutive_nonfinite: int = 50
+    seed: int = 0
+
+    def __post_init__(self):
+        for name in ("n_starts", "max_iterations", "chunk", "patience", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"gradient settings: {name} must be >= 1")
+        if not self.learning_rate > 0:
+            raise ValueError("gradient settings: learning_rate must be > 0")
+
+    def optimizer(self) -> optax.GradientTransformation:
+        schedule = optax.warmup_cosine_decay_schedule(
+            0.0, self.learning_rate, min(self.warmup, self.max_iterations),
+            self.max_iterations, self.learning_rate * self.final_learning_rate_fraction)
+        return optax.apply_if_finite(optax.adam(schedule), self.max_consecutive_nonfinite)
+
+    def fingerprint(self, extra: str = "") -> str:
+        text = json.dumps(dataclasses.asdict(self), sort_keys=True) + extra
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """Outcome of :func:`fit`.
+
+    Attributes:
+        best: unconstrained values of the selected start (lowest ``selection`` loss).
+        best_index: which start was selected.
+        starts: best-validation unconstrained values of every start (leading start axis).
+        selection_loss: ``(n_starts,)`` selection loss at each start's best values.
+        validation_loss: ``(n_starts,)`` best validation loss of each start.
+        history: ``(n_chunks, n_starts)`` training loss at the end of each chunk.
+        validation_history: ``(n_chunks, n_starts)`` validation loss after each chunk.
+        iterations: iterations run (the same for every start; frozen starts stop updating).
+        nonfinite_steps: ``(n_starts,)`` steps skipped because loss or gradient was not finite.
+        stopped_early: whether every start stopped before ``max_iterations``.
+        resumed_from: the iteration a checkpoint resumed from (0 for a fresh run).
+        finished: False when the call stopped before convergence or ``max_iterations``
+            (``stop_after_chunks``); run again to resume.
+    """
+
+    best: object
+    best_index: int
+    starts: object
+    selection_loss: np.ndarray
+    validation_loss: np.ndarray
+    history: np.ndarray
+    validation_history: np.ndarray
+    iterations: int
+    nonfinite_steps: np.ndarray
+    stopped_early: bool
+    resumed_from: int
+    finished: bool
+
+
+def _nonfinite_count(opt_state) -> jax.Array:
+    return opt_state.total_notfinite
+
+
+def fit(train_loss: LossFunction, validation_loss: LossFunction, selection_loss: LossFunction,
+        initial: object, settings: GradientSettings, checkpoint_dir: str | Path | None = None,
+        progress: bool = True, description: str = "calibrating",
+        fingerprint_extra: str = "", stop_after_chunks: int | None = None) -> FitResult:
+    """Minimise ``train_loss`` from the starts ``initial`` (leading axis = start).
+
+    Args:
+        train_loss: unconstrained pytree -> scalar loss on the training steps.
+        validation_loss: the same on the validation steps (early stopping).
+        selection_loss: the loss that picks the best start (calibration period only).
+        initial: pytree of starting values with a leading ``n_starts`` axis.
+        settings: optimiser settings.
+        checkpoint_dir: where orbax checkpoints go; an existing checkpoint made with the same
+            settings is resumed, one made with other settings raises ``ValueError``.
+        progress: show a tqdm progress bar with the current best loss.
+        description: progress-bar label.
+        fingerprint_extra: text that identifies the problem (checked on resume).
+        stop_after_chunks: stop (as if killed) after this many chunks of this call; for tests
+            of resumption.
+    """
+    tx = settings.optimizer()
+    value_and_grad = jax.vmap(jax.value_and_grad(train_loss))
+    validate = jax.jit(jax.vmap(validation_loss))
+
+    @jax.jit
+    def run_chunk(carry):
+        def body(carry, _):
+            theta, opt_state, active = carry
+            loss, grads = value_and_grad(theta)
+            updates, new_opt_state = jax.vmap(tx.update)(grads, opt_state, theta)
+            new_theta = optax.apply_updates(theta, updates)
+
+            def keep(new, old):
+                mask = active.reshape(active.shape + (1,) * (new.ndim - 1))
+                return jnp.where(mask, new, old)
+
+            theta = jax.tree.map(keep, new_theta, theta)
+            opt_state = jax.tree.map(keep, new_opt_state, opt_state)
+            return (theta, opt_state, active), loss
+
+        (theta, opt_state, active), losses = jax.lax.scan(body, carry, None,
+                                                          length=settings.chunk)
+        return (theta, opt_state, active), losses[-1]
+
+    n_chunks = -(-settings.max_iterations // settings.chunk)
+    opt_state = jax.vmap(tx.init)(initial)
+    state = {
+        "theta": initial,
+        "opt_state": opt_state,
+        "active": jnp.ones((settings.n_starts,), bool),
+        "best_theta": initial,
+        "best_validation": jnp.full((settings.n_starts,), jnp.inf),
+        "stale": jnp.zeros((settings.n_starts,), jnp.int32),
+        "history": jnp.full((n_chunks, settings.n_starts), jnp.nan),
+        "validation_history": jnp.full((n_chunks, settings.n_starts), jnp.nan),
+        "chunk": jnp.asarray(0, jnp.int32),
+    }
+    fingerprint = settings.fingerprint(fingerprint_extra)
+    manager = _checkpoint_manager(checkpoint_dir) if checkpoint_dir is not None else None
+    resumed_from = 0
+    if manager is not None and manager.latest_step() is not None:
+        state = _restore(manager, state, fingerprint)
+        resumed_from = int(state["chunk"]) * settings.chunk
+
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=n_chunks * settings.chunk, initial=resumed_from, desc=description,
+                   unit="it", leave=False)
+    chunks_this_call = 0
+    while int(state["chunk"]) < n_chunks and bool(jnp.any(state["active"])):
+        carry, train = run_chunk((state["theta"], state["opt_state"], state["active"]))
+        theta, opt_state, _ = carry
+        validation = validate(theta)
+        index = int(state["chunk"])
+        better = jnp.isfinite(validation) & (
+            validation < state["best_validation"]
+            - settings.min_improvement * jnp.abs(state["best_validation"]))
+        better = better | ~jnp.isfinite(state["best_validation"]) & jnp.isfinite(validation)
+        stale = jnp.where(better, 0, state["stale"] + 1)
+
+        def choose(new, old, better=better):
+            mask = better.reshape(better.shape + (1,) * (new.ndim - 1))
+            return jnp.where(mask, new, old)
+
+        state = {
+            "theta": theta,
+            "opt_state": opt_state,
+            "active": state["active"] & (stale < settings.patience),
+            "best_theta": jax.tree.map(choose, theta, state["best_theta"]),
+            "best_validation": jnp.where(better, validation, state["best_validation"]),
+            "stale": stale,
+            "history": state["history"].at[index].set(train),
+            "validation_history": state["validation_history"].at[index].set(validation),
+            "chunk": jnp.asarray(index + 1, jnp.int32),
+        }
+        chunks_this_call += 1
+        if bar is not None:
+            bar.update(settings.chunk)
+            bar.set_postfix(train=f"{float(jnp.nanmin(train)):.4g}",
+                            validation=f"{float(jnp.min(state['best_validation'])):.4g}",
+                            active=int(jnp.sum(state["active"])))
+        finished = index + 1 >= n_chunks or not bool(jnp.any(state["active"]))
+        if manager is not None and ((index + 1) % settings.checkpoint_every == 0 or finished):
+            _save(manager, index + 1, state, fingerprint)
+        if stop_after_chunks is not None and chunks_this_call >= stop_after_chunks:
+            break
+    if bar is not None:
+        bar.close()
+    if manager is not None:
+        manager.wait_until_finished()
+
+    selection = np.asarray(jax.jit(jax.vmap(selection_loss))(state["best_theta"]))
+    selection = np.where(np.isfinite(selection), selection, np.inf)
+    best_index = int(np.argmin(selection))
+    done = int(state["chunk"])
+    return FitResult(
+        best=jax.tree.map(lambda x: x[best_index], state["best_theta"]),
+        best_index=best_index,
+        starts=state["best_theta"],
+        selection_loss=selection,
+        validation_loss=np.asarray(state["best_validation"]),
+        history=np.asarray(state["history"][:done]),
+        validation_history=np.asarray(state["validation_history"][:done]),
+        iterations=done * settings.chunk,
+        nonfinite_steps=np.asarray(_nonfinite_count(state["opt_state"])),
+        stopped_early=done < n_chunks,
+        resumed_from=resumed_from,
+        finished=done >= n_chunks or not bool(jnp.any(state["active"])),
+    )
+
+
+# --- checkpoints ----------------------------------------------------------------------------
+
+
+def _checkpoint_manager(directory: str | Path):
+    import orbax.checkpoint as ocp
+
+    options = ocp.CheckpointManagerOptions(max_to_keep=2, enable_async_checkpointing=False)
+    return ocp.CheckpointManager(Path(directory).resolve(), options=options)
+
+
+def _as_leaves(state) -> dict[str, np.ndarray]:
+    return {f"{i:04d}": np.asarray(leaf) for i, leaf in enumerate(jax.tree.leaves(state))}
+
+
+def _save(manager, step: int, state, fingerprint: str) -> None:
+    import orbax.checkpoint as ocp
+
+    manager.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(_as_leaves(state)),
+        meta=ocp.args.JsonSave({"fingerprint": fingerprint, "chunk": step})))
+
+
+def _restore(manager, template, fingerprint: str):
+    import orbax.checkpoint as ocp
+
+    step = manager.latest_step()
+    meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+    if meta.get("fingerprint") != fingerprint:
+        raise CheckpointMismatchError(
+            f"checkpoint in {manager.directory} was made with other settings or another "
+            "problem; use a new output directory or delete the checkpoints")
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype),
+                            _as_leaves(template))
+    leaves = manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract)))["state"]
+    treedef = jax.tree.structure(template)
+    return jax.tree.unflatten(treedef, [jnp.asarray(leaves[k]) for k in sorted(leaves)])

@@ -1,0 +1,295 @@
+"""The flux-site calibration problem: one free parameter vector per site, full-batch.
+
+Builds masked observation streams for the calibration (train + validation) and test periods,
+the loss (per-stream misfit + EDC penalties + water-violation penalty) as a function of the
+unconstrained parameters, and random starts. The forward run always covers the full record;
+the loss only sees the calibration period.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from differland.calibrate.gradient import GradientSettings
+from differland.config import (
+    MODEL_OPTIONS,
+    WATER_STRESS_OPTIONS,
+    ModelConfig,
+    NeuralBeta,
+)
+from differland.forcing import Forcing
+from differland.likelihood import (
+    Stream,
+    gaussian_misfit,
+    nnse_loss,
+    parameter_edcs,
+    steady_state_edcs,
+)
+from differland.model import initial_state, simulate
+from differland.observations import OPERATORS
+from differland.params import (
+    ParameterSet,
+    constrain,
+    default_parameters,
+    names_for,
+)
+from differland.processes.water import init_beta_network
+
+OBJECTIVES = ("gaussian", "nnse")
+UNCERTAINTY_POLICIES = ("std", "driver")
+# Parameters that only the linear water-stress factor uses.
+_BETA_ONLY = ("field_capacity", "wilting_point_fraction")
+
+
+class CalibrationConfigError(ValueError):
+    """A calibration configuration that cannot be run."""
+
+
+@dataclass(frozen=True)
+class SiteCalibrationConfig:
+    """Everything that defines a site calibration (saved as ``config.json``).
+
+    Attributes:
+        model: model variant (``"site"`` or ``"global"``).
+        water_stress: ``"none"``, ``"beta"`` or ``"neural"``.
+        streams: observed streams in the loss (names of observation operators).
+        weights: per-stream weight (streams not listed weigh 1).
+        objective: ``"gaussian"`` (masked Gaussian misfit, normalised by the number of
+            observations) or ``"nnse"`` (the reference's -NNSE per stream).
+        uncertainty: ``"std"``: sigma = the standard deviation of the stream over the
+            calibration period (the misfit is then 0.5 x (1 - NSE) plus a constant);
+            ``"driver"``: the driver's ``*unc`` where valid, that default elsewhere.
+        validation_days: the last days of the calibration period held out for early stopping.
+        edc_weight: weight of the parameter EDC penalties.
+        steady_state_weight: weight of the pool steady-state EDC penalties.
+        violation_weight: weight of the mean water-violation penalty.
+        gradient: optimiser settings.
+    """
+
+    model: str = "site"
+    water_stress: str = "beta"
+    streams: tuple[str, ...] = ("gpp", "reco", "nee", "et", "lai")
+    weights: tuple[tuple[str, float], ...] = ()
+    objective: str = "gaussian"
+    uncertainty: str = "std"
+    validation_days: int = 365
+    edc_weight: float = 1.0
+    steady_state_weight: float = 0.02
+    violation_weight: float = 1.0
+    gradient: GradientSettings = field(default_factory=GradientSettings)
+
+    def __post_init__(self):
+        if self.model not in MODEL_OPTIONS:
+            raise CalibrationConfigError(f"config: unknown model {self.model!r}")
+        if self.water_stress not in WATER_STRESS_OPTIONS:
+            raise CalibrationConfigError(f"config: unknown water_stress {self.water_stress!r}")
+        if self.objective not in OBJECTIVES:
+            raise CalibrationConfigError(f"config: unknown objective {self.objective!r}")
+        if self.uncertainty not in UNCERTAINTY_POLICIES:
+            raise CalibrationConfigError(f"config: unknown uncertainty {self.uncertainty!r}")
+        unknown = [s for s in self.streams if s not in OPERATORS]
+        if unknown or not self.streams:
+            raise CalibrationConfigError(f"config: unknown or no streams {unknown}")
+        if self.validation_days < 0:
+            raise CalibrationConfigError("config: validation_days must be >= 0")
+        object.__setattr__(self, "streams", tuple(self.streams))
+        object.__setattr__(self, "weights", tuple(dict(self.weights).items()))
+
+    @property
+    def model_config(self) -> ModelConfig:
+        return ModelConfig(model=MODEL_OPTIONS[self.model],
+                           water_stress=WATER_STRESS_OPTIONS[self.water_stress])
+
+    def to_dict(self) -> dict:
+        out = dataclasses.asdict(self)
+        out["weights"] = dict(self.weights)
+        out["streams"] = list(self.streams)
+        return out
+
+    @classmethod
+    def from_dict(cls, values: Mapping) -> SiteCalibrationConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise CalibrationConfigError(f"config: unknown key(s) {', '.join(unknown)}")
+        values = dict(values)
+        if "gradient" in values:
+            gradient_known = {f.name for f in dataclasses.fields(GradientSettings)}
+            bad = sorted(set(values["gradient"]) - gradient_known)
+            if bad:
+                raise CalibrationConfigError(f"config: unknown gradient key(s) {', '.join(bad)}")
+            try:
+                values["gradient"] = GradientSettings(**values["gradient"])
+            except ValueError as error:
+                raise CalibrationConfigError(str(error)) from None
+        if "weights" in values:
+            values["weights"] = tuple(dict(values["weights"]).items())
+        if "streams" in values:
+            values["streams"] = tuple(values["streams"])
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class Periods:
+    """0/1 step masks of the periods (float arrays of length T)."""
+
+    train: np.ndarray
+    validation: np.ndarray
+    calibration: np.ndarray
+    test: np.ndarray
+    year_end: np.ndarray
+
+
+def make_periods(dates, calibration_end: int, validation_days: int) -> Periods:
+    """Train / validation / calibration / test masks and the year-end flags."""
+    days = np.asarray(dates, dtype="datetime64[D]")
+    n = days.size
+    if not 0 < calibration_end <= n:
+        raise CalibrationConfigError(f"calibration period of {calibration_end} steps is empty")
+    index = np.arange(n)
+    calibration = index < calibration_end
+    validation_start = max(calibration_end - validation_days, calibration_end // 2)
+    validation = calibration & (index >= validation_start) if validation_days else \
+        np.zeros(n, bool)
+    years = days.astype("datetime64[Y]")
+    year_end = np.append(years[1:] != years[:-1], True)
+    as_float = lambda m: m.astype(np.float64)  # noqa: E731
+    return Periods(as_float(calibration & ~validation), as_float(validation),
+                   as_float(calibration), as_float(~calibration), as_float(year_end))
+
+
+def build_streams(observations: Mapping, config: SiteCalibrationConfig, periods: Periods,
+                  source: str = "driver") -> dict[str, Stream]:
+    """Masked streams for ``config.streams`` from observation records.
+
+    ``observations[name]`` needs ``values``, ``mask`` and optionally ``uncertainty`` /
+    ``uncertainty_mask`` (as :class:`differland.io.Observation`).
+    """
+    weights = dict(config.weights)
+    streams = {}
+    for name in config.streams:
+        if name not in observations:
+            raise CalibrationConfigError(
+                f"{source}: observation variable for stream {name!r} is missing")
+        record = observations[name]
+        values = np.where(record.mask, record.values, 0.0)
+        mask = np.asarray(record.mask, np.float64)
+        in_calibration = mask * periods.calibration > 0
+        if in_calibration.sum() < 10:
+            raise CalibrationConfigError(
+                f"{source}: stream {name!r} has {int(in_calibration.sum())} observations in the "
+                "calibration period (need at least 10)")
+        spread = float(np.std(values[in_calibration]))
+        default_sigma = spread if spread > 0 else 1.0
+        sigma = np.full(values.shape, default_sigma)
+        if config.uncertainty == "driver" and getattr(record, "uncertainty", None) is not None:
+            valid = np.asarray(record.uncertainty_mask, bool)
+            sigma = np.where(valid, record.uncertainty, default_sigma)
+        streams[name] = Stream(values=jnp.asarray(values), mask=jnp.asarray(mask),
+                               sigma=jnp.asarray(sigma),
+                               weight=jnp.asarray(weights.get(name, 1.0)))
+    return streams
+
+
+def free_parameter_names(config: SiteCalibrationConfig) -> tuple[str, ...]:
+    """Parameters the calibration adjusts (the model's, minus those its options ignore)."""
+    names = names_for(config.model)
+    if config.water_stress != "beta":
+        names = tuple(n for n in names if n not in _BETA_ONLY)
+    return names
+
+
+@dataclass(frozen=True)
+class SiteProblem:
+    """The loss of a site calibration as functions of the unconstrained pytree.
+
+    ``theta = {"params": ParameterSet of unconstrained values, "network": MLP or None}``.
+    """
+
+    config: SiteCalibrationConfig
+    forcing: Forcing
+    streams: dict[str, Stream]
+    periods: Periods
+    fixed: ParameterSet
+
+    def physical(self, theta) -> ParameterSet:
+        """Physical parameter values (free ones from ``theta``, the others fixed)."""
+        free = constrain(theta["params"])
+        return ParameterSet({name: free[name] if name in free else self.fixed[name]
+                             for name in self.fixed.names})
+
+    def run(self, theta):
+        params = self.physical(theta)
+        return params, simulate(params, self.forcing, self.config.model_config,
+                                network=theta.get("network"))
+
+    def predictions(self, theta) -> dict[str, jax.Array]:
+        params, trajectory = self.run(theta)
+        return {name: OPERATORS[name].predict(trajectory, params, self.forcing)
+                for name in self.config.streams}
+
+    def loss_terms(self, theta, steps: jax.Array) -> dict[str, jax.Array]:
+        """Per-term breakdown of the loss on the steps where ``steps`` is 1."""
+        params, trajectory = self.run(theta)
+        terms = {}
+        for name, stream in self.streams.items():
+            prediction = OPERATORS[name].predict(trajectory, params, self.forcing)
+            restricted = stream.restricted(steps)
+            if self.config.objective == "nnse":
+                terms[name] = nnse_loss(prediction, restricted)
+            else:
+                terms[name] = gaussian_misfit(prediction, restricted)
+        edcs = parameter_edcs(params)
+        terms["edc_parameters"] = self.config.edc_weight * sum(edcs.values())
+        steady = steady_state_edcs(trajectory.outputs, trajectory.states,
+                                   initial_state(params, self.config.model_config),
+                                   jnp.asarray(self.periods.year_end))
+        terms["edc_steady_state"] = self.config.steady_state_weight * sum(steady.values())
+        penalty = trajectory.outputs.water_violation_penalty
+        terms["water_violation"] = self.config.violation_weight * jnp.sum(penalty * steps) / (
+            jnp.maximum(jnp.sum(steps), 1.0))
+        return terms
+
+    def loss(self, theta, steps) -> jax.Array:
+        return sum(self.loss_terms(theta, steps).values())
+
+    def train_loss(self, theta):
+        return self.loss(theta, jnp.asarray(self.periods.train))
+
+    def validation_loss(self, theta):
+        steps = self.periods.validation if self.periods.validation.any() else \
+            self.periods.train
+        return self.loss(theta, jnp.asarray(steps))
+
+    def calibration_loss(self, theta):
+        return self.loss(theta, jnp.asarray(self.periods.calibration))
+
+    def initial_guesses(self, n_starts: int, seed: int):
+        """Random starts: each free parameter uniform in [0.05, 0.95] of its transform."""
+        key = jax.random.PRNGKey(seed)
+        names = free_parameter_names(self.config)
+        key, sub = jax.random.split(key)
+        u = jax.random.uniform(sub, (n_starts, len(names)), minval=0.05, maxval=0.95)
+        values = {name: jnp.log(u[:, j]) - jnp.log1p(-u[:, j]) for j, name in enumerate(names)}
+        theta = {"params": ParameterSet(values), "network": None}
+        option = self.config.model_config.water_stress
+        if isinstance(option, NeuralBeta):
+            keys = jax.random.split(key, n_starts)
+            theta["network"] = jax.vmap(lambda k: init_beta_network(k, option))(keys)
+        return theta
+
+
+def make_site_problem(forcing: Forcing, observations: Mapping, dates, calibration_end: int,
+                      config: SiteCalibrationConfig, source: str = "driver") -> SiteProblem:
+    """Assemble a :class:`SiteProblem` from forcing, observation records and the split."""
+    periods = make_periods(dates, calibration_end, config.validation_days)
+    streams = build_streams(observations, config, periods, source)
+    fixed = default_parameters(config.model)
+    forcing = jax.tree.map(jnp.asarray, forcing)
+    return SiteProblem(config, forcing, streams, periods, fixed)

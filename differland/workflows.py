@@ -1,0 +1,129 @@
+"""End-to-end workflows that read files, run the library and write a run directory.
+
+``calibrate_site`` leaves, under ``out``: ``config.json``, ``params.json`` (loadable by
+``differland simulate --params``), ``metrics.json`` (skill per variable and period, optimiser
+diagnostics), ``simulation.nc`` (CF NetCDF over the full record), ``figures/*.png`` and
+``checkpoints/`` (orbax; a rerun with the same configuration resumes from them).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from differland import __version__
+from differland._pytree import as_dict
+from differland.calibrate.gradient import fit
+from differland.calibrate.site import SiteCalibrationConfig, make_site_problem
+from differland.io import (
+    read_site_driver,
+    simulation_dataset,
+    write_dataset,
+    write_json,
+    write_parameter_json,
+)
+from differland.metrics import skill
+from differland.observations import OPERATORS
+from differland.plots import scatter_figure, time_series_figure
+
+EVALUATED = ("gpp", "reco", "nee", "et", "lai")
+
+
+def calibrate_site(driver_path: str | Path, out: str | Path,
+                   config: SiteCalibrationConfig | None = None, progress: bool = True,
+                   stop_after_chunks: int | None = None) -> dict:
+    """Calibrate one site and write its run directory; returns the metrics dictionary.
+
+    Args:
+        driver_path: CARDAMOM-style site driver (split from a ``sites.csv`` beside it, or the
+            first ceil(years/2) calendar years).
+        out: run directory (created; resumed from its checkpoints if they match the config).
+        config: calibration configuration (default: :class:`SiteCalibrationConfig()`).
+        progress: show a progress bar.
+        stop_after_chunks: stop the optimiser early, as if killed (tests of resumption);
+            the function then returns an empty dictionary and writes no results.
+    """
+    config = config or SiteCalibrationConfig()
+    out = Path(out)
+    driver = read_site_driver(driver_path)
+    started = time.perf_counter()
+    config_record = {"driver": str(driver_path), "site": driver.site_id,
+                     "differland_version": __version__, "jax_version": jax.__version__,
+                     "precision": "float64" if jax.config.jax_enable_x64 else "float32",
+                     "calibration": config.to_dict()}
+    write_json(out / "config.json", config_record)
+
+    problem = make_site_problem(driver.forcing, driver.observations, driver.dates,
+                                driver.calibration_end, config, source=str(driver_path))
+    initial = problem.initial_guesses(config.gradient.n_starts, config.gradient.seed)
+    fingerprint = json.dumps({"config": config.to_dict(), "site": driver.site_id,
+                              "steps": driver.n_steps}, sort_keys=True)
+    result = fit(problem.train_loss, problem.validation_loss, problem.calibration_loss,
+                 initial, config.gradient, checkpoint_dir=out / "checkpoints",
+                 progress=progress, description=driver.site_id, fingerprint_extra=fingerprint,
+                 stop_after_chunks=stop_after_chunks)
+    if not result.finished:
+        return {}
+
+    params, trajectory = jax.device_get(problem.run(result.best))
+    predictions = {name: np.asarray(OPERATORS[name].predict(trajectory, params,
+                                                            problem.forcing))
+                   for name in EVALUATED}
+    calibration = problem.periods.calibration > 0
+    scores: dict[str, dict[str, dict[str, float]]] = {}
+    for name in EVALUATED:
+        record = driver.observations.get(name)
+        if record is None:
+            continue
+        observed = np.where(record.mask, record.values, np.nan)
+        scores[name] = {
+            "calibration": skill(predictions[name], observed, calibration),
+            "test": skill(predictions[name], observed, ~calibration),
+        }
+    terms = {k: float(v) for k, v in
+             jax.jit(problem.loss_terms)(result.best, problem.periods.calibration).items()}
+    metrics = {
+        "site": driver.site_id,
+        "periods": {
+            "calibration": [str(driver.dates[0]), str(driver.dates[driver.calibration_end - 1])],
+            "test": [str(driver.dates[driver.calibration_end]), str(driver.dates[-1])]
+            if driver.calibration_end < driver.n_steps else None,
+        },
+        "skill": scores,
+        "loss_terms_calibration": terms,
+        "optimisation": {
+            "best_start": result.best_index,
+            "selection_loss": result.selection_loss.tolist(),
+            "validation_loss": result.validation_loss.tolist(),
+            "iterations": result.iterations,
+            "nonfinite_steps_skipped": result.nonfinite_steps.tolist(),
+            "stopped_early": result.stopped_early,
+            "resumed_from_iteration": result.resumed_from,
+            "wall_seconds": time.perf_counter() - started,
+        },
+    }
+    write_parameter_json(out / "params.json", jax.tree.map(float, params))
+    states = {k: np.asarray(v) for k, v in as_dict(trajectory.states).items()}
+    outputs = {k: np.asarray(v) for k, v in as_dict(trajectory.outputs).items()}
+    dataset = simulation_dataset(
+        driver.dates, states, outputs, {k: float(v) for k, v in params.items()}, config.model,
+        {"title": f"differland calibrated {config.model} simulation of {driver.site_id}",
+         "source": f"differland {__version__}", "driver": str(driver_path),
+         "calibration_period_end": str(driver.dates[driver.calibration_end - 1])})
+    write_dataset(out / "simulation.nc", dataset)
+    observed = {name: np.where(driver.observations[name].mask,
+                               driver.observations[name].values, np.nan)
+                for name in EVALUATED if name in driver.observations}
+    figures = out / "figures"
+    figures.mkdir(parents=True, exist_ok=True)
+    split_date = driver.dates[min(driver.calibration_end, driver.n_steps - 1)]
+    time_series_figure(figures / "time_series.png", driver.dates, observed, predictions,
+                       split_date, driver.site_id)
+    scatter_figure(figures / "scatter_test.png", observed, predictions, ~calibration,
+                   {k: v["test"] for k, v in scores.items()}, f"{driver.site_id}, test period")
+    write_json(out / "metrics.json", metrics)
+    return metrics
