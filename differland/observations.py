@@ -136,7 +136,7 @@ def predict(name: str, trajectory: Trajectory, params: ParameterSet,
     try:
         operator = OPERATORS[name]
     except KeyError:
-        raise KeyError(f"no observation operator {name!r}; known: {', '.join(OPERATORS)}")
+        raise KeyError(f"no observation operator {name!r}; known: {', '.join(OPERATORS)}") from None
     return operator.predict(trajectory, params, forcing)
 
 

@@ -62,14 +62,13 @@ def calibrate_site(driver_path: str | Path, out: str | Path,
     initial = problem.initial_guesses(config.gradient.n_starts, config.gradient.seed)
     fingerprint = json.dumps({"config": config.to_dict(), "site": driver.site_id,
                               "steps": driver.n_steps}, sort_keys=True)
-    result = fit(problem.train_loss, problem.validation_loss, problem.calibration_loss,
-                 initial, config.gradient, checkpoint_dir=out / "checkpoints",
+    result = fit(*problem.fit_arguments(), initial, config.gradient, checkpoint_dir=out / "checkpoints",
                  progress=progress, description=driver.site_id, fingerprint_extra=fingerprint,
                  stop_after_chunks=stop_after_chunks)
     if not result.finished:
         return {}
 
-    params, trajectory = jax.device_get(problem.run(result.best))
+    params, trajectory, terms = jax.device_get(jax.jit(problem.evaluate)(result.best))
     predictions = {name: np.asarray(OPERATORS[name].predict(trajectory, params,
                                                             problem.forcing))
                    for name in EVALUATED}
@@ -84,8 +83,7 @@ def calibrate_site(driver_path: str | Path, out: str | Path,
             "calibration": skill(predictions[name], observed, calibration),
             "test": skill(predictions[name], observed, ~calibration),
         }
-    terms = {k: float(v) for k, v in
-             jax.jit(problem.loss_terms)(result.best, problem.periods.calibration).items()}
+    terms = {k: float(v) for k, v in terms.items()}
     metrics = {
         "site": driver.site_id,
         "periods": {

@@ -3,10 +3,10 @@
 The optimiser works on any pytree of unconstrained values. ``n_starts`` random starts run as one
 vmapped, jitted computation; every ``chunk`` iterations the validation loss of each start is
 evaluated, its best parameters kept, and starts whose validation loss has not improved for
-``patience`` chunks are frozen (early stopping). Non-finite steps are skipped by
-``optax.apply_if_finite`` and counted. The whole optimiser state is checkpointed with orbax
-every ``checkpoint_every`` chunks; a run restarted with the same settings resumes from the last
-checkpoint and ends with the same result as an uninterrupted run.
+``patience`` chunks are frozen (early stopping). A step whose loss or gradient is not finite
+leaves that start's values and optimiser state unchanged and is counted. The whole optimiser
+state is checkpointed with orbax every ``checkpoint_every`` chunks; a run restarted with the same
+settings resumes from the last checkpoint and ends with the same result as an uninterrupted run.
 """
 
 from __future__ import annotations
@@ -23,7 +23,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-LossFunction = Callable[[object], jax.Array]
+from differland.likelihood import edc_ramp
+
+LossFunction = Callable[[object, jax.Array], jax.Array]
+EvaluationFunction = Callable[[object, object], jax.Array]
 
 
 class CheckpointMismatchError(ValueError):
@@ -45,8 +48,9 @@ class GradientSettings:
         patience: chunks without validation improvement before a start is frozen.
         min_improvement: relative validation improvement that counts as progress.
         checkpoint_every: chunks between checkpoints (when a checkpoint directory is given).
-        max_consecutive_nonfinite: non-finite steps in a row tolerated by apply_if_finite.
         seed: seed of the random starts.
+        edc_ramp_iterations: the training loss gets ``ramp = min(iteration / this, 1)`` as its
+            second argument (0: always 1), to phase in constraint penalties.
     """
 
     n_starts: int = 12
@@ -58,8 +62,8 @@ class GradientSettings:
     patience: int = 8
     min_improvement: float = 1e-4
     checkpoint_every: int = 4
-    max_consecutive_nonfinite: int = 50
     seed: int = 0
+    edc_ramp_iterations: int = 0
 
     def __post_init__(self):
         for name in ("n_starts", "max_iterations", "chunk", "patience", "checkpoint_every"):
@@ -69,10 +73,11 @@ class GradientSettings:
             raise ValueError("gradient settings: learning_rate must be > 0")
 
     def optimizer(self) -> optax.GradientTransformation:
+        warmup = min(self.warmup, self.max_iterations // 2)
         schedule = optax.warmup_cosine_decay_schedule(
-            0.0, self.learning_rate, min(self.warmup, self.max_iterations),
-            self.max_iterations, self.learning_rate * self.final_learning_rate_fraction)
-        return optax.apply_if_finite(optax.adam(schedule), self.max_consecutive_nonfinite)
+            0.0, self.learning_rate, warmup, max(self.max_iterations, warmup + 1),
+            self.learning_rate * self.final_learning_rate_fraction)
+        return optax.adam(schedule)
 
     def fingerprint(self, extra: str = "") -> str:
         text = json.dumps(dataclasses.asdict(self), sort_keys=True) + extra
@@ -113,20 +118,20 @@ class FitResult:
     finished: bool
 
 
-def _nonfinite_count(opt_state) -> jax.Array:
-    return opt_state.total_notfinite
-
-
-def fit(train_loss: LossFunction, validation_loss: LossFunction, selection_loss: LossFunction,
-        initial: object, settings: GradientSettings, checkpoint_dir: str | Path | None = None,
+def fit(train_loss: LossFunction, evaluation_loss: EvaluationFunction, validation_steps,
+        selection_steps, initial: object, settings: GradientSettings,
+        checkpoint_dir: str | Path | None = None,
         progress: bool = True, description: str = "calibrating",
         fingerprint_extra: str = "", stop_after_chunks: int | None = None) -> FitResult:
     """Minimise ``train_loss`` from the starts ``initial`` (leading axis = start).
 
     Args:
-        train_loss: unconstrained pytree -> scalar loss on the training steps.
-        validation_loss: the same on the validation steps (early stopping).
-        selection_loss: the loss that picks the best start (calibration period only).
+        train_loss: ``(unconstrained pytree, ramp) -> scalar`` loss on the training steps,
+            ``ramp`` in [0, 1] from ``settings.edc_ramp_iterations``.
+        evaluation_loss: ``(unconstrained pytree, steps) -> scalar`` loss on given steps;
+            evaluated on ``validation_steps`` for early stopping and on ``selection_steps``
+            (the calibration period, never the test period) to pick the best start.
+        validation_steps, selection_steps: the ``steps`` arguments (any pytree of arrays).
         initial: pytree of starting values with a leading ``n_starts`` axis.
         settings: optimiser settings.
         checkpoint_dir: where orbax checkpoints go; an existing checkpoint made with the same
@@ -138,28 +143,46 @@ def fit(train_loss: LossFunction, validation_loss: LossFunction, selection_loss:
             of resumption.
     """
     tx = settings.optimizer()
-    value_and_grad = jax.vmap(jax.value_and_grad(train_loss))
-    validate = jax.jit(jax.vmap(validation_loss))
+    value_and_grad = jax.vmap(jax.value_and_grad(train_loss), in_axes=(0, None))
+    evaluate = jax.jit(jax.vmap(evaluation_loss, in_axes=(0, None)))
 
     @jax.jit
-    def run_chunk(carry):
-        def body(carry, _):
-            theta, opt_state, active = carry
-            loss, grads = value_and_grad(theta)
-            updates, new_opt_state = jax.vmap(tx.update)(grads, opt_state, theta)
-            new_theta = optax.apply_updates(theta, updates)
+    def propose(theta, opt_state, iteration):
+        """One Adam step of every start: (new values, new optimiser state, loss)."""
+        ramp = edc_ramp(iteration, settings.edc_ramp_iterations)
+        loss, grads = value_and_grad(theta, ramp)
+        updates, new_opt_state = jax.vmap(tx.update)(grads, opt_state, theta)
+        return optax.apply_updates(theta, updates), new_opt_state, loss
 
-            def keep(new, old):
-                mask = active.reshape(active.shape + (1,) * (new.ndim - 1))
-                return jnp.where(mask, new, old)
+    @jax.jit
+    def accept(proposal, current, active, nonfinite, loss):
+        """Keep the step of active starts whose loss and new values are finite."""
+        finite = jnp.isfinite(loss)
+        for leaf in jax.tree.leaves(proposal[0]):
+            finite &= jnp.all(jnp.isfinite(leaf.reshape(leaf.shape[0], -1)), axis=1)
+        apply = active & finite
 
-            theta = jax.tree.map(keep, new_theta, theta)
-            opt_state = jax.tree.map(keep, new_opt_state, opt_state)
-            return (theta, opt_state, active), loss
+        def keep(new, old):
+            return jnp.where(apply.reshape(apply.shape + (1,) * (new.ndim - 1)), new, old)
 
-        (theta, opt_state, active), losses = jax.lax.scan(body, carry, None,
-                                                          length=settings.chunk)
-        return (theta, opt_state, active), losses[-1]
+        theta, opt_state = jax.tree.map(keep, proposal, current)
+        return theta, opt_state, nonfinite + (active & ~finite)
+
+    def iterate(carry, iteration):
+        # Two jitted parts: checking the gradient step inside the gradient computation
+        # makes XLA compile it several times slower.
+        theta, opt_state, active, nonfinite = carry
+        *proposal, loss = propose(theta, opt_state, iteration)
+        theta, opt_state, nonfinite = accept(tuple(proposal), (theta, opt_state), active,
+                                             nonfinite, loss)
+        return (theta, opt_state, active, nonfinite), loss
+
+    def run_chunk(carry, first_iteration):
+        # A Python loop over one jitted iteration: XLA would unroll a short scan of the
+        # whole gradient computation and compile it many times over.
+        for iteration in range(first_iteration, first_iteration + settings.chunk):
+            carry, loss = iterate(carry, iteration)
+        return carry, loss
 
     n_chunks = -(-settings.max_iterations // settings.chunk)
     opt_state = jax.vmap(tx.init)(initial)
@@ -167,6 +190,7 @@ def fit(train_loss: LossFunction, validation_loss: LossFunction, selection_loss:
         "theta": initial,
         "opt_state": opt_state,
         "active": jnp.ones((settings.n_starts,), bool),
+        "nonfinite": jnp.zeros((settings.n_starts,), jnp.int32),
         "best_theta": initial,
         "best_validation": jnp.full((settings.n_starts,), jnp.inf),
         "stale": jnp.zeros((settings.n_starts,), jnp.int32),
@@ -189,9 +213,11 @@ def fit(train_loss: LossFunction, validation_loss: LossFunction, selection_loss:
                    unit="it", leave=False)
     chunks_this_call = 0
     while int(state["chunk"]) < n_chunks and bool(jnp.any(state["active"])):
-        carry, train = run_chunk((state["theta"], state["opt_state"], state["active"]))
-        theta, opt_state, _ = carry
-        validation = validate(theta)
+        carry, train = run_chunk(
+            (state["theta"], state["opt_state"], state["active"], state["nonfinite"]),
+            int(state["chunk"]) * settings.chunk)
+        theta, opt_state, _, nonfinite = carry
+        validation = evaluate(theta, validation_steps)
         index = int(state["chunk"])
         better = jnp.isfinite(validation) & (
             validation < state["best_validation"]
@@ -207,6 +233,7 @@ def fit(train_loss: LossFunction, validation_loss: LossFunction, selection_loss:
             "theta": theta,
             "opt_state": opt_state,
             "active": state["active"] & (stale < settings.patience),
+            "nonfinite": nonfinite,
             "best_theta": jax.tree.map(choose, theta, state["best_theta"]),
             "best_validation": jnp.where(better, validation, state["best_validation"]),
             "stale": stale,
@@ -230,7 +257,7 @@ def fit(train_loss: LossFunction, validation_loss: LossFunction, selection_loss:
     if manager is not None:
         manager.wait_until_finished()
 
-    selection = np.asarray(jax.jit(jax.vmap(selection_loss))(state["best_theta"]))
+    selection = np.asarray(evaluate(state["best_theta"], selection_steps))
     selection = np.where(np.isfinite(selection), selection, np.inf)
     best_index = int(np.argmin(selection))
     done = int(state["chunk"])
@@ -243,7 +270,7 @@ def fit(train_loss: LossFunction, validation_loss: LossFunction, selection_loss:
         history=np.asarray(state["history"][:done]),
         validation_history=np.asarray(state["validation_history"][:done]),
         iterations=done * settings.chunk,
-        nonfinite_steps=np.asarray(_nonfinite_count(state["opt_state"])),
+        nonfinite_steps=np.asarray(state["nonfinite"]),
         stopped_early=done < n_chunks,
         resumed_from=resumed_from,
         finished=done >= n_chunks or not bool(jnp.any(state["active"])),

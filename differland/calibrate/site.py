@@ -36,8 +36,8 @@ from differland.observations import OPERATORS
 from differland.params import (
     ParameterSet,
     constrain,
-    default_parameters,
     names_for,
+    parameters_from_mapping,
 )
 from differland.processes.water import init_beta_network
 
@@ -69,6 +69,9 @@ class SiteCalibrationConfig:
         edc_weight: weight of the parameter EDC penalties.
         steady_state_weight: weight of the pool steady-state EDC penalties.
         violation_weight: weight of the mean water-violation penalty.
+        free_parameters: names to calibrate (default: every parameter the model
+            configuration uses); the others stay at ``parameter_values`` or their defaults.
+        parameter_values: fixed physical values overriding registry defaults.
         gradient: optimiser settings.
     """
 
@@ -82,6 +85,8 @@ class SiteCalibrationConfig:
     edc_weight: float = 1.0
     steady_state_weight: float = 0.02
     violation_weight: float = 1.0
+    free_parameters: tuple[str, ...] | None = None
+    parameter_values: tuple[tuple[str, float], ...] = ()
     gradient: GradientSettings = field(default_factory=GradientSettings)
 
     def __post_init__(self):
@@ -100,6 +105,19 @@ class SiteCalibrationConfig:
             raise CalibrationConfigError("config: validation_days must be >= 0")
         object.__setattr__(self, "streams", tuple(self.streams))
         object.__setattr__(self, "weights", tuple(dict(self.weights).items()))
+        object.__setattr__(self, "parameter_values",
+                           tuple((k, float(v)) for k, v in dict(self.parameter_values).items()))
+        known = set(names_for(self.model))
+        if self.free_parameters is not None:
+            object.__setattr__(self, "free_parameters", tuple(self.free_parameters))
+            bad = sorted(set(self.free_parameters) - known)
+            if bad or not self.free_parameters:
+                raise CalibrationConfigError(
+                    f"config: free_parameters names unknown for the {self.model} model: {bad}")
+        bad = sorted(set(dict(self.parameter_values)) - known)
+        if bad:
+            raise CalibrationConfigError(
+                f"config: parameter_values names unknown for the {self.model} model: {bad}")
 
     @property
     def model_config(self) -> ModelConfig:
@@ -110,6 +128,9 @@ class SiteCalibrationConfig:
         out = dataclasses.asdict(self)
         out["weights"] = dict(self.weights)
         out["streams"] = list(self.streams)
+        out["parameter_values"] = dict(self.parameter_values)
+        if self.free_parameters is not None:
+            out["free_parameters"] = list(self.free_parameters)
         return out
 
     @classmethod
@@ -128,8 +149,11 @@ class SiteCalibrationConfig:
                 values["gradient"] = GradientSettings(**values["gradient"])
             except ValueError as error:
                 raise CalibrationConfigError(str(error)) from None
-        if "weights" in values:
-            values["weights"] = tuple(dict(values["weights"]).items())
+        for key in ("weights", "parameter_values"):
+            if key in values:
+                if not isinstance(values[key], Mapping):
+                    raise CalibrationConfigError(f"config: {key} must be an object of numbers")
+                values[key] = tuple(dict(values[key]).items())
         if "streams" in values:
             values["streams"] = tuple(values["streams"])
         return cls(**values)
@@ -199,6 +223,8 @@ def build_streams(observations: Mapping, config: SiteCalibrationConfig, periods:
 
 def free_parameter_names(config: SiteCalibrationConfig) -> tuple[str, ...]:
     """Parameters the calibration adjusts (the model's, minus those its options ignore)."""
+    if config.free_parameters is not None:
+        return config.free_parameters
     names = names_for(config.model)
     if config.water_stress != "beta":
         names = tuple(n for n in names if n not in _BETA_ONLY)
@@ -234,9 +260,17 @@ class SiteProblem:
         return {name: OPERATORS[name].predict(trajectory, params, self.forcing)
                 for name in self.config.streams}
 
-    def loss_terms(self, theta, steps: jax.Array) -> dict[str, jax.Array]:
-        """Per-term breakdown of the loss on the steps where ``steps`` is 1."""
+    def loss_terms(self, theta, steps: jax.Array, ramp=1.0) -> dict[str, jax.Array]:
+        """Per-term breakdown of the loss on the steps where ``steps`` is 1 (constraint terms
+        scaled by ``ramp``)."""
+        return self._terms(*self.run(theta), steps, ramp)
+
+    def evaluate(self, theta):
+        """``(physical parameters, trajectory, calibration-period loss terms)`` in one pass."""
         params, trajectory = self.run(theta)
+        return params, trajectory, self._terms(params, trajectory, self.calibration_steps, 1.0)
+
+    def _terms(self, params, trajectory, steps, ramp) -> dict[str, jax.Array]:
         terms = {}
         for name, stream in self.streams.items():
             prediction = OPERATORS[name].predict(trajectory, params, self.forcing)
@@ -246,29 +280,38 @@ class SiteProblem:
             else:
                 terms[name] = gaussian_misfit(prediction, restricted)
         edcs = parameter_edcs(params)
-        terms["edc_parameters"] = self.config.edc_weight * sum(edcs.values())
+        terms["edc_parameters"] = ramp * self.config.edc_weight * sum(edcs.values())
         steady = steady_state_edcs(trajectory.outputs, trajectory.states,
                                    initial_state(params, self.config.model_config),
                                    jnp.asarray(self.periods.year_end))
-        terms["edc_steady_state"] = self.config.steady_state_weight * sum(steady.values())
+        terms["edc_steady_state"] = ramp * self.config.steady_state_weight * sum(
+            steady.values())
         penalty = trajectory.outputs.water_violation_penalty
         terms["water_violation"] = self.config.violation_weight * jnp.sum(penalty * steps) / (
             jnp.maximum(jnp.sum(steps), 1.0))
         return terms
 
-    def loss(self, theta, steps) -> jax.Array:
-        return sum(self.loss_terms(theta, steps).values())
+    def loss(self, theta, steps, ramp=1.0) -> jax.Array:
+        return sum(self.loss_terms(theta, steps, ramp).values())
 
-    def train_loss(self, theta):
-        return self.loss(theta, jnp.asarray(self.periods.train))
+    def train_loss(self, theta, ramp=1.0):
+        return self.loss(theta, jnp.asarray(self.periods.train), ramp)
 
-    def validation_loss(self, theta):
+    @property
+    def validation_steps(self) -> jax.Array:
+        """Steps of the early-stopping loss (the training steps if there is no validation)."""
         steps = self.periods.validation if self.periods.validation.any() else \
             self.periods.train
-        return self.loss(theta, jnp.asarray(steps))
+        return jnp.asarray(steps)
 
-    def calibration_loss(self, theta):
-        return self.loss(theta, jnp.asarray(self.periods.calibration))
+    @property
+    def calibration_steps(self) -> jax.Array:
+        return jnp.asarray(self.periods.calibration)
+
+    def fit_arguments(self):
+        """``(train_loss, evaluation_loss, validation_steps, selection_steps)`` for
+        :func:`differland.calibrate.gradient.fit`."""
+        return self.train_loss, self.loss, self.validation_steps, self.calibration_steps
 
     def initial_guesses(self, n_starts: int, seed: int):
         """Random starts: each free parameter uniform in [0.05, 0.95] of its transform."""
@@ -290,6 +333,10 @@ def make_site_problem(forcing: Forcing, observations: Mapping, dates, calibratio
     """Assemble a :class:`SiteProblem` from forcing, observation records and the split."""
     periods = make_periods(dates, calibration_end, config.validation_days)
     streams = build_streams(observations, config, periods, source)
-    fixed = default_parameters(config.model)
+    try:
+        fixed = parameters_from_mapping(dict(config.parameter_values), config.model,
+                                        source="config parameter_values")
+    except ValueError as error:
+        raise CalibrationConfigError(str(error)) from None
     forcing = jax.tree.map(jnp.asarray, forcing)
     return SiteProblem(config, forcing, streams, periods, fixed)

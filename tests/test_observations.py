@@ -1,0 +1,128 @@
+"""Observation operators, aggregation, likelihood and skill scores against hand-computed values."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from helpers import site_forcing
+
+from differland import ModelConfig, SiteModel, default_parameters, simulate
+from differland.likelihood import Stream, gaussian_misfit, nnse_loss, nse, parameter_edcs
+from differland.metrics import skill
+from differland.observations import (
+    OPERATORS,
+    apar_sif,
+    calendar_groups,
+    spatial_mean,
+    temporal_mean,
+    water_storage_anomaly,
+)
+
+
+@pytest.fixture(scope="module")
+def run(fluxsites_dir):
+    forcing = site_forcing(fluxsites_dir, "DE-Hai", n_steps=400, start=0)
+    params = default_parameters("site")
+    return params, forcing, simulate(params, forcing, ModelConfig(model=SiteModel()))
+
+
+def test_flux_operators_and_signs(run):
+    params, forcing, trajectory = run
+    o = trajectory.outputs
+    predict = {name: np.asarray(op.predict(trajectory, params, forcing))
+               for name, op in OPERATORS.items() if name in ("gpp", "reco", "nee", "nbe", "et",
+                                                            "lai", "biomass")}
+    np.testing.assert_allclose(predict["reco"], o.autotrophic_respiration + o.rh_litter
+                               + o.rh_som, rtol=1e-14)
+    # NEE positive = to the atmosphere: NEE = RECO - GPP
+    np.testing.assert_allclose(predict["nee"], predict["reco"] - predict["gpp"], atol=1e-12)
+    np.testing.assert_array_equal(predict["nbe"], predict["nee"])  # no fire at the site
+    assert (predict["gpp"] >= 0).all() and (predict["et"] >= 0).all()
+    summer = slice(170, 230)
+    assert predict["nee"][summer].mean() < 0, "a temperate forest is a summer sink"
+    s = trajectory.states
+    np.testing.assert_allclose(predict["biomass"], s.labile_carbon + s.foliar_carbon
+                               + s.root_carbon + s.wood_carbon)
+    np.testing.assert_allclose(predict["lai"], o.lai)
+    assert OPERATORS["nee"].units == "gC m-2 d-1" and OPERATORS["et"].units == "mm d-1"
+
+
+def test_sif_operators(run):
+    _, forcing, trajectory = run
+    sif = apar_sif(trajectory, forcing, sif_yield=2.0, extinction=0.5)
+    lai, ssrd = np.asarray(trajectory.outputs.lai), np.asarray(forcing.ssrd)
+    np.testing.assert_allclose(sif, 2.0 * 0.48 * ssrd * (1 - np.exp(-0.5 * lai)), rtol=1e-12)
+
+
+def test_water_storage_anomaly_removes_mean_over_observed_steps():
+    storage = jnp.asarray([10.0, 20.0, 30.0, 1000.0])
+    mask = jnp.asarray([1, 1, 1, 0])
+    np.testing.assert_allclose(water_storage_anomaly(storage, mask), [-10.0, 0.0, 10.0, 980.0])
+
+
+def test_temporal_and_spatial_aggregation():
+    dates = np.arange("2004-01-30", "2004-03-02", dtype="datetime64[D]")  # Jan 30 .. Mar 1
+    groups, n = calendar_groups(dates, "month")
+    assert n == 3 and groups[0] == 0 and groups[2] == 1 and groups[-1] == 2
+    values = jnp.arange(dates.size, dtype=float)
+    means, counts = temporal_mean(values, groups, n)
+    np.testing.assert_allclose(means, [0.5, np.arange(2, 31).mean(), 31.0])
+    np.testing.assert_array_equal(counts, [2, 29, 1])
+    mask = (values != 0).astype(float)
+    means, counts = temporal_mean(values, groups, n, mask)
+    assert float(means[0]) == 1.0 and float(counts[0]) == 1
+    years, n_years = calendar_groups(np.array(["2003-12-31", "2004-01-01"], "datetime64[D]"),
+                                     "year")
+    assert n_years == 2 and list(np.asarray(years)) == [0, 1]
+    grid = jnp.asarray([[1.0, 2.0], [3.0, 4.0], [100.0, 100.0]])
+    mean, weight = spatial_mean(grid, jnp.asarray([1.0, 3.0, 0.0]))
+    np.testing.assert_allclose(mean, [2.5, 3.5])
+    np.testing.assert_allclose(weight, [4.0, 4.0])
+    with pytest.raises(ValueError, match="frequency"):
+        calendar_groups(dates, "week")
+
+
+def test_gaussian_misfit_and_nse_by_hand():
+    stream = Stream(values=jnp.asarray([1.0, 2.0, 3.0, 4.0]), mask=jnp.asarray([1, 1, 1, 0.0]),
+                    sigma=jnp.asarray([1.0, 2.0, 1.0, 1.0]), weight=jnp.asarray(2.0))
+    prediction = jnp.asarray([2.0, 2.0, 1.0, 99.0])
+    # 0.5 * ((1/1)^2 + 0 + (2/1)^2) / 3 observed * weight 2
+    assert float(gaussian_misfit(prediction, stream)) == pytest.approx(2.0 * 0.5 * 5.0 / 3.0)
+    assert float(nse(prediction, stream)) == pytest.approx(1 - 5.0 / 2.0)
+    assert float(nnse_loss(prediction, stream)) == pytest.approx(-2.0 / (2 - (1 - 2.5)))
+
+
+def test_gaps_never_make_nan_gradients():
+    values = jnp.asarray([1.0, 2.0, 3.0, 0.0])
+    stream = Stream(values=values, mask=jnp.asarray([1.0, 0.0, 1.0, 0.0]),
+                    sigma=jnp.asarray([0.5, 0.0, 0.5, 0.0]), weight=jnp.asarray(1.0))
+
+    def loss(prediction):
+        return gaussian_misfit(prediction, stream) + nnse_loss(prediction, stream)
+
+    gradient = jax.grad(loss)(jnp.asarray([1.5, jnp.nan, 2.0, jnp.inf]))
+    assert np.isfinite(np.asarray(gradient)[[0, 2]]).all()
+    assert float(gradient[1]) == 0.0 and float(gradient[3]) == 0.0
+
+
+def test_parameter_edcs_penalise_violations_only():
+    good = default_parameters("site").replace(litter_respiration_rate=1e-3,
+                                              som_respiration_rate=1e-5)
+    bad = good.replace(litter_respiration_rate=1e-4, som_respiration_rate=5e-4)
+    assert float(parameter_edcs(good)["edc_litter_vs_som"]) < 1e-3
+    assert float(parameter_edcs(bad)["edc_litter_vs_som"]) > 1.0
+
+
+def test_skill_scores_by_hand():
+    observed = np.array([1.0, 2.0, 3.0, 4.0, np.nan])
+    simulated = np.array([1.5, 2.0, 2.5, 4.0, 7.0])
+    scores = skill(simulated, observed)
+    assert scores["n"] == 4
+    assert scores["nse"] == pytest.approx(1 - 0.5 / 5.0)
+    assert scores["rmse"] == pytest.approx(np.sqrt(0.5 / 4))
+    assert scores["bias"] == pytest.approx(0.0)
+    assert scores["r"] == pytest.approx(np.corrcoef(simulated[:4], observed[:4])[0, 1])
+    assert skill(observed, observed)["kge"] == pytest.approx(1.0)
+    assert np.isnan(skill([1.0], [1.0])["nse"])
