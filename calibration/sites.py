@@ -31,7 +31,8 @@ def _calibrate(driver: str, out: str, config_path: str | None, overrides: dict,
     from differland.cli import load_calibration_config
     from differland.workflows import calibrate_site
 
-    enable_float64(float64)
+    if float64:
+        enable_float64()
     config = load_calibration_config(Path(config_path) if config_path else None)
     import dataclasses
 

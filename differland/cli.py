@@ -51,8 +51,28 @@ def _parameter_set(path: Path | None, variant: str):
     return parameters_from_mapping(values, variant, source=str(path), ignore_unknown=inert)
 
 
+def _network(path: Path | None):
+    """Weights of the neural water-stress MLP from a ``network.json`` of a calibration run."""
+    import json
+
+    import jax.numpy as jnp
+
+    if path is None:
+        raise CliError("water stress 'neural' needs --network (network.json of a calibration)")
+    try:
+        layers = json.loads(Path(path).read_text())
+        network = [{"weight": jnp.asarray(layer["weight"], float),
+                    "bias": jnp.asarray(layer["bias"], float)} for layer in layers]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise CliError(f"{path}: not a network file: {error}") from None
+    if network[0]["weight"].shape[0] != 1 or network[-1]["weight"].shape[1] != 1:
+        raise CliError(f"{path}: the network must map 1 input to 1 output")
+    return network
+
+
 def _run_simulation(driver_path: Path, out: Path, params_path: Path | None, model: str,
-                    water_stress: str, reference_mode: bool, float64: bool) -> str:
+                    water_stress: str, reference_mode: bool, float64: bool,
+                    network_path: Path | None = None) -> str:
     import jax
     import numpy as np
 
@@ -64,15 +84,17 @@ def _run_simulation(driver_path: Path, out: Path, params_path: Path | None, mode
 
     model_choice = _choice(model, MODEL_OPTIONS, "model")
     stress = _choice(water_stress, WATER_STRESS_OPTIONS, "water stress")
-    if isinstance(stress, NeuralBeta):
-        raise CliError("water stress 'neural' needs trained network weights; "
-                       "use it from Python (differland.processes.water.init_beta_network)")
-    enable_float64(float64)
+    if float64:
+        enable_float64()
+    network = _network(network_path) if isinstance(stress, NeuralBeta) else None
+    if network is not None:
+        hidden = int(network[0]["weight"].shape[1])
+        stress = NeuralBeta(hidden=hidden, layers=len(network) - 1)
     driver = read_site_driver(driver_path)
     params = _parameter_set(params_path, model_choice.name)
     config = ModelConfig(model=model_choice, water_stress=stress, reference_mode=reference_mode)
     started = time.perf_counter()
-    trajectory = jax.device_get(simulate(params, driver.forcing, config))
+    trajectory = jax.device_get(simulate(params, driver.forcing, config, network=network))
     elapsed = time.perf_counter() - started
     states = {k: np.asarray(v) for k, v in as_dict(trajectory.states).items()}
     outputs = {k: np.asarray(v) for k, v in as_dict(trajectory.outputs).items()}
@@ -109,7 +131,10 @@ def simulate(
         help="Parameters: JSON of named physical values (missing names take defaults) or a "
              "NetCDF with scalar parameter variables (golden file, earlier output).")] = None,
     model: Annotated[str, typer.Option(help="Model variant: site or global.")] = "site",
-    water_stress: Annotated[str, typer.Option(help="Water stress: none or beta.")] = "none",
+    water_stress: Annotated[str, typer.Option(
+        help="Water stress: none, beta or neural (with --network).")] = "none",
+    network: Annotated[Path | None, typer.Option(
+        help="network.json of a calibration run, for --water-stress neural.")] = None,
     reference_mode: Annotated[bool, typer.Option(
         "--reference-mode", help="Reproduce the published DifferLand code, quirks included.")
     ] = False,
@@ -122,7 +147,7 @@ def simulate(
 
             driver = write_example_site_driver(Path(scratch) / "example.nc")
         message = _run_simulation(driver, out, params, model, water_stress, reference_mode,
-                                  float64)
+                                  float64, network)
     typer.echo(message)
 
 
@@ -174,7 +199,8 @@ def calibrate_site_command(
 
     settings = load_calibration_config(config, seed=seed, n_starts=starts,
                                        max_iterations=iterations, water_stress=water_stress)
-    enable_float64(float64)
+    if float64:
+        enable_float64()
     metrics = calibrate_site(driver, out, settings, progress=progress)
     tests = ", ".join(f"{name} {values['test']['nse']:.2f}"
                       for name, values in metrics["skill"].items())

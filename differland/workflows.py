@@ -1,9 +1,11 @@
 """End-to-end workflows that read files, run the library and write a run directory.
 
 ``calibrate_site`` leaves, under ``out``: ``config.json``, ``params.json`` (loadable by
-``differland simulate --params``), ``metrics.json`` (skill per variable and period, optimiser
-diagnostics), ``simulation.nc`` (CF NetCDF over the full record), ``figures/*.png`` and
-``checkpoints/`` (orbax; a rerun with the same configuration resumes from them).
+``differland simulate --params``), ``network.json`` (the weights of a neural water-stress term,
+for ``differland simulate --water-stress neural --network``), ``metrics.json`` (skill per
+variable and period, optimiser diagnostics), ``simulation.nc`` (CF NetCDF over the full
+record), ``figures/*.png`` and ``checkpoints/`` (orbax; a rerun with the same configuration
+resumes from them).
 """
 
 from __future__ import annotations
@@ -62,8 +64,9 @@ def calibrate_site(driver_path: str | Path, out: str | Path,
     initial = problem.initial_guesses(config.gradient.n_starts, config.gradient.seed)
     fingerprint = json.dumps({"config": config.to_dict(), "site": driver.site_id,
                               "steps": driver.n_steps}, sort_keys=True)
-    result = fit(*problem.fit_arguments(), initial, config.gradient, checkpoint_dir=out / "checkpoints",
-                 progress=progress, description=driver.site_id, fingerprint_extra=fingerprint,
+    result = fit(*problem.fit_arguments(), initial, config.gradient,
+                 checkpoint_dir=out / "checkpoints", progress=progress,
+                 description=driver.site_id, fingerprint_extra=fingerprint,
                  stop_after_chunks=stop_after_chunks)
     if not result.finished:
         return {}
@@ -105,6 +108,9 @@ def calibrate_site(driver_path: str | Path, out: str | Path,
         },
     }
     write_parameter_json(out / "params.json", jax.tree.map(float, params))
+    if result.best.get("network") is not None:
+        write_json(out / "network.json", jax.tree.map(lambda x: np.asarray(x).tolist(),
+                                                      result.best["network"]))
     states = {k: np.asarray(v) for k, v in as_dict(trajectory.states).items()}
     outputs = {k: np.asarray(v) for k, v in as_dict(trajectory.outputs).items()}
     dataset = simulation_dataset(

@@ -1,4 +1,4 @@
-"""Gradient calibration: twin experiment, exact resumption, seeds, bad configurations, smoke runs."""
+"""Gradient calibration: twin experiment, exact resumption, seeds, bad configs, smoke runs."""
 
 from __future__ import annotations
 
@@ -167,11 +167,16 @@ def test_calibrate_site_command_smoke(fluxsites_dir, tmp_path, capsys):
     assert set(metrics["skill"]) == {"gpp", "reco", "nee", "et", "lai"}
     assert metrics["periods"]["test"][0] == "2007-01-01"
     assert set(metrics["skill"]["gpp"]) == {"calibration", "test"}
-    # params.json is loadable by `differland simulate --params`
+    # params.json (+ network.json) reproduce the calibrated simulation through the CLI
     status = main(["simulate", "--driver", str(fluxsites_dir / "US-Var.nc"), "--params",
-                   str(out / "params.json"), "--water-stress", "beta", "--out",
-                   str(tmp_path / "again.nc")])
+                   str(out / "params.json"), "--water-stress", "neural", "--network",
+                   str(out / "network.json"), "--out", str(tmp_path / "again.nc")])
     assert status == 0, capsys.readouterr().err
+    import xarray as xr
+
+    again = xr.load_dataset(tmp_path / "again.nc")
+    calibrated = xr.load_dataset(out / "simulation.nc")
+    np.testing.assert_allclose(again["nee"], calibrated["nee"], rtol=1e-9, atol=1e-9)
 
 
 def test_sites_script_smoke(fluxsites_dir, tmp_path):
