@@ -21,6 +21,7 @@ from differland import (
     simulate_pixels,
     step,
 )
+from differland.forcing import Forcing
 from differland.state import CARBON_POOLS, State
 
 TOLERANCE = 1e-10
@@ -96,8 +97,7 @@ def test_foliar_floor_creates_carbon_only_in_reference_mode():
     forcing_t = dict(time=params.leaf_fall_day, t_min=5.0, t_max=10.0, ssrd=0.0, co2=400.0,
                      doy=200.0, burned_area=0.0, vpd=5.0, precipitation=2.0, latitude=45.0,
                      delta_t=1.0, mean_temperature=10.0, mean_precipitation=2.0)
-
-
+    forcing_t = Forcing(**{k: jnp.asarray(v, jnp.float64) for k, v in forcing_t.items()})
     for reference_mode, creates in [(True, True), (False, False)]:
         config = ModelConfig(model=SiteModel(), reference_mode=reference_mode)
         new, o = step(params, state, forcing_t, config)
