@@ -46,10 +46,16 @@ class CarbonPools:
 
 
 def outflow_scale(pool, inflow, outflow, delta_t) -> jax.Array:
-    """Factor in [0, 1] that keeps ``pool + (inflow - scale*outflow) dt`` non-negative."""
+    """Factor in [0, 1] that keeps ``pool + (inflow - scale*outflow) dt`` non-negative.
+
+    available / outflow when the outflow exceeds what is available (pool / dt + inflow),
+    exactly 1 otherwise (0 when both are 0). Written as one division whose result is the
+    factor, so that compiled code computes it once rather than re-deriving the limiter's
+    condition in every flux that uses it.
+    """
     available = jnp.maximum(pool / delta_t + inflow, 0.0)
-    limited = outflow > available
-    return jnp.where(limited, available / jnp.where(limited, outflow, 1.0), 1.0)
+    largest = jnp.maximum(outflow, available)
+    return available / jnp.where(largest > 0.0, largest, 1.0)
 
 
 def limit_outflows(pools: CarbonPools, production, potential: CarbonFluxes,
