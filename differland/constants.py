@@ -40,15 +40,7 @@ PHENOLOGY_OFFSET_POLYNOMIAL = (
     -0.188459767342504,
 )
 
-# --- Time --------------------------------------------------------------------------------------
-SITE_TIME_ORIGIN = "2001-01-01"  # origin of the CARDAMOM-style site driver day counter
-REFERENCE_MONTH_LENGTH = 30.0  # [d] the reference global model's fixed monthly time step
-DAYS_PER_YEAR = 365.25  # [d] mean Julian year, used for year counts in the calibration split
-REFERENCE_DAYS_PER_YEAR_MAP = 365.22  # [d] reference divides mean annual precipitation by this
-
-# --- Reference (DifferLand) conventions ---------------------------------------------------------
-# The reference clamps pools to the prior bounds of the initial pools after every update.
-# The bounds of the initial pools in differland.params are the single source for those limits.
-REFERENCE_VIOLATION_FACTOR = 0.01  # [1] violation = 0.01 * water shortfall [mm d-1]
+# --- Water ------------------------------------------------------------------------------------
+VIOLATION_FACTOR = 0.01  # [1] water-violation penalty = 0.01 x forced water shortfall [mm d-1]
 
 SQRT_PI = math.sqrt(math.pi)

@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 
 from differland.config import LinearBeta, NeuralBeta, NoWaterStress, WaterStress
+from differland.constants import VIOLATION_FACTOR
 from differland.processes.pools import outflow_scale
 
 
@@ -92,7 +93,7 @@ def two_bucket_update(paw, puw, precipitation, et, paw_focal_point, puw_focal_po
     et_actual = et * scale
     paw_runoff = paw_drainage * scale * (1.0 - transfer_fraction)
     paw_to_puw = paw_drainage * scale * transfer_fraction
-    penalty = 0.01 * demand * (1.0 - scale)
+    penalty = VIOLATION_FACTOR * demand * (1.0 - scale)
     paw_next = paw + (precipitation - et_actual - paw_runoff - paw_to_puw) * delta_t
     puw_potential = drainage(puw, puw_focal_point, delta_t)
     puw_runoff = puw_potential * outflow_scale(puw, paw_to_puw, puw_potential, delta_t)
@@ -124,7 +125,7 @@ def two_bucket_update_reference(paw, puw, precipitation, et, paw_focal_point, pu
     q_paw = jnp.where(above, q_paw, precipitation - et - (paw_next - paw) / dt * (1.0 - x))
     paw_to_puw = jnp.where(above, paw_to_puw, precipitation - et - (paw_next - paw) / dt * x)
     drains = q_paw >= 0.0
-    penalty = jnp.maximum(-q_paw * 0.01, 0.0)
+    penalty = jnp.maximum(-q_paw * VIOLATION_FACTOR, 0.0)
     et = jnp.where(drains, et, precipitation - (paw_next - paw) / dt)
     q_paw = jnp.where(drains, q_paw, 0.0)
     paw_to_puw = jnp.where(drains, paw_to_puw, 0.0)
@@ -153,7 +154,7 @@ def bucket_update(water, precipitation, et, focal_point, delta_t):
     scale = outflow_scale(water, precipitation, demand, delta_t)
     et_actual, runoff_actual = et * scale, runoff * scale
     water_next = water + (precipitation - et_actual - runoff_actual) * delta_t
-    return water_next, et_actual, runoff_actual, 0.01 * demand * (1.0 - scale)
+    return water_next, et_actual, runoff_actual, VIOLATION_FACTOR * demand * (1.0 - scale)
 
 
 def bucket_update_reference(water, precipitation, et, focal_point, delta_t, lower, upper):
@@ -166,7 +167,7 @@ def bucket_update_reference(water, precipitation, et, focal_point, delta_t, lowe
     water_next = jnp.where(above, water_next, lower)
     runoff = jnp.where(above, runoff, precipitation - et - (water_next - water) / dt)
     drains = runoff >= 0.0
-    penalty = jnp.maximum(-runoff * 0.01, 0.0)
+    penalty = jnp.maximum(-runoff * VIOLATION_FACTOR, 0.0)
     et = jnp.where(drains, et, precipitation - (water_next - water) / dt)
     below = water_next <= upper
     water_next = jnp.where(below, water_next, upper)
