@@ -53,7 +53,7 @@ class GradientSettings:
             second argument (0: always 1), to phase in constraint penalties.
     """
 
-    n_starts: int = 12
+    n_starts: int = 24
     max_iterations: int = 3000
     learning_rate: float = 0.05
     warmup: int = 50
