@@ -29,7 +29,7 @@ from differland.io import (
     write_parameter_json,
 )
 from differland.metrics import skill
-from differland.observations import OPERATORS
+from differland.observations import predict
 from differland.plots import scatter_figure, time_series_figure
 
 EVALUATED = ("gpp", "reco", "nee", "et", "lai")
@@ -72,8 +72,7 @@ def calibrate_site(driver_path: str | Path, out: str | Path,
         return {}
 
     params, trajectory, terms = jax.device_get(jax.jit(problem.evaluate)(result.best))
-    predictions = {name: np.asarray(OPERATORS[name].predict(trajectory, params,
-                                                            problem.forcing))
+    predictions = {name: np.asarray(predict(name, trajectory, params, problem.forcing))
                    for name in EVALUATED}
     calibration = problem.periods.calibration > 0
     scores: dict[str, dict[str, dict[str, float]]] = {}

@@ -32,7 +32,7 @@ from differland.likelihood import (
     steady_state_edcs,
 )
 from differland.model import initial_state, simulate
-from differland.observations import OPERATORS
+from differland.observations import OPERATORS, predict
 from differland.params import (
     ParameterSet,
     constrain,
@@ -258,7 +258,7 @@ class SiteProblem:
 
     def predictions(self, theta) -> dict[str, jax.Array]:
         params, trajectory = self.run(theta)
-        return {name: OPERATORS[name].predict(trajectory, params, self.forcing)
+        return {name: predict(name, trajectory, params, self.forcing)
                 for name in self.config.streams}
 
     def loss_terms(self, theta, steps: jax.Array, ramp=1.0) -> dict[str, jax.Array]:
@@ -274,7 +274,7 @@ class SiteProblem:
     def _terms(self, params, trajectory, steps, ramp) -> dict[str, jax.Array]:
         terms = {}
         for name, stream in self.streams.items():
-            prediction = OPERATORS[name].predict(trajectory, params, self.forcing)
+            prediction = predict(name, trajectory, params, self.forcing)
             restricted = stream.restricted(steps)
             if self.config.objective == "nnse":
                 terms[name] = nnse_loss(prediction, restricted)
