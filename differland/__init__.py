@@ -5,8 +5,10 @@ from differland.config import (
     LinearBeta,
     ModelConfig,
     NeuralBeta,
+    NeuralET,
     NoWaterStress,
     SiteModel,
+    UnderlyingWUE,
 )
 from differland.forcing import Forcing, ForcingError, make_forcing
 from differland.model import initial_state, simulate, simulate_pixels, step
@@ -21,12 +23,14 @@ __all__ = [
     "LinearBeta",
     "ModelConfig",
     "NeuralBeta",
+    "NeuralET",
     "NoWaterStress",
     "ParameterError",
     "ParameterSet",
     "SiteModel",
     "State",
     "StepOutputs",
+    "UnderlyingWUE",
     "default_parameters",
     "enable_float64",
     "initial_state",

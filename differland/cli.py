@@ -51,48 +51,74 @@ def _parameter_set(path: Path | None, variant: str):
     return parameters_from_mapping(values, variant, source=str(path), ignore_unknown=inert)
 
 
-def _network(path: Path | None):
-    """Weights of the neural water-stress MLP from a ``network.json`` of a calibration run."""
+def _network(path: Path | None, config):
+    """Weights of the neural terms of ``config`` from a ``network.json`` of a calibration run.
+
+    Returns the weights and ``config`` with the layer widths of the file.
+    """
+    import dataclasses
     import json
 
     import jax.numpy as jnp
 
+    from differland.processes.neural import layer_sizes
+
+    terms = config.network_sizes
+    if not terms:
+        return None, config
     if path is None:
-        raise CliError("water stress 'neural' needs --network (network.json of a calibration)")
+        raise CliError(f"neural {', '.join(terms)} term(s) need --network (network.json of a "
+                       "calibration)")
     try:
-        layers = json.loads(Path(path).read_text())
-        network = [{"weight": jnp.asarray(layer["weight"], float),
-                    "bias": jnp.asarray(layer["bias"], float)} for layer in layers]
-    except (OSError, ValueError, KeyError, TypeError) as error:
+        content = json.loads(Path(path).read_text())
+        network = {term: [{"weight": jnp.asarray(layer["weight"], float),
+                           "bias": jnp.asarray(layer["bias"], float)} for layer in layers]
+                   for term, layers in content.items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
         raise CliError(f"{path}: not a network file: {error}") from None
-    if network[0]["weight"].shape[0] != 1 or network[-1]["weight"].shape[1] != 1:
-        raise CliError(f"{path}: the network must map 1 input to 1 output")
-    return network
+    options = {}
+    for term, expected in terms.items():
+        if term not in network:
+            raise CliError(f"{path}: no weights for the neural {term} term")
+        try:
+            sizes = layer_sizes(network[term])
+        except (IndexError, ValueError) as error:
+            raise CliError(f"{path}: {term}: bad layer shapes: {error}") from None
+        if sizes[0] != expected[0] or sizes[-1] != expected[-1] or len(set(sizes[1:-1])) > 1:
+            raise CliError(f"{path}: the {term} network maps {sizes[0]} inputs to {sizes[-1]} "
+                           f"outputs; expected {expected[0]} to {expected[-1]}")
+        option = getattr(config, term)
+        options[term] = dataclasses.replace(option, hidden=sizes[1], layers=len(sizes) - 2)
+    return {term: network[term] for term in terms}, dataclasses.replace(config, **options)
 
 
 def _run_simulation(driver_path: Path, out: Path, params_path: Path | None, model: str,
                     water_stress: str, reference_mode: bool, float64: bool,
-                    network_path: Path | None = None) -> str:
+                    network_path: Path | None = None, evapotranspiration: str = "uwue") -> str:
     import jax
     import numpy as np
 
     from differland import enable_float64
     from differland._pytree import as_dict
-    from differland.config import MODEL_OPTIONS, WATER_STRESS_OPTIONS, ModelConfig, NeuralBeta
+    from differland.config import (
+        EVAPOTRANSPIRATION_OPTIONS,
+        MODEL_OPTIONS,
+        WATER_STRESS_OPTIONS,
+        ModelConfig,
+    )
     from differland.io import read_site_driver, simulation_dataset, write_dataset
     from differland.model import simulate
 
     model_choice = _choice(model, MODEL_OPTIONS, "model")
     stress = _choice(water_stress, WATER_STRESS_OPTIONS, "water stress")
+    et_option = _choice(evapotranspiration, EVAPOTRANSPIRATION_OPTIONS, "evapotranspiration")
     if float64:
         enable_float64()
-    network = _network(network_path) if isinstance(stress, NeuralBeta) else None
-    if network is not None:
-        hidden = int(network[0]["weight"].shape[1])
-        stress = NeuralBeta(hidden=hidden, layers=len(network) - 1)
+    config = ModelConfig(model=model_choice, water_stress=stress, evapotranspiration=et_option,
+                         reference_mode=reference_mode)
+    network, config = _network(network_path, config)
     driver = read_site_driver(driver_path)
     params = _parameter_set(params_path, model_choice.name)
-    config = ModelConfig(model=model_choice, water_stress=stress, reference_mode=reference_mode)
     started = time.perf_counter()
     trajectory = jax.device_get(simulate(params, driver.forcing, config, network=network))
     elapsed = time.perf_counter() - started
@@ -110,6 +136,7 @@ def _run_simulation(driver_path: Path, out: Path, params_path: Path | None, mode
         "parameters": str(params_path) if params_path else "registry defaults",
         "model": model_choice.name,
         "water_stress": water_stress,
+        "evapotranspiration": evapotranspiration,
         "reference_mode": int(reference_mode),
         "precision": "float64" if float64 else "float32",
         "history": f"{time.strftime('%Y-%m-%dT%H:%M:%S')} differland simulate",
@@ -133,8 +160,10 @@ def simulate(
     model: Annotated[str, typer.Option(help="Model variant: site or global.")] = "site",
     water_stress: Annotated[str, typer.Option(
         help="Water stress: none, beta or neural (with --network).")] = "none",
+    evapotranspiration: Annotated[str, typer.Option(
+        help="Evapotranspiration: uwue or neural (with --network).")] = "uwue",
     network: Annotated[Path | None, typer.Option(
-        help="network.json of a calibration run, for --water-stress neural.")] = None,
+        help="network.json of a calibration run, for the neural terms.")] = None,
     reference_mode: Annotated[bool, typer.Option(
         "--reference-mode", help="Reproduce the published DifferLand code, quirks included.")
     ] = False,
@@ -147,7 +176,7 @@ def simulate(
 
             driver = write_example_site_driver(Path(scratch) / "example.nc")
         message = _run_simulation(driver, out, params, model, water_stress, reference_mode,
-                                  float64, network)
+                                  float64, network, evapotranspiration)
     typer.echo(message)
 
 
@@ -190,6 +219,8 @@ def calibrate_site_command(
     iterations: Annotated[int | None, typer.Option(help="Maximum Adam iterations.")] = None,
     water_stress: Annotated[str | None, typer.Option(
         help="Water stress: none, beta or neural.")] = None,
+    evapotranspiration: Annotated[str | None, typer.Option(
+        help="Evapotranspiration: uwue or neural.")] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
     float64: Annotated[bool, typer.Option("--float64", help="Compute in float64.")] = False,
 ) -> None:
@@ -198,7 +229,8 @@ def calibrate_site_command(
     from differland.workflows import calibrate_site
 
     settings = load_calibration_config(config, seed=seed, n_starts=starts,
-                                       max_iterations=iterations, water_stress=water_stress)
+                                       max_iterations=iterations, water_stress=water_stress,
+                                       evapotranspiration=evapotranspiration)
     if float64:
         enable_float64()
     metrics = calibrate_site(driver, out, settings, progress=progress)

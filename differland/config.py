@@ -43,8 +43,8 @@ class LinearBeta:
 class NeuralBeta:
     """beta = sigmoid(MLP(W / water_scale)): a small neural network of soil water.
 
-    The network weights are passed to ``simulate`` as ``network``; see
-    :func:`differland.processes.water.init_beta_network`.
+    Its weights are ``network["water_stress"]`` of ``simulate`` (see
+    :func:`differland.processes.neural.init_network`).
 
     Attributes:
         hidden: width of each hidden layer.
@@ -57,7 +57,53 @@ class NeuralBeta:
     water_scale: float = 1500.0
 
 
+    @property
+    def sizes(self) -> tuple[int, ...]:
+        return (1,) + (self.hidden,) * self.layers + (1,)
+
+
 WaterStress = NoWaterStress | LinearBeta | NeuralBeta
+
+
+@dataclass(frozen=True)
+class UnderlyingWUE:
+    """ET = GPP sqrt(VPD) / uWUE + r SSRD (Boese et al. 2017): the reference's form."""
+
+
+@dataclass(frozen=True)
+class NeuralET:
+    """ET = softplus(MLP(inputs)) [mm d-1]: a hybrid evapotranspiration term.
+
+    The inputs are the daily mean air temperature, SSRD, VPD, CO2 and ln(1 + P / scale) of the
+    step (forcing) and the start-of-step LAI, plant-available water and the GPP of the step
+    (state), each divided by the scale below; the network has ``layers`` leaky-ReLU hidden
+    layers of width ``hidden``. The output is positive; the water balance may still scale ET
+    down when the soil would empty. The inputs are those of the reference's ``gpp_acm_et_nn``
+    variant plus precipitation (interception and soil evaporation follow rain days), with
+    fixed physical scales instead of per-site standardisation, so one network definition
+    applies to any driver. Its weights are ``network["evapotranspiration"]`` of ``simulate``.
+    """
+
+    hidden: int = 10
+    layers: int = 2
+    temperature_scale: float = 20.0  # degC
+    radiation_scale: float = 20.0  # MJ m-2 d-1
+    vpd_scale: float = 20.0  # hPa
+    co2_scale: float = 400.0  # ppm
+    precipitation_scale: float = 10.0  # mm d-1
+    lai_scale: float = 8.0  # m2 m-2
+    water_scale: float = 1500.0  # mm
+    gpp_scale: float = 8.0  # gC m-2 d-1
+
+    n_forcing_inputs = 5  # temperature, SSRD, VPD, CO2, precipitation
+    n_inputs = 8  # then LAI, plant-available water, GPP
+
+    @property
+    def sizes(self) -> tuple[int, ...]:
+        return (self.n_inputs,) + (self.hidden,) * self.layers + (1,)
+
+
+Evapotranspiration = UnderlyingWUE | NeuralET
 
 
 @dataclass(frozen=True)
@@ -67,6 +113,10 @@ class ModelConfig:
     Attributes:
         model: :class:`SiteModel` or :class:`GlobalModel`.
         water_stress: :class:`NoWaterStress`, :class:`LinearBeta` or :class:`NeuralBeta`.
+        evapotranspiration: :class:`UnderlyingWUE` (default) or :class:`NeuralET`.
+        drought_leaf_loss: leaves also fall under water stress: the foliar loss rate gains
+            ``drought_leaf_loss_rate x (1 - beta)`` (drought deciduousness; the calendar
+            phenology alone drops leaves on the same dates every year).
         reference_mode: reproduce the published DifferLand code exactly, including its hard
             clamps of pools to the prior bounds of the initial pools and its mass-balance bugs.
             The default (False) keeps every pool non-negative by limiting outflows to what the
@@ -81,6 +131,8 @@ class ModelConfig:
 
     model: SiteModel | GlobalModel = field(default_factory=SiteModel)
     water_stress: WaterStress = field(default_factory=NoWaterStress)
+    evapotranspiration: Evapotranspiration = field(default_factory=UnderlyingWUE)
+    drought_leaf_loss: bool = False
     reference_mode: bool = False
     checkpoint_every: int | None = None
     outputs: tuple[str, ...] | None = None
@@ -91,6 +143,8 @@ class ModelConfig:
             raise TypeError(f"model must be SiteModel() or GlobalModel(), got {self.model!r}")
         if not isinstance(self.water_stress, NoWaterStress | LinearBeta | NeuralBeta):
             raise TypeError(f"unknown water_stress option {self.water_stress!r}")
+        if not isinstance(self.evapotranspiration, UnderlyingWUE | NeuralET):
+            raise TypeError(f"unknown evapotranspiration option {self.evapotranspiration!r}")
         if self.checkpoint_every is not None and self.checkpoint_every < 1:
             raise ValueError("checkpoint_every must be a positive number of steps")
         if self.outputs is not None:
@@ -100,11 +154,25 @@ class ModelConfig:
     def variant(self) -> Variant:
         return self.model.name
 
+    @property
+    def network_sizes(self) -> dict[str, tuple[int, ...]]:
+        """Layer sizes of each neural term, keyed as in the ``network`` mapping."""
+        sizes = {}
+        if isinstance(self.water_stress, NeuralBeta):
+            sizes["water_stress"] = self.water_stress.sizes
+        if isinstance(self.evapotranspiration, NeuralET):
+            sizes["evapotranspiration"] = self.evapotranspiration.sizes
+        return sizes
+
 
 WaterStressName = Literal["none", "beta", "neural"]
 WATER_STRESS_OPTIONS: dict[str, WaterStress] = {
     "none": NoWaterStress(),
     "beta": LinearBeta(),
     "neural": NeuralBeta(),
+}
+EVAPOTRANSPIRATION_OPTIONS: dict[str, Evapotranspiration] = {
+    "uwue": UnderlyingWUE(),
+    "neural": NeuralET(),
 }
 MODEL_OPTIONS: dict[str, SiteModel | GlobalModel] = {"site": SiteModel(), "global": GlobalModel()}

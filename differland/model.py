@@ -22,11 +22,12 @@ import jax
 import jax.numpy as jnp
 
 from differland._pytree import field_names, pytree_dataclass
-from differland.config import GlobalModel, ModelConfig, SiteModel
+from differland.config import GlobalModel, ModelConfig, NeuralET, SiteModel
 from differland.forcing import Forcing
 from differland.params import SPECS, ParameterSet
 from differland.processes import decomposition, fire, phenology, photosynthesis, pools, water
 from differland.processes.allocation import allocate
+from differland.processes.neural import network_term
 from differland.state import State, StepOutputs
 
 # XLA:CPU compiles a while loop whose per-iteration footprint is below this many bytes into a
@@ -120,8 +121,9 @@ class StepDrivers:
     """
 
     canopy: photosynthesis.CanopyTerms
-    et_per_gpp: jax.Array  # sqrt(VPD) / uWUE [mm gC-1]
-    et_radiation: jax.Array  # r x SSRD [mm d-1]
+    et_per_gpp: jax.Array | None  # sqrt(VPD) / uWUE [mm gC-1] (uWUE ET)
+    et_radiation: jax.Array | None  # r x SSRD [mm d-1] (uWUE ET)
+    et_forcing_part: jax.Array | None  # forcing share of the neural ET's first layer
     rh_environmental_modifier: jax.Array
     leaf_fall_factor: jax.Array
     labile_release_factor: jax.Array
@@ -137,8 +139,8 @@ class StepDrivers:
     delta_t: jax.Array
 
 
-def step_drivers(params: ParameterSet, forcing: Forcing, config: ModelConfig, *,
-                 unit_step: bool = False) -> StepDrivers:
+def step_drivers(params: ParameterSet, forcing: Forcing, config: ModelConfig, network=None,
+                 *, unit_step: bool = False) -> StepDrivers:
     """State-independent terms of the step; elementwise, so ``forcing`` may carry a time axis.
 
     ``unit_step=True`` declares that every ``delta_t`` is exactly 1 day; the loss coefficients
@@ -157,12 +159,20 @@ def step_drivers(params: ParameterSet, forcing: Forcing, config: ModelConfig, *,
                                            p.leaf_fall_day)
     labile_release = phenology.labile_release_factor(
         f.time, p.labile_lifespan, p.labile_release_period, p.labile_release_day)
+    if isinstance(config.evapotranspiration, NeuralET):
+        layers = network_term(network, "evapotranspiration")
+        et = dict(et_per_gpp=None, et_radiation=None,
+                  et_forcing_part=water.neural_et_forcing_part(
+                      f.t_min, f.t_max, f.ssrd, f.vpd, f.co2, f.precipitation, layers,
+                      config.evapotranspiration))
+    else:
+        et = dict(et_per_gpp=water.evapotranspiration(1.0, f.vpd, f.ssrd,
+                                                      p.underlying_water_use_efficiency, 0.0),
+                  et_radiation=f.ssrd * p.radiation_et_coefficient, et_forcing_part=None)
     return StepDrivers(
         canopy=photosynthesis.canopy_terms(f.t_min, f.t_max, f.ssrd, f.co2, f.doy, f.latitude,
                                            p.canopy_efficiency),
-        et_per_gpp=water.evapotranspiration(1.0, f.vpd, f.ssrd,
-                                            p.underlying_water_use_efficiency, 0.0),
-        et_radiation=f.ssrd * p.radiation_et_coefficient,
+        **et,
         rh_environmental_modifier=modifier,
         leaf_fall_factor=leaf_fall,
         labile_release_factor=labile_release,
@@ -191,12 +201,14 @@ def step(params: ParameterSet, state: State, forcing: Forcing, config: ModelConf
         state: start-of-step pools.
         forcing: forcing of this step (every field a scalar).
         config: static model configuration.
-        network: weights of the neural water-stress term (``NeuralBeta`` only).
+        network: weights of the neural terms, ``{term: layers}`` (see
+            :func:`~differland.processes.neural.init_network`); ``None`` if there are none.
 
     Returns:
         ``(next_state, outputs)``.
     """
-    return step_dynamics(params, state, step_drivers(params, forcing, config), config, network)
+    return step_dynamics(params, state, step_drivers(params, forcing, config, network), config,
+                         network)
 
 
 def step_dynamics(params: ParameterSet, state: State, drivers: StepDrivers,
@@ -206,14 +218,23 @@ def step_dynamics(params: ParameterSet, state: State, drivers: StepDrivers,
     lai = state.foliar_carbon / p.leaf_carbon_mass_per_area
     beta = water.water_stress_factor(config.water_stress, state.soil_water, p, network)
     gpp = beta * photosynthesis.gpp_from_canopy_terms(lai, d.canopy)
-    et = gpp * d.et_per_gpp + d.et_radiation
+    if isinstance(config.evapotranspiration, NeuralET):
+        et = water.neural_evapotranspiration(
+            d.et_forcing_part, lai, state.soil_water, gpp,
+            network_term(network, "evapotranspiration"), config.evapotranspiration)
+    else:
+        et = gpp * d.et_per_gpp + d.et_radiation
+    leaf_loss = d.leaf_fall_loss
+    if config.drought_leaf_loss:
+        leaf_loss = leaf_loss + decomposition.loss_rate(p.drought_leaf_loss_rate * (1.0 - beta),
+                                                        dt)
     production = allocate(gpp, p.autotrophic_respiration_fraction, p.foliar_allocation_fraction,
                           p.labile_allocation_fraction, p.root_allocation_fraction)
     start = pools.CarbonPools(state.labile_carbon, state.foliar_carbon, state.root_carbon,
                               state.wood_carbon, state.litter_carbon, state.som_carbon)
     potential = pools.CarbonFluxes(
         labile_to_foliar=start.labile * d.labile_release_loss,
-        foliar_to_litter=start.foliar * d.leaf_fall_loss,
+        foliar_to_litter=start.foliar * leaf_loss,
         root_to_litter=start.root * d.root_turnover_loss,
         wood_to_som=start.wood * d.wood_turnover_loss,
         rh_litter=start.litter * d.rh_litter_loss,
@@ -321,7 +342,7 @@ def _scan(params, state, drivers, config, network):
     return jax.lax.scan(body, state, drivers)
 
 
-def _record_drivers(params, forcing, config, *, pixels=False) -> StepDrivers:
+def _record_drivers(params, forcing, config, network, *, pixels=False) -> StepDrivers:
     """:func:`step_drivers` for a whole record (``pixels``: with a leading pixel axis).
 
     When every step of the record is one day, the cheaper unit-step form is used: a run-time
@@ -329,7 +350,7 @@ def _record_drivers(params, forcing, config, *, pixels=False) -> StepDrivers:
     user's ``vmap`` both forms are evaluated and selected, which is slower but the same.
     """
     def form(unit_step):
-        drivers = partial(step_drivers, config=config, unit_step=unit_step)
+        drivers = partial(step_drivers, config=config, network=network, unit_step=unit_step)
         return jax.vmap(drivers) if pixels else drivers
 
     if config.reference_mode:
@@ -377,12 +398,13 @@ def simulate(params: ParameterSet, forcing: Forcing, config: ModelConfig,
         forcing: time-major forcing, every field of shape ``(T,)``.
         config: static model configuration.
         initial: start state (default: from the ``initial_*`` parameters).
-        network: weights of the neural water-stress term (``NeuralBeta`` only).
+        network: weights of the neural terms, ``{term: layers}`` (see
+            :func:`~differland.processes.neural.init_network`); ``None`` if there are none.
 
     Returns:
         :class:`Trajectory` with end-of-step states and per-step outputs.
     """
-    drivers = _record_drivers(params, forcing, config)
+    drivers = _record_drivers(params, forcing, config, network)
     return _run(params, drivers, config, initial, network)
 
 
@@ -396,13 +418,13 @@ def simulate_pixels(params: ParameterSet, forcing: Forcing, config: ModelConfig,
         forcing: fields of shape ``(P, T)``.
         config: static model configuration (shared by all pixels).
         initial: optional start state with leaves ``(P,)``.
-        network: neural water-stress weights shared by all pixels.
+        network: weights of the neural terms, shared by all pixels.
 
     Returns:
         :class:`Trajectory` with a leading pixel axis on every leaf.
     """
     # The drivers of all pixels first, so that the unit-step check covers the whole batch.
-    drivers = _record_drivers(params, forcing, config, pixels=True)
+    drivers = _record_drivers(params, forcing, config, network, pixels=True)
     run = partial(_run, config=config, network=network)
     if initial is None:
         return jax.vmap(lambda p, d: run(p, d))(params, drivers)

@@ -145,6 +145,9 @@ REGISTRY: tuple[ParameterSpec, ...] = (
                   _BOTH, _slots(14, 1, global_vector=_PH)),
     ParameterSpec("leaf_fall_period", "leaf_fall_period", "d", 30.4375, 150.0,
                   "Width of the leaf-fall pulse.", _BOTH, _slots(15, 13)),
+    ParameterSpec("drought_leaf_loss_rate", "(none)", "d-1", 1e-4, 0.1,
+                  "Extra leaf loss under water stress (option drought_leaf_loss): the foliar "
+                  "loss rate gains rate x (1 - beta).", _BOTH, {}),
     ParameterSpec("leaf_carbon_mass_per_area", "LCMA", "gC m-2", 5.0, 200.0,
                   "Leaf carbon mass per leaf area: LAI = C_foliar / LCMA.",
                   _BOTH, _slots(16, 14)),

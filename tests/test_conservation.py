@@ -32,8 +32,8 @@ def _prepend(initial: State, states: State) -> State:
                         initial, states)
 
 
-def check_site_budgets(params, forcing, config):
-    trajectory = jax.device_get(simulate(params, forcing, config))
+def check_site_budgets(params, forcing, config, network=None):
+    trajectory = jax.device_get(simulate(params, forcing, config, network=network))
     states = _prepend(initial_state(params, config), trajectory.states)
     o, dt = trajectory.outputs, np.asarray(forcing.delta_t)
     carbon = sum(getattr(states, pool) for pool in CARBON_POOLS)
@@ -125,3 +125,21 @@ def test_global_budgets_close_with_fire(golden_dir):
     assert o.runoff.min() >= 0.0, "runoff is never negative in the default mode"
     for pool in CARBON_POOLS:
         assert getattr(states, pool).min() >= 0.0
+
+
+def test_drought_leaf_loss_conserves_and_sheds_leaves_only_under_stress(fluxsites_dir):
+    forcing = site_forcing(fluxsites_dir, "US-SRG")
+    params = default_parameters("site").replace(
+        initial_plant_available_water=50.0, field_capacity=200.0, drought_leaf_loss_rate=0.05)
+    calendar = ModelConfig(model=SiteModel(), water_stress=LinearBeta())
+    drought = ModelConfig(model=SiteModel(), water_stress=LinearBeta(), drought_leaf_loss=True)
+    shedding = check_site_budgets(params, forcing, drought)
+    base = jax.device_get(simulate(params, forcing, calendar))
+    stressed = shedding.outputs.beta < 0.999
+    assert stressed.any()
+    assert np.all(shedding.outputs.lai[stressed] <= base.outputs.lai[stressed] + 1e-12)
+    assert shedding.outputs.lai.mean() < 0.9 * base.outputs.lai.mean()
+    # no water stress, no extra leaf loss
+    unstressed = ModelConfig(model=SiteModel(), drought_leaf_loss=True)
+    np.testing.assert_allclose(simulate(params, forcing, unstressed).outputs.lai,
+                               simulate(params, forcing, ModelConfig()).outputs.lai)

@@ -18,10 +18,10 @@ import numpy as np
 
 from differland.calibrate.gradient import GradientSettings
 from differland.config import (
+    EVAPOTRANSPIRATION_OPTIONS,
     MODEL_OPTIONS,
     WATER_STRESS_OPTIONS,
     ModelConfig,
-    NeuralBeta,
 )
 from differland.forcing import Forcing
 from differland.likelihood import (
@@ -39,12 +39,14 @@ from differland.params import (
     names_for,
     parameters_from_mapping,
 )
-from differland.processes.water import init_beta_network
+from differland.processes.neural import init_network
 
 OBJECTIVES = ("gaussian", "nnse")
 UNCERTAINTY_POLICIES = ("std", "driver")
-# Parameters that only the linear water-stress factor uses.
+# Parameters that only the linear water-stress factor / the uWUE evapotranspiration use.
 _BETA_ONLY = ("field_capacity", "wilting_point_fraction")
+_UWUE_ONLY = ("underlying_water_use_efficiency", "radiation_et_coefficient")
+_DROUGHT_ONLY = ("drought_leaf_loss_rate",)
 
 
 class CalibrationConfigError(ValueError):
@@ -59,6 +61,10 @@ class SiteCalibrationConfig:
         model: model variant (``"site"`` or ``"global"``).
         water_stress: ``"none"``, ``"beta"`` or ``"neural"`` (default: the hybrid
             neural beta, which calibrated best over the 12 reference flux sites).
+        evapotranspiration: ``"uwue"`` (GPP sqrt(VPD) / uWUE + r SSRD) or ``"neural"``
+            (a hybrid MLP of forcing, LAI, soil water and GPP).
+        drought_leaf_loss: leaves also fall under water stress (see
+            :class:`~differland.config.ModelConfig`).
         streams: observed streams in the loss (names of observation operators).
         weights: per-stream weight (streams not listed weigh 1; default RECO and LAI 1.5).
         objective: ``"gaussian"`` (masked Gaussian misfit, normalised by the number of
@@ -78,6 +84,8 @@ class SiteCalibrationConfig:
 
     model: str = "site"
     water_stress: str = "neural"
+    evapotranspiration: str = "uwue"
+    drought_leaf_loss: bool = False
     streams: tuple[str, ...] = ("gpp", "reco", "nee", "et", "lai")
     weights: tuple[tuple[str, float], ...] = (("reco", 1.5), ("lai", 1.5))
     objective: str = "gaussian"
@@ -95,6 +103,9 @@ class SiteCalibrationConfig:
             raise CalibrationConfigError(f"config: unknown model {self.model!r}")
         if self.water_stress not in WATER_STRESS_OPTIONS:
             raise CalibrationConfigError(f"config: unknown water_stress {self.water_stress!r}")
+        if self.evapotranspiration not in EVAPOTRANSPIRATION_OPTIONS:
+            raise CalibrationConfigError(
+                f"config: unknown evapotranspiration {self.evapotranspiration!r}")
         if self.objective not in OBJECTIVES:
             raise CalibrationConfigError(f"config: unknown objective {self.objective!r}")
         if self.uncertainty not in UNCERTAINTY_POLICIES:
@@ -123,7 +134,9 @@ class SiteCalibrationConfig:
     @property
     def model_config(self) -> ModelConfig:
         return ModelConfig(model=MODEL_OPTIONS[self.model],
-                           water_stress=WATER_STRESS_OPTIONS[self.water_stress])
+                           water_stress=WATER_STRESS_OPTIONS[self.water_stress],
+                           evapotranspiration=EVAPOTRANSPIRATION_OPTIONS[self.evapotranspiration],
+                           drought_leaf_loss=self.drought_leaf_loss)
 
     def to_dict(self) -> dict:
         out = dataclasses.asdict(self)
@@ -227,16 +240,18 @@ def free_parameter_names(config: SiteCalibrationConfig) -> tuple[str, ...]:
     if config.free_parameters is not None:
         return config.free_parameters
     names = names_for(config.model)
-    if config.water_stress != "beta":
-        names = tuple(n for n in names if n not in _BETA_ONLY)
-    return names
+    unused = (_BETA_ONLY if config.water_stress != "beta" else ()) + (
+        _UWUE_ONLY if config.evapotranspiration != "uwue" else ()) + (
+        _DROUGHT_ONLY if not config.drought_leaf_loss else ())
+    return tuple(n for n in names if n not in unused)
 
 
 @dataclass(frozen=True)
 class SiteProblem:
     """The loss of a site calibration as functions of the unconstrained pytree.
 
-    ``theta = {"params": ParameterSet of unconstrained values, "network": MLP or None}``.
+    ``theta = {"params": ParameterSet of unconstrained values, "network": {term: MLP} or
+    None}``.
     """
 
     config: SiteCalibrationConfig
@@ -321,12 +336,12 @@ class SiteProblem:
         key, sub = jax.random.split(key)
         u = jax.random.uniform(sub, (n_starts, len(names)), minval=0.05, maxval=0.95)
         values = {name: jnp.log(u[:, j]) - jnp.log1p(-u[:, j]) for j, name in enumerate(names)}
-        theta = {"params": ParameterSet(values), "network": None}
-        option = self.config.model_config.water_stress
-        if isinstance(option, NeuralBeta):
+        model_config = self.config.model_config
+        network = None
+        if model_config.network_sizes:
             keys = jax.random.split(key, n_starts)
-            theta["network"] = jax.vmap(lambda k: init_beta_network(k, option))(keys)
-        return theta
+            network = jax.vmap(lambda k: init_network(k, model_config))(keys)
+        return {"params": ParameterSet(values), "network": network}
 
 
 def make_site_problem(forcing: Forcing, observations: Mapping, dates, calibration_end: int,

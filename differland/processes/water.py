@@ -9,8 +9,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from differland.config import LinearBeta, NeuralBeta, NoWaterStress, WaterStress
+from differland.config import LinearBeta, NeuralBeta, NeuralET, NoWaterStress, WaterStress
 from differland.constants import VIOLATION_FACTOR
+from differland.processes.neural import mlp, mlp_from_first_layer, network_term
 from differland.processes.pools import outflow_scale
 
 
@@ -36,29 +37,9 @@ def linear_beta(water, field_capacity, wilting_point_fraction) -> jax.Array:
     return jnp.clip((water - wilting_point) / (field_capacity - wilting_point), 0.0, 1.0)
 
 
-def init_beta_network(key: jax.Array, option: NeuralBeta, dtype=None) -> list[dict]:
-    """Glorot-normal weights and unit biases for the :class:`NeuralBeta` MLP (1 -> ... -> 1).
-
-    Returns a list of ``{"weight": (n_in, n_out), "bias": (n_out,)}`` layers (a pytree).
-    """
-    dtype = dtype or jnp.result_type(float)
-    sizes = [1] + [option.hidden] * option.layers + [1]
-    layers = []
-    for n_in, n_out in zip(sizes[:-1], sizes[1:], strict=True):
-        key, sub = jax.random.split(key)
-        std = jnp.sqrt(2.0 / (n_in + n_out))
-        layers.append({"weight": std * jax.random.normal(sub, (n_in, n_out), dtype),
-                       "bias": jnp.ones((n_out,), dtype)})
-    return layers
-
-
-def neural_beta(water, network: list[dict], option: NeuralBeta) -> jax.Array:
+def neural_beta(water, layers: list[dict], option: NeuralBeta) -> jax.Array:
     """beta = sigmoid(MLP(W / water_scale)) with leaky-ReLU hidden layers [1]."""
-    x = jnp.reshape(water / option.water_scale, (1,))
-    for layer in network[:-1]:
-        x = jax.nn.leaky_relu(x @ layer["weight"] + layer["bias"])
-    x = x @ network[-1]["weight"] + network[-1]["bias"]
-    return jax.nn.sigmoid(x[0])
+    return jax.nn.sigmoid(mlp(jnp.reshape(water / option.water_scale, (1,)), layers)[0])
 
 
 def water_stress_factor(option: WaterStress, water, params, network=None) -> jax.Array:
@@ -68,10 +49,34 @@ def water_stress_factor(option: WaterStress, water, params, network=None) -> jax
     if isinstance(option, LinearBeta):
         return linear_beta(water, params.field_capacity, params.wilting_point_fraction)
     if isinstance(option, NeuralBeta):
-        if network is None:
-            raise ValueError("NeuralBeta water stress needs network weights (init_beta_network)")
-        return neural_beta(water, network, option)
+        return neural_beta(water, network_term(network, "water_stress"), option)
     raise TypeError(f"unknown water-stress option {option!r}")
+
+
+def neural_et_forcing_part(t_min, t_max, ssrd, vpd, co2, precipitation, layers: list[dict],
+                           option: NeuralET) -> jax.Array:
+    """The forcing inputs' share of the first layer of the :class:`NeuralET` network.
+
+    Elementwise in time (inputs may carry a time axis); returns ``(..., hidden)``. The
+    forcing inputs are the daily mean temperature, SSRD, VPD, CO2 and ln(1 + P / scale).
+    """
+    inputs = jnp.stack([0.5 * (t_min + t_max) / option.temperature_scale,
+                        ssrd / option.radiation_scale, vpd / option.vpd_scale,
+                        co2 / option.co2_scale,
+                        jnp.log1p(precipitation / option.precipitation_scale)], axis=-1)
+    first = layers[0]
+    return inputs @ first["weight"][:option.n_forcing_inputs] + first["bias"]
+
+
+def neural_evapotranspiration(forcing_part, lai, water, gpp, layers: list[dict],
+                              option: NeuralET) -> jax.Array:
+    """ET [mm d-1] = softplus(MLP(forcing inputs, LAI, W, GPP)) for one step, from the
+    forcing part of the first layer (:func:`neural_et_forcing_part`)."""
+    state_inputs = jnp.stack([lai / option.lai_scale, water / option.water_scale,
+                              gpp / option.gpp_scale])
+    weight = layers[0]["weight"][option.n_forcing_inputs:]
+    return jax.nn.softplus(mlp_from_first_layer(forcing_part + state_inputs @ weight,
+                                                layers)[0])
 
 
 # --- bucket updates -------------------------------------------------------------------------

@@ -1,0 +1,97 @@
+"""Hybrid neural terms (water stress, evapotranspiration): gradients, budgets, errors."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from helpers import site_forcing
+from test_conservation import check_site_budgets
+
+from differland import (
+    GlobalModel,
+    ModelConfig,
+    NeuralBeta,
+    NeuralET,
+    SiteModel,
+    default_parameters,
+    simulate,
+    simulate_pixels,
+)
+from differland.processes.neural import init_network, layer_sizes
+
+HYBRID = ModelConfig(model=SiteModel(), water_stress=NeuralBeta(), evapotranspiration=NeuralET())
+
+
+def _params():
+    return default_parameters("site").replace(initial_plant_available_water=300.0)
+
+
+def test_network_layout_follows_the_configuration():
+    network = init_network(jax.random.PRNGKey(0), HYBRID)
+    assert set(network) == {"water_stress", "evapotranspiration"}
+    assert layer_sizes(network["evapotranspiration"]) == (8, 10, 10, 1)
+    assert layer_sizes(network["water_stress"]) == (1, 10, 1)
+    assert init_network(jax.random.PRNGKey(0), ModelConfig()) is None
+
+
+def test_missing_network_is_a_clear_error(fluxsites_dir):
+    forcing = site_forcing(fluxsites_dir, "US-Var", n_steps=10)
+    config = ModelConfig(evapotranspiration=NeuralET())
+    with pytest.raises(ValueError, match="evapotranspiration"):
+        simulate(_params(), forcing, config)
+
+
+def test_neural_et_conserves_water_and_carbon(fluxsites_dir):
+    """ET from the network still passes through the mass-conserving buckets (dry site)."""
+    forcing = site_forcing(fluxsites_dir, "US-SRG")
+    network = init_network(jax.random.PRNGKey(3), HYBRID)
+    # a large output bias asks for more ET than the soil holds on many days
+    network["evapotranspiration"][-1]["bias"] = jnp.asarray([4.0])
+    trajectory = check_site_budgets(_params(), forcing, HYBRID, network)
+    assert trajectory.outputs.et.min() >= 0.0
+    assert trajectory.outputs.water_violation_penalty.max() > 0.0  # the limiter was active
+
+
+def test_gradients_of_network_weights_match_finite_differences(fluxsites_dir):
+    forcing = site_forcing(fluxsites_dir, "US-Var", n_steps=90, start=60)
+    params = _params()
+    network = init_network(jax.random.PRNGKey(1), HYBRID)
+
+    @jax.jit
+    def loss(network, params):
+        out = simulate(params, forcing, HYBRID, network=network).outputs
+        return jnp.sum(out.et) + jnp.sum(out.nee) + jnp.sum(out.lai)
+
+    grad_network, grad_params = jax.grad(loss, argnums=(0, 1))(network, params)
+    h = 1e-5
+    for index, term in enumerate(sorted(network)):  # a random direction in each term's weights
+        keys = jax.random.split(jax.random.PRNGKey(index), len(network[term]))
+        direction = {t: jax.tree.map(jnp.zeros_like, network[t]) for t in network}
+        direction[term] = [jax.tree.map(lambda x, k=k: jax.random.normal(k, x.shape, x.dtype),
+                                        layer) for k, layer in zip(keys, network[term],
+                                                                   strict=True)]
+        plus = jax.tree.map(lambda w, v: w + h * v, network, direction)
+        minus = jax.tree.map(lambda w, v: w - h * v, network, direction)
+        finite = (loss(plus, params) - loss(minus, params)) / (2 * h)
+        automatic = sum(jnp.vdot(g, v) for g, v in zip(
+            jax.tree.leaves(grad_network), jax.tree.leaves(direction), strict=True))
+        np.testing.assert_allclose(float(automatic), float(finite), rtol=1e-5)
+    # and a parameter that acts through GPP, an input of the ET network
+    p = params.canopy_efficiency
+    up = loss(network, params.replace(canopy_efficiency=p * (1 + 1e-6)))
+    down = loss(network, params.replace(canopy_efficiency=p * (1 - 1e-6)))
+    np.testing.assert_allclose(float(grad_params.canopy_efficiency * p),
+                               float(up - down) / 2e-6, rtol=1e-5)
+
+
+def test_neural_et_runs_in_the_global_model_over_pixels(fluxsites_dir):
+    forcing = site_forcing(fluxsites_dir, "DE-Hai", n_steps=24)
+    forcing = jax.tree.map(lambda x: jnp.stack([x, x]), forcing)
+    config = ModelConfig(model=GlobalModel(), evapotranspiration=NeuralET())
+    params = jax.tree.map(lambda x: jnp.stack([x, x]), default_parameters("global"))
+    network = init_network(jax.random.PRNGKey(0), config)
+    out = simulate_pixels(params, forcing, config, network=network).outputs
+    assert np.all(np.isfinite(out.et)) and out.et.min() >= 0.0
+    np.testing.assert_allclose(out.et[0], out.et[1])
