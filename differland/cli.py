@@ -161,7 +161,7 @@ def simulate(
     water_stress: Annotated[str, typer.Option(
         help="Water stress: none, beta or neural (with --network).")] = "none",
     evapotranspiration: Annotated[str, typer.Option(
-        help="Evapotranspiration: uwue or neural (with --network).")] = "uwue",
+        help="Evapotranspiration: uwue, neural or neural_evaporation (with --network).")] = "uwue",
     network: Annotated[Path | None, typer.Option(
         help="network.json of a calibration run, for the neural terms.")] = None,
     reference_mode: Annotated[bool, typer.Option(
@@ -220,7 +220,7 @@ def calibrate_site_command(
     water_stress: Annotated[str | None, typer.Option(
         help="Water stress: none, beta or neural.")] = None,
     evapotranspiration: Annotated[str | None, typer.Option(
-        help="Evapotranspiration: uwue or neural.")] = None,
+        help="Evapotranspiration: uwue, neural or neural_evaporation.")] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
     float64: Annotated[bool, typer.Option("--float64", help="Compute in float64.")] = False,
 ) -> None:

@@ -72,18 +72,24 @@ class UnderlyingWUE:
 
 @dataclass(frozen=True)
 class NeuralET:
-    """ET = softplus(MLP(inputs)) [mm d-1]: a hybrid evapotranspiration term.
+    """A hybrid evapotranspiration term with a neural network [mm d-1].
+
+    ``transpiration="network"``: ET = softplus(MLP(inputs)), the network sees the GPP of the
+    step. ``transpiration="uwue"``: ET = GPP sqrt(VPD) / uWUE + softplus(MLP(inputs without
+    GPP)): transpiration keeps the Boese et al. (2017) link to GPP and the network takes the
+    place of the radiation term (soil evaporation, interception, what uWUE misses).
 
     The inputs are the daily mean air temperature, SSRD, VPD, CO2 and ln(1 + P / scale) of the
-    step (forcing) and the start-of-step LAI, plant-available water and the GPP of the step
-    (state), each divided by the scale below; the network has ``layers`` leaky-ReLU hidden
-    layers of width ``hidden``. The output is positive; the water balance may still scale ET
-    down when the soil would empty. The inputs are those of the reference's ``gpp_acm_et_nn``
-    variant plus precipitation (interception and soil evaporation follow rain days), with
-    fixed physical scales instead of per-site standardisation, so one network definition
-    applies to any driver. Its weights are ``network["evapotranspiration"]`` of ``simulate``.
+    step (forcing) and the start-of-step LAI and plant-available water (and the GPP of the
+    step), each divided by the scale below; the network has ``layers`` leaky-ReLU hidden
+    layers of width ``hidden``. The network's output is positive; the water balance may still
+    scale ET down when the soil would empty. The inputs are those of the reference's
+    ``gpp_acm_et_nn`` variant plus precipitation (interception and soil evaporation follow
+    rain days), with fixed physical scales instead of per-site standardisation, so one network
+    definition applies to any driver. Its weights are ``network["evapotranspiration"]``.
     """
 
+    transpiration: Literal["network", "uwue"] = "network"
     hidden: int = 10
     layers: int = 2
     temperature_scale: float = 20.0  # degC
@@ -96,7 +102,17 @@ class NeuralET:
     gpp_scale: float = 8.0  # gC m-2 d-1
 
     n_forcing_inputs = 5  # temperature, SSRD, VPD, CO2, precipitation
-    n_inputs = 8  # then LAI, plant-available water, GPP
+
+    def __post_init__(self):
+        if self.transpiration not in ("network", "uwue"):
+            raise ValueError(f"NeuralET transpiration must be 'network' or 'uwue', "
+                             f"got {self.transpiration!r}")
+
+    @property
+    def n_inputs(self) -> int:
+        """Forcing inputs, then LAI, plant-available water (and GPP with a network
+        transpiration)."""
+        return self.n_forcing_inputs + (3 if self.transpiration == "network" else 2)
 
     @property
     def sizes(self) -> tuple[int, ...]:
@@ -117,6 +133,10 @@ class ModelConfig:
         drought_leaf_loss: leaves also fall under water stress: the foliar loss rate gains
             ``drought_leaf_loss_rate x (1 - beta)`` (drought deciduousness; the calendar
             phenology alone drops leaves on the same dates every year).
+        water_limited_decomposition: decomposition (litter and SOM respiration, litter ->
+            SOM) slows in dry soil: its rates are multiplied by ``1 - s x (1 - beta)`` with
+            ``s = decomposition_water_sensitivity`` (the precipitation term of the reference
+            modifier sees only the rain of the same day).
         reference_mode: reproduce the published DifferLand code exactly, including its hard
             clamps of pools to the prior bounds of the initial pools and its mass-balance bugs.
             The default (False) keeps every pool non-negative by limiting outflows to what the
@@ -133,6 +153,7 @@ class ModelConfig:
     water_stress: WaterStress = field(default_factory=NoWaterStress)
     evapotranspiration: Evapotranspiration = field(default_factory=UnderlyingWUE)
     drought_leaf_loss: bool = False
+    water_limited_decomposition: bool = False
     reference_mode: bool = False
     checkpoint_every: int | None = None
     outputs: tuple[str, ...] | None = None
@@ -174,5 +195,6 @@ WATER_STRESS_OPTIONS: dict[str, WaterStress] = {
 EVAPOTRANSPIRATION_OPTIONS: dict[str, Evapotranspiration] = {
     "uwue": UnderlyingWUE(),
     "neural": NeuralET(),
+    "neural_evaporation": NeuralET(transpiration="uwue"),
 }
 MODEL_OPTIONS: dict[str, SiteModel | GlobalModel] = {"site": SiteModel(), "global": GlobalModel()}

@@ -143,8 +143,10 @@ def step_drivers(params: ParameterSet, forcing: Forcing, config: ModelConfig, ne
                  *, unit_step: bool = False) -> StepDrivers:
     """State-independent terms of the step; elementwise, so ``forcing`` may carry a time axis.
 
-    ``unit_step=True`` declares that every ``delta_t`` is exactly 1 day; the loss coefficients
-    then take the form the general formula reduces to (default mode only; see
+    ``network`` (the neural terms' weights) is needed only by :class:`NeuralET`, whose
+    forcing inputs' share of the first layer is computed here. ``unit_step=True`` declares
+    that every ``delta_t`` is exactly 1 day; the loss coefficients then take the form the
+    general formula reduces to (default mode only; see
     :func:`~differland.processes.decomposition.loss_rate`).
     """
     p, f, dt = params, forcing, forcing.delta_t
@@ -159,20 +161,24 @@ def step_drivers(params: ParameterSet, forcing: Forcing, config: ModelConfig, ne
                                            p.leaf_fall_day)
     labile_release = phenology.labile_release_factor(
         f.time, p.labile_lifespan, p.labile_release_period, p.labile_release_day)
-    if isinstance(config.evapotranspiration, NeuralET):
-        layers = network_term(network, "evapotranspiration")
-        et = dict(et_per_gpp=None, et_radiation=None,
-                  et_forcing_part=water.neural_et_forcing_part(
-                      f.t_min, f.t_max, f.ssrd, f.vpd, f.co2, f.precipitation, layers,
-                      config.evapotranspiration))
+    option = config.evapotranspiration
+    neural = isinstance(option, NeuralET)
+    et_per_gpp = et_radiation = et_forcing_part = None
+    if not neural or option.transpiration == "uwue":
+        et_per_gpp = water.evapotranspiration(1.0, f.vpd, f.ssrd,
+                                              p.underlying_water_use_efficiency, 0.0)
+    if neural:
+        et_forcing_part = water.neural_et_forcing_part(
+            f.t_min, f.t_max, f.ssrd, f.vpd, f.co2, f.precipitation,
+            network_term(network, "evapotranspiration"), option)
     else:
-        et = dict(et_per_gpp=water.evapotranspiration(1.0, f.vpd, f.ssrd,
-                                                      p.underlying_water_use_efficiency, 0.0),
-                  et_radiation=f.ssrd * p.radiation_et_coefficient, et_forcing_part=None)
+        et_radiation = f.ssrd * p.radiation_et_coefficient
     return StepDrivers(
         canopy=photosynthesis.canopy_terms(f.t_min, f.t_max, f.ssrd, f.co2, f.doy, f.latitude,
                                            p.canopy_efficiency),
-        **et,
+        et_per_gpp=et_per_gpp,
+        et_radiation=et_radiation,
+        et_forcing_part=et_forcing_part,
         rh_environmental_modifier=modifier,
         leaf_fall_factor=leaf_fall,
         labile_release_factor=labile_release,
@@ -218,12 +224,18 @@ def step_dynamics(params: ParameterSet, state: State, drivers: StepDrivers,
     lai = state.foliar_carbon / p.leaf_carbon_mass_per_area
     beta = water.water_stress_factor(config.water_stress, state.soil_water, p, network)
     gpp = beta * photosynthesis.gpp_from_canopy_terms(lai, d.canopy)
-    if isinstance(config.evapotranspiration, NeuralET):
-        et = water.neural_evapotranspiration(
-            d.et_forcing_part, lai, state.soil_water, gpp,
-            network_term(network, "evapotranspiration"), config.evapotranspiration)
+    option = config.evapotranspiration
+    if isinstance(option, NeuralET):
+        et = water.neural_evapotranspiration(d.et_forcing_part, lai, state.soil_water, gpp,
+                                             network_term(network, "evapotranspiration"),
+                                             option)
+        if option.transpiration == "uwue":
+            et = et + gpp * d.et_per_gpp
     else:
         et = gpp * d.et_per_gpp + d.et_radiation
+    decomposer_water = 1.0
+    if config.water_limited_decomposition:
+        decomposer_water = 1.0 - p.decomposition_water_sensitivity * (1.0 - beta)
     leaf_loss = d.leaf_fall_loss
     if config.drought_leaf_loss:
         leaf_loss = leaf_loss + decomposition.loss_rate(p.drought_leaf_loss_rate * (1.0 - beta),
@@ -237,9 +249,9 @@ def step_dynamics(params: ParameterSet, state: State, drivers: StepDrivers,
         foliar_to_litter=start.foliar * leaf_loss,
         root_to_litter=start.root * d.root_turnover_loss,
         wood_to_som=start.wood * d.wood_turnover_loss,
-        rh_litter=start.litter * d.rh_litter_loss,
-        rh_som=start.som * d.rh_som_loss,
-        litter_to_som=start.litter * d.litter_to_som_loss,
+        rh_litter=start.litter * d.rh_litter_loss * decomposer_water,
+        rh_som=start.som * d.rh_som_loss * decomposer_water,
+        litter_to_som=start.litter * d.litter_to_som_loss * decomposer_water,
     )
     if config.reference_mode:
         lower, upper = _reference_bounds(jnp.result_type(gpp))

@@ -184,6 +184,9 @@ REGISTRY: tuple[ParameterSpec, ...] = (
     ParameterSpec("rh_moisture_sensitivity", "moisture_factor", "1", 0.01, 1.0,
                   "Precipitation sensitivity of decomposition: x (1 + m (P / P_ref - 1)).",
                   _BOTH, _slots(26, 23)),
+    ParameterSpec("decomposition_water_sensitivity", "(none)", "1", 0.01, 1.0,
+                  "Dry-soil slowdown of decomposition (option water_limited_decomposition): "
+                  "rates x (1 - s (1 - beta)).", _BOTH, {}),
     ParameterSpec("paw_to_puw_fraction", "h2o_xfer", "1", 0.01, 1.0,
                   "Fraction of plant-available-water drainage routed to plant-unavailable water.",
                   _SITE, _slots(27, None)),

@@ -143,3 +143,27 @@ def test_drought_leaf_loss_conserves_and_sheds_leaves_only_under_stress(fluxsite
     unstressed = ModelConfig(model=SiteModel(), drought_leaf_loss=True)
     np.testing.assert_allclose(simulate(params, forcing, unstressed).outputs.lai,
                                simulate(params, forcing, ModelConfig()).outputs.lai)
+
+
+def test_water_limited_decomposition_conserves_and_slows_only_under_stress(fluxsites_dir):
+    forcing = site_forcing(fluxsites_dir, "US-SRG", n_steps=730)
+    params = default_parameters("site").replace(
+        initial_plant_available_water=50.0, field_capacity=200.0,
+        decomposition_water_sensitivity=0.8)
+    limited = ModelConfig(model=SiteModel(), water_stress=LinearBeta(),
+                          water_limited_decomposition=True)
+    slowed = check_site_budgets(params, forcing, limited).outputs
+    first = jax.device_get(step(params, initial_state(params, limited),
+                                jax.tree.map(lambda x: x[0], forcing), limited)[1])
+    plain = ModelConfig(model=SiteModel(), water_stress=LinearBeta())
+    base = jax.device_get(step(params, initial_state(params, plain),
+                               jax.tree.map(lambda x: x[0], forcing), plain)[1])
+    factor = 1.0 - 0.8 * (1.0 - base.beta)
+    assert base.beta < 1.0
+    for name in ("rh_litter", "rh_som", "litter_to_som"):
+        np.testing.assert_allclose(getattr(first, name), factor * getattr(base, name),
+                                   rtol=1e-12)
+    assert np.all(np.isfinite(slowed.rh_som))
+    unstressed = ModelConfig(model=SiteModel(), water_limited_decomposition=True)
+    np.testing.assert_allclose(simulate(params, forcing, unstressed).outputs.rh_som,
+                               simulate(params, forcing, ModelConfig()).outputs.rh_som)

@@ -95,3 +95,63 @@ def test_neural_et_runs_in_the_global_model_over_pixels(fluxsites_dir):
     out = simulate_pixels(params, forcing, config, network=network).outputs
     assert np.all(np.isfinite(out.et)) and out.et.min() >= 0.0
     np.testing.assert_allclose(out.et[0], out.et[1])
+
+
+def test_hybrid_et_adds_the_network_to_uwue_transpiration(fluxsites_dir):
+    """ET = GPP sqrt(VPD)/uWUE + network: with the network's output pushed to ~0, the uWUE
+    transpiration alone remains (the radiation term is replaced by the network)."""
+    forcing = site_forcing(fluxsites_dir, "DE-Hai", n_steps=120, start=100)
+    params = _params().replace(underlying_water_use_efficiency=20.0,
+                               initial_plant_available_water=2000.0)
+    hybrid = ModelConfig(evapotranspiration=NeuralET(transpiration="uwue"))
+    network = init_network(jax.random.PRNGKey(0), hybrid)
+    assert layer_sizes(network["evapotranspiration"]) == (7, 10, 10, 1)
+    network["evapotranspiration"][-1]["weight"] *= 0.0
+    network["evapotranspiration"][-1]["bias"] = jnp.asarray([-30.0])  # softplus ~ 1e-13
+    out = simulate(params, forcing, hybrid, network=network).outputs
+    transpiration = out.gpp * jnp.sqrt(forcing.vpd) / params.underlying_water_use_efficiency
+    unlimited = out.water_violation_penalty == 0.0  # the bucket did not scale ET down
+    assert unlimited.mean() > 0.5
+    np.testing.assert_allclose(out.et[unlimited], transpiration[unlimited], rtol=1e-9,
+                               atol=1e-9)
+    with pytest.raises(ValueError, match="transpiration"):
+        NeuralET(transpiration="sometimes")
+
+
+def test_calibrated_network_round_trips_through_the_cli(fluxsites_dir, tmp_path, capsys):
+    """network.json of a calibration with two neural terms reproduces its simulation; a
+    network file without a term the options need is a one-line error."""
+    import json
+
+    import xarray as xr
+
+    from differland.cli import main
+
+    driver = str(fluxsites_dir / "US-SRG.nc")
+    out = tmp_path / "run"
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"evapotranspiration": "neural_evaporation",
+                                  "gradient": {"chunk": 5, "n_starts": 2}}))
+    status = main(["calibrate", "site", "--driver", driver, "--out", str(out), "--config",
+                   str(config), "--iterations", "10", "--no-progress"])
+    assert status == 0, capsys.readouterr().err
+    network = json.loads((out / "network.json").read_text())
+    assert set(network) == {"water_stress", "evapotranspiration"}
+    options = ["--water-stress", "neural", "--evapotranspiration", "neural_evaporation"]
+    status = main(["simulate", "--driver", driver, "--params", str(out / "params.json"),
+                   *options, "--network", str(out / "network.json"),
+                   "--out", str(tmp_path / "again.nc")])
+    assert status == 0, capsys.readouterr().err
+    again, calibrated = (xr.load_dataset(tmp_path / "again.nc"),
+                         xr.load_dataset(out / "simulation.nc"))
+    for name in ("et", "gpp", "nee"):
+        np.testing.assert_allclose(again[name], calibrated[name], rtol=1e-9, atol=1e-9)
+
+    partial = tmp_path / "partial.json"
+    partial.write_text(json.dumps({"water_stress": network["water_stress"]}))
+    capsys.readouterr()
+    status = main(["simulate", "--driver", driver, *options, "--network", str(partial),
+                   "--out", str(tmp_path / "never.nc")])
+    err = capsys.readouterr().err.strip()
+    assert status == 2 and len(err.splitlines()) == 1 and "evapotranspiration" in err
+    assert not (tmp_path / "never.nc").exists()

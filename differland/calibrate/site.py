@@ -45,8 +45,10 @@ OBJECTIVES = ("gaussian", "nnse")
 UNCERTAINTY_POLICIES = ("std", "driver")
 # Parameters that only the linear water-stress factor / the uWUE evapotranspiration use.
 _BETA_ONLY = ("field_capacity", "wilting_point_fraction")
-_UWUE_ONLY = ("underlying_water_use_efficiency", "radiation_et_coefficient")
-_DROUGHT_ONLY = ("drought_leaf_loss_rate",)
+_UNUSED_BY_ET = {"uwue": (), "neural_evaporation": ("radiation_et_coefficient",),
+                 "neural": ("underlying_water_use_efficiency", "radiation_et_coefficient")}
+_OPTION_PARAMETERS = {"drought_leaf_loss": "drought_leaf_loss_rate",
+                      "water_limited_decomposition": "decomposition_water_sensitivity"}
 
 
 class CalibrationConfigError(ValueError):
@@ -61,10 +63,12 @@ class SiteCalibrationConfig:
         model: model variant (``"site"`` or ``"global"``).
         water_stress: ``"none"``, ``"beta"`` or ``"neural"`` (default: the hybrid
             neural beta, which calibrated best over the 12 reference flux sites).
-        evapotranspiration: ``"uwue"`` (GPP sqrt(VPD) / uWUE + r SSRD) or ``"neural"``
-            (a hybrid MLP of forcing, LAI, soil water and GPP).
-        drought_leaf_loss: leaves also fall under water stress (see
-            :class:`~differland.config.ModelConfig`).
+        evapotranspiration: ``"uwue"`` (GPP sqrt(VPD) / uWUE + r SSRD), ``"neural"`` (an
+            MLP of forcing, LAI, soil water and GPP) or ``"neural_evaporation"`` (GPP
+            sqrt(VPD) / uWUE plus an MLP of forcing, LAI and soil water); see
+            :class:`differland.config.NeuralET`.
+        drought_leaf_loss, water_limited_decomposition: process options of
+            :class:`~differland.config.ModelConfig`.
         streams: observed streams in the loss (names of observation operators).
         weights: per-stream weight (streams not listed weigh 1; default RECO and LAI 1.5).
         objective: ``"gaussian"`` (masked Gaussian misfit, normalised by the number of
@@ -86,6 +90,7 @@ class SiteCalibrationConfig:
     water_stress: str = "neural"
     evapotranspiration: str = "uwue"
     drought_leaf_loss: bool = False
+    water_limited_decomposition: bool = False
     streams: tuple[str, ...] = ("gpp", "reco", "nee", "et", "lai")
     weights: tuple[tuple[str, float], ...] = (("reco", 1.5), ("lai", 1.5))
     objective: str = "gaussian"
@@ -136,7 +141,8 @@ class SiteCalibrationConfig:
         return ModelConfig(model=MODEL_OPTIONS[self.model],
                            water_stress=WATER_STRESS_OPTIONS[self.water_stress],
                            evapotranspiration=EVAPOTRANSPIRATION_OPTIONS[self.evapotranspiration],
-                           drought_leaf_loss=self.drought_leaf_loss)
+                           drought_leaf_loss=self.drought_leaf_loss,
+                           water_limited_decomposition=self.water_limited_decomposition)
 
     def to_dict(self) -> dict:
         out = dataclasses.asdict(self)
@@ -241,8 +247,9 @@ def free_parameter_names(config: SiteCalibrationConfig) -> tuple[str, ...]:
         return config.free_parameters
     names = names_for(config.model)
     unused = (_BETA_ONLY if config.water_stress != "beta" else ()) + (
-        _UWUE_ONLY if config.evapotranspiration != "uwue" else ()) + (
-        _DROUGHT_ONLY if not config.drought_leaf_loss else ())
+        _UNUSED_BY_ET[config.evapotranspiration]) + (
+        tuple(name for option, name in _OPTION_PARAMETERS.items()
+              if not getattr(config, option)))
     return tuple(n for n in names if n not in unused)
 
 

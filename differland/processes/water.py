@@ -70,12 +70,14 @@ def neural_et_forcing_part(t_min, t_max, ssrd, vpd, co2, precipitation, layers: 
 
 def neural_evapotranspiration(forcing_part, lai, water, gpp, layers: list[dict],
                               option: NeuralET) -> jax.Array:
-    """ET [mm d-1] = softplus(MLP(forcing inputs, LAI, W, GPP)) for one step, from the
-    forcing part of the first layer (:func:`neural_et_forcing_part`)."""
-    state_inputs = jnp.stack([lai / option.lai_scale, water / option.water_scale,
-                              gpp / option.gpp_scale])
+    """The network's ET [mm d-1] for one step, softplus(MLP(inputs)), from the forcing part
+    of the first layer (:func:`neural_et_forcing_part`); GPP is an input only when the
+    network also stands for transpiration."""
+    state_inputs = [lai / option.lai_scale, water / option.water_scale]
+    if option.transpiration == "network":
+        state_inputs.append(gpp / option.gpp_scale)
     weight = layers[0]["weight"][option.n_forcing_inputs:]
-    return jax.nn.softplus(mlp_from_first_layer(forcing_part + state_inputs @ weight,
+    return jax.nn.softplus(mlp_from_first_layer(forcing_part + jnp.stack(state_inputs) @ weight,
                                                 layers)[0])
 
 
