@@ -1,8 +1,8 @@
 """End-to-end workflows that read files, run the library and write a run directory.
 
 ``calibrate_site`` leaves, under ``out``: ``config.json``, ``params.json`` (loadable by
-``differland simulate --params``), ``network.json`` (the weights of a neural water-stress term,
-for ``differland simulate --water-stress neural --network``), ``metrics.json`` (skill per
+``differland simulate --params``), ``network.json`` (the weights of the neural terms,
+``{term: layers}``, for ``differland simulate --network``), ``metrics.json`` (skill per
 variable and period, optimiser diagnostics), ``simulation.nc`` (CF NetCDF over the full
 record), ``figures/*.png`` and ``checkpoints/`` (orbax; a rerun with the same configuration
 resumes from them).
