@@ -94,7 +94,9 @@ def _network(path: Path | None, config):
 
 def _run_simulation(driver_path: Path, out: Path, params_path: Path | None, model: str,
                     water_stress: str, reference_mode: bool, float64: bool,
-                    network_path: Path | None = None, evapotranspiration: str = "uwue") -> str:
+                    network_path: Path | None = None, evapotranspiration: str = "uwue",
+                    drought_leaf_loss: bool = False,
+                    water_limited_decomposition: bool = False) -> str:
     import jax
     import numpy as np
 
@@ -115,6 +117,8 @@ def _run_simulation(driver_path: Path, out: Path, params_path: Path | None, mode
     if float64:
         enable_float64()
     config = ModelConfig(model=model_choice, water_stress=stress, evapotranspiration=et_option,
+                         drought_leaf_loss=drought_leaf_loss,
+                         water_limited_decomposition=water_limited_decomposition,
                          reference_mode=reference_mode)
     network, config = _network(network_path, config)
     driver = read_site_driver(driver_path)
@@ -137,6 +141,8 @@ def _run_simulation(driver_path: Path, out: Path, params_path: Path | None, mode
         "model": model_choice.name,
         "water_stress": water_stress,
         "evapotranspiration": evapotranspiration,
+        "drought_leaf_loss": int(drought_leaf_loss),
+        "water_limited_decomposition": int(water_limited_decomposition),
         "reference_mode": int(reference_mode),
         "precision": "float64" if float64 else "float32",
         "history": f"{time.strftime('%Y-%m-%dT%H:%M:%S')} differland simulate",
@@ -164,6 +170,10 @@ def simulate(
         help="Evapotranspiration: uwue, neural or neural_evaporation (with --network).")] = "uwue",
     network: Annotated[Path | None, typer.Option(
         help="network.json of a calibration run, for the neural terms.")] = None,
+    drought_leaf_loss: Annotated[bool, typer.Option(
+        "--drought-leaf-loss", help="Leaves also fall under water stress.")] = False,
+    water_limited_decomposition: Annotated[bool, typer.Option(
+        "--water-limited-decomposition", help="Decomposition slows in dry soil.")] = False,
     reference_mode: Annotated[bool, typer.Option(
         "--reference-mode", help="Reproduce the published DifferLand code, quirks included.")
     ] = False,
@@ -176,7 +186,8 @@ def simulate(
 
             driver = write_example_site_driver(Path(scratch) / "example.nc")
         message = _run_simulation(driver, out, params, model, water_stress, reference_mode,
-                                  float64, network, evapotranspiration)
+                                  float64, network, evapotranspiration, drought_leaf_loss,
+                                  water_limited_decomposition)
     typer.echo(message)
 
 

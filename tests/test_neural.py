@@ -131,13 +131,15 @@ def test_calibrated_network_round_trips_through_the_cli(fluxsites_dir, tmp_path,
     out = tmp_path / "run"
     config = tmp_path / "config.json"
     config.write_text(json.dumps({"evapotranspiration": "neural_evaporation",
+                                  "water_limited_decomposition": True,
                                   "gradient": {"chunk": 5, "n_starts": 2}}))
     status = main(["calibrate", "site", "--driver", driver, "--out", str(out), "--config",
                    str(config), "--iterations", "10", "--no-progress"])
     assert status == 0, capsys.readouterr().err
     network = json.loads((out / "network.json").read_text())
     assert set(network) == {"water_stress", "evapotranspiration"}
-    options = ["--water-stress", "neural", "--evapotranspiration", "neural_evaporation"]
+    options = ["--water-stress", "neural", "--evapotranspiration", "neural_evaporation",
+               "--water-limited-decomposition"]
     status = main(["simulate", "--driver", driver, "--params", str(out / "params.json"),
                    *options, "--network", str(out / "network.json"),
                    "--out", str(tmp_path / "again.nc")])
@@ -147,11 +149,15 @@ def test_calibrated_network_round_trips_through_the_cli(fluxsites_dir, tmp_path,
     for name in ("et", "gpp", "nee"):
         np.testing.assert_allclose(again[name], calibrated[name], rtol=1e-9, atol=1e-9)
 
-    partial = tmp_path / "partial.json"
-    partial.write_text(json.dumps({"water_stress": network["water_stress"]}))
-    capsys.readouterr()
-    status = main(["simulate", "--driver", driver, *options, "--network", str(partial),
-                   "--out", str(tmp_path / "never.nc")])
-    err = capsys.readouterr().err.strip()
-    assert status == 2 and len(err.splitlines()) == 1 and "evapotranspiration" in err
-    assert not (tmp_path / "never.nc").exists()
+    broken = dict(network, evapotranspiration=[dict(network["evapotranspiration"][0],
+                                                    bias=[0.0, 1.0])]
+                  + network["evapotranspiration"][1:])
+    for content in ({"water_stress": network["water_stress"]}, broken):
+        bad = tmp_path / "bad.json"
+        bad.write_text(json.dumps(content))
+        capsys.readouterr()
+        status = main(["simulate", "--driver", driver, *options, "--network", str(bad),
+                       "--out", str(tmp_path / "never.nc")])
+        err = capsys.readouterr().err.strip()
+        assert status == 2 and len(err.splitlines()) == 1 and "evapotranspiration" in err
+        assert not (tmp_path / "never.nc").exists()

@@ -42,9 +42,17 @@ def mlp_from_first_layer(pre_activation: jax.Array, layers: list[dict]) -> jax.A
 
 
 def layer_sizes(layers: list[dict]) -> tuple[int, ...]:
-    """``(n_in, hidden..., n_out)`` of a network."""
-    return (int(layers[0]["weight"].shape[0]),) + tuple(
-        int(layer["weight"].shape[1]) for layer in layers)
+    """``(n_in, hidden..., n_out)`` of a network; ``ValueError`` if the layers do not chain."""
+    if not layers:
+        raise ValueError("a network needs at least one layer")
+    sizes = [int(jnp.shape(layers[0]["weight"])[0])]
+    for i, layer in enumerate(layers):
+        weight, bias = jnp.shape(layer["weight"]), jnp.shape(layer["bias"])
+        if len(weight) != 2 or weight[0] != sizes[-1] or bias != (weight[1],):
+            raise ValueError(f"layer {i} has weight {weight} and bias {bias} after "
+                             f"{sizes[-1]} inputs")
+        sizes.append(int(weight[1]))
+    return tuple(sizes)
 
 
 def init_network(key: jax.Array, config, dtype=None) -> dict[str, list[dict]] | None:
