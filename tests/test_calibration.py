@@ -189,3 +189,21 @@ def test_sites_script_smoke(fluxsites_dir, tmp_path):
     assert summary[0] == "site,gpp,reco,nee,et,lai"
     assert summary[-1].startswith("median,")
     assert "median" in (tmp_path / "summary.md").read_text()
+
+
+def test_free_parameters_follow_the_process_options():
+    from differland.calibrate.site import free_parameter_names
+
+    default = set(free_parameter_names(SiteCalibrationConfig()))
+    assert {"underlying_water_use_efficiency", "radiation_et_coefficient"} <= default
+    assert not default & {"field_capacity", "drought_leaf_loss_rate",
+                          "decomposition_water_sensitivity"}
+    neural = set(free_parameter_names(SiteCalibrationConfig(evapotranspiration="neural")))
+    assert default - neural == {"underlying_water_use_efficiency", "radiation_et_coefficient"}
+    options = SiteCalibrationConfig(water_stress="beta", drought_leaf_loss=True,
+                                    water_limited_decomposition=True,
+                                    evapotranspiration="neural_evaporation")
+    assert set(free_parameter_names(options)) - default == {
+        "field_capacity", "wilting_point_fraction", "drought_leaf_loss_rate",
+        "decomposition_water_sensitivity"}
+    assert default - set(free_parameter_names(options)) == {"radiation_et_coefficient"}

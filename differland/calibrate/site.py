@@ -22,6 +22,7 @@ from differland.config import (
     MODEL_OPTIONS,
     WATER_STRESS_OPTIONS,
     ModelConfig,
+    NeuralET,
 )
 from differland.forcing import Forcing
 from differland.likelihood import (
@@ -43,10 +44,8 @@ from differland.processes.neural import init_network
 
 OBJECTIVES = ("gaussian", "nnse")
 UNCERTAINTY_POLICIES = ("std", "driver")
-# Parameters that only the linear water-stress factor / the uWUE evapotranspiration use.
+# Parameters that only the linear water-stress factor uses, and those of the process options.
 _BETA_ONLY = ("field_capacity", "wilting_point_fraction")
-_UNUSED_BY_ET = {"uwue": (), "neural_evaporation": ("radiation_et_coefficient",),
-                 "neural": ("underlying_water_use_efficiency", "radiation_et_coefficient")}
 _OPTION_PARAMETERS = {"drought_leaf_loss": "drought_leaf_loss_rate",
                       "water_limited_decomposition": "decomposition_water_sensitivity"}
 
@@ -246,10 +245,13 @@ def free_parameter_names(config: SiteCalibrationConfig) -> tuple[str, ...]:
     if config.free_parameters is not None:
         return config.free_parameters
     names = names_for(config.model)
+    et = config.model_config.evapotranspiration
     unused = (_BETA_ONLY if config.water_stress != "beta" else ()) + (
-        _UNUSED_BY_ET[config.evapotranspiration]) + (
         tuple(name for option, name in _OPTION_PARAMETERS.items()
               if not getattr(config, option)))
+    if isinstance(et, NeuralET):  # the network replaces the radiation term (and perhaps uWUE)
+        unused += ("radiation_et_coefficient",) + (
+            ("underlying_water_use_efficiency",) if et.transpiration == "network" else ())
     return tuple(n for n in names if n not in unused)
 
 
