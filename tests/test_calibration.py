@@ -54,7 +54,8 @@ def twin_problem(fluxsites_dir, settings: GradientSettings, noise: float = 0.03)
         observations[name] = Record(clean + noise * clean.std() * rng.normal(size=clean.size),
                                     mask)
     config = SiteCalibrationConfig(
-        water_stress="none", streams=("gpp", "reco", "et", "lai"), validation_days=120,
+        water_stress="none", evapotranspiration="uwue", streams=("gpp", "reco", "et", "lai"),
+        validation_days=120,
         edc_weight=0.0, steady_state_weight=0.0,  # identifiability alone
         free_parameters=TWIN_FREE,
         parameter_values={k: float(v) for k, v in truth.items() if k not in TWIN_FREE},
@@ -169,7 +170,8 @@ def test_calibrate_site_command_smoke(fluxsites_dir, tmp_path, capsys):
     assert set(metrics["skill"]["gpp"]) == {"calibration", "test"}
     # params.json (+ network.json) reproduce the calibrated simulation through the CLI
     status = main(["simulate", "--driver", str(fluxsites_dir / "US-Var.nc"), "--params",
-                   str(out / "params.json"), "--water-stress", "neural", "--network",
+                   str(out / "params.json"), "--water-stress", "neural",
+                   "--evapotranspiration", "neural", "--network",
                    str(out / "network.json"), "--out", str(tmp_path / "again.nc")])
     assert status == 0, capsys.readouterr().err
     import xarray as xr
@@ -194,7 +196,7 @@ def test_sites_script_smoke(fluxsites_dir, tmp_path):
 def test_free_parameters_follow_the_process_options():
     from differland.calibrate.site import free_parameter_names
 
-    default = set(free_parameter_names(SiteCalibrationConfig()))
+    default = set(free_parameter_names(SiteCalibrationConfig(evapotranspiration="uwue")))
     assert {"underlying_water_use_efficiency", "radiation_et_coefficient"} <= default
     assert not default & {"field_capacity", "drought_leaf_loss_rate",
                           "decomposition_water_sensitivity"}

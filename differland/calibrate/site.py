@@ -63,7 +63,8 @@ class SiteCalibrationConfig:
         water_stress: ``"none"``, ``"beta"`` or ``"neural"`` (default: the hybrid
             neural beta, which calibrated best over the 12 reference flux sites).
         evapotranspiration: ``"uwue"`` (GPP sqrt(VPD) / uWUE + r SSRD), ``"neural"`` (an
-            MLP of forcing, LAI, soil water and GPP) or ``"neural_evaporation"`` (GPP
+            MLP of forcing, LAI, soil water and GPP; the default, closest to the published
+            skill over the 12 reference flux sites) or ``"neural_evaporation"`` (GPP
             sqrt(VPD) / uWUE plus an MLP of forcing, LAI and soil water); see
             :class:`differland.config.NeuralET`.
         drought_leaf_loss, water_limited_decomposition: process options of
@@ -87,7 +88,7 @@ class SiteCalibrationConfig:
 
     model: str = "site"
     water_stress: str = "neural"
-    evapotranspiration: str = "uwue"
+    evapotranspiration: str = "neural"
     drought_leaf_loss: bool = False
     water_limited_decomposition: bool = False
     streams: tuple[str, ...] = ("gpp", "reco", "nee", "et", "lai")
