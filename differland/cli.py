@@ -96,7 +96,8 @@ def _run_simulation(driver_path: Path, out: Path, params_path: Path | None, mode
                     water_stress: str, reference_mode: bool, float64: bool,
                     network_path: Path | None = None, evapotranspiration: str = "uwue",
                     drought_leaf_loss: bool = False,
-                    water_limited_decomposition: bool = False) -> str:
+                    water_limited_decomposition: bool = False,
+                    phenology: str = "calendar") -> str:
     import jax
     import numpy as np
 
@@ -105,6 +106,7 @@ def _run_simulation(driver_path: Path, out: Path, params_path: Path | None, mode
     from differland.config import (
         EVAPOTRANSPIRATION_OPTIONS,
         MODEL_OPTIONS,
+        PHENOLOGY_OPTIONS,
         WATER_STRESS_OPTIONS,
         ModelConfig,
     )
@@ -114,10 +116,11 @@ def _run_simulation(driver_path: Path, out: Path, params_path: Path | None, mode
     model_choice = _choice(model, MODEL_OPTIONS, "model")
     stress = _choice(water_stress, WATER_STRESS_OPTIONS, "water stress")
     et_option = _choice(evapotranspiration, EVAPOTRANSPIRATION_OPTIONS, "evapotranspiration")
+    phenology_option = _choice(phenology, PHENOLOGY_OPTIONS, "phenology")
     if float64:
         enable_float64()
     config = ModelConfig(model=model_choice, water_stress=stress, evapotranspiration=et_option,
-                         drought_leaf_loss=drought_leaf_loss,
+                         phenology=phenology_option, drought_leaf_loss=drought_leaf_loss,
                          water_limited_decomposition=water_limited_decomposition,
                          reference_mode=reference_mode)
     network, config = _network(network_path, config)
@@ -141,6 +144,7 @@ def _run_simulation(driver_path: Path, out: Path, params_path: Path | None, mode
         "model": model_choice.name,
         "water_stress": water_stress,
         "evapotranspiration": evapotranspiration,
+        "phenology": phenology,
         "drought_leaf_loss": int(drought_leaf_loss),
         "water_limited_decomposition": int(water_limited_decomposition),
         "reference_mode": int(reference_mode),
@@ -170,6 +174,10 @@ def simulate(
         help="Evapotranspiration: uwue, neural or neural_evaporation (with --network).")] = "uwue",
     network: Annotated[Path | None, typer.Option(
         help="network.json of a calibration run, for the neural terms.")] = None,
+    phenology: Annotated[str, typer.Option(
+        help="Phenology: calendar (annual pulses), climate (growing-season index) or "
+             "calendar_climate (both).")
+    ] = "calendar",
     drought_leaf_loss: Annotated[bool, typer.Option(
         "--drought-leaf-loss", help="Leaves also fall under water stress.")] = False,
     water_limited_decomposition: Annotated[bool, typer.Option(
@@ -187,7 +195,7 @@ def simulate(
             driver = write_example_site_driver(Path(scratch) / "example.nc")
         message = _run_simulation(driver, out, params, model, water_stress, reference_mode,
                                   float64, network, evapotranspiration, drought_leaf_loss,
-                                  water_limited_decomposition)
+                                  water_limited_decomposition, phenology)
     typer.echo(message)
 
 
@@ -232,6 +240,8 @@ def calibrate_site_command(
         help="Water stress: none, beta or neural.")] = None,
     evapotranspiration: Annotated[str | None, typer.Option(
         help="Evapotranspiration: uwue, neural or neural_evaporation.")] = None,
+    phenology: Annotated[str | None, typer.Option(
+        help="Phenology: calendar, climate or calendar_climate.")] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
     float64: Annotated[bool, typer.Option("--float64", help="Compute in float64.")] = False,
 ) -> None:
@@ -241,7 +251,8 @@ def calibrate_site_command(
 
     settings = load_calibration_config(config, seed=seed, n_starts=starts,
                                        max_iterations=iterations, water_stress=water_stress,
-                                       evapotranspiration=evapotranspiration)
+                                       evapotranspiration=evapotranspiration,
+                                       phenology=phenology)
     if float64:
         enable_float64()
     metrics = calibrate_site(driver, out, settings, progress=progress)

@@ -123,6 +123,59 @@ Evapotranspiration = UnderlyingWUE | NeuralET
 
 
 @dataclass(frozen=True)
+class CalendarPhenology:
+    """Leaf onset and leaf fall as annual pulses on fixed dates (CARDAMOM DALEC; the
+    reference's form): see :mod:`differland.processes.phenology`."""
+
+    parameters = ("labile_release_day", "labile_release_period", "leaf_fall_day",
+                  "leaf_fall_period", "labile_lifespan")  # besides leaf_lifespan
+
+
+@dataclass(frozen=True)
+class ClimatePhenology:
+    """Leaf onset and fall driven by a growing-season index (GSI) of the weather and soil water.
+
+    The index (Jolly et al. 2005, with soil water as in Forkel et al. 2014) is the product of
+    four smooth factors in [0, 1]: daily minimum temperature, day length, VPD and the
+    start-of-step plant-available water, each one half at a calibrated threshold. Labile
+    carbon moves to the leaves at ``leaf_growth_rate x GSI`` and leaves fall at
+    ``1 / leaf_lifespan + leaf_senescence_rate x (1 - GSI)`` (per day), so onset and
+    senescence follow each year's weather instead of fixed dates. The index that sets the
+    rates is its running mean (an exponential memory of ``memory_days``, a state variable
+    starting at ``initial_index``), so a cold night or a dry day does not shed leaves.
+
+    Attributes:
+        temperature_width: temperature over which the temperature factor rises from
+            0.27 to 0.73 (a logistic of width ``temperature_width / 2``) [degC].
+        daylength_width: the same for day length [h].
+        steepness: exponent k of the VPD and water factors, 1 / (1 + (x / x_half)^(+-k)).
+        memory_days: e-folding time of the running mean [d] (Jolly et al. average the index
+            over 21 days).
+        initial_index: the running mean at the start of a run [1].
+        pulses: keep the calendar pulses and add the index-driven rates to them, the pulses
+            taking the place of the even 1 / lifespan background (onset and fall then have
+            a typical date that each year's weather can advance, delay or amplify).
+    """
+
+    temperature_width: float = 4.0
+    daylength_width: float = 1.0
+    steepness: float = 4.0
+    memory_days: float = 21.0
+    initial_index: float = 0.5
+    pulses: bool = False
+
+    @property
+    def parameters(self) -> tuple[str, ...]:
+        """The parameters this phenology uses besides ``leaf_lifespan``."""
+        return ("growing_season_temperature", "growing_season_daylength", "growing_season_vpd",
+                "growing_season_water", "leaf_growth_rate", "leaf_senescence_rate") + (
+                    CalendarPhenology.parameters if self.pulses else ())
+
+
+Phenology = CalendarPhenology | ClimatePhenology
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     """Everything static about a run.
 
@@ -130,6 +183,7 @@ class ModelConfig:
         model: :class:`SiteModel` or :class:`GlobalModel`.
         water_stress: :class:`NoWaterStress`, :class:`LinearBeta` or :class:`NeuralBeta`.
         evapotranspiration: :class:`UnderlyingWUE` (default) or :class:`NeuralET`.
+        phenology: :class:`CalendarPhenology` (default) or :class:`ClimatePhenology`.
         drought_leaf_loss: leaves also fall under water stress: the foliar loss rate gains
             ``drought_leaf_loss_rate x (1 - beta)`` (drought deciduousness; the calendar
             phenology alone drops leaves on the same dates every year).
@@ -152,6 +206,7 @@ class ModelConfig:
     model: SiteModel | GlobalModel = field(default_factory=SiteModel)
     water_stress: WaterStress = field(default_factory=NoWaterStress)
     evapotranspiration: Evapotranspiration = field(default_factory=UnderlyingWUE)
+    phenology: Phenology = field(default_factory=CalendarPhenology)
     drought_leaf_loss: bool = False
     water_limited_decomposition: bool = False
     reference_mode: bool = False
@@ -166,6 +221,8 @@ class ModelConfig:
             raise TypeError(f"unknown water_stress option {self.water_stress!r}")
         if not isinstance(self.evapotranspiration, UnderlyingWUE | NeuralET):
             raise TypeError(f"unknown evapotranspiration option {self.evapotranspiration!r}")
+        if not isinstance(self.phenology, CalendarPhenology | ClimatePhenology):
+            raise TypeError(f"unknown phenology option {self.phenology!r}")
         if self.checkpoint_every is not None and self.checkpoint_every < 1:
             raise ValueError("checkpoint_every must be a positive number of steps")
         if self.outputs is not None:
@@ -196,5 +253,10 @@ EVAPOTRANSPIRATION_OPTIONS: dict[str, Evapotranspiration] = {
     "uwue": UnderlyingWUE(),
     "neural": NeuralET(),
     "neural_evaporation": NeuralET(transpiration="uwue"),
+}
+PHENOLOGY_OPTIONS: dict[str, Phenology] = {
+    "calendar": CalendarPhenology(),
+    "climate": ClimatePhenology(),
+    "calendar_climate": ClimatePhenology(pulses=True),
 }
 MODEL_OPTIONS: dict[str, SiteModel | GlobalModel] = {"site": SiteModel(), "global": GlobalModel()}

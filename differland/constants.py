@@ -40,6 +40,8 @@ PHENOLOGY_OFFSET_POLYNOMIAL = (
     -0.188459767342504,
 )
 
+ZERO_CELSIUS = 273.15  # [K] (parameters are positive, so temperature thresholds are in kelvin)
+
 # --- Water ------------------------------------------------------------------------------------
 VIOLATION_FACTOR = 0.01  # [1] water-violation penalty = 0.01 x forced water shortfall [mm d-1]
 

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from differland._pytree import field_names, pytree_dataclass
-from differland.config import GlobalModel, ModelConfig, NeuralET, SiteModel
+from differland.config import ClimatePhenology, GlobalModel, ModelConfig, NeuralET, SiteModel
 from differland.forcing import Forcing
 from differland.params import SPECS, ParameterSet
 from differland.processes import decomposition, fire, phenology, photosynthesis, pools, water
@@ -93,10 +93,14 @@ class Trajectory:
 def initial_state(params: ParameterSet, config: ModelConfig) -> State:
     """The state at the start of a run, from the ``initial_*`` parameters."""
     carbon = {f"{pool}_carbon": params[name] for pool, name in _INITIAL.items()}
+    memory = None
+    if isinstance(config.phenology, ClimatePhenology):
+        memory = jnp.full_like(params.initial_foliar_carbon, config.phenology.initial_index)
     if isinstance(config.model, SiteModel):
         return State(**carbon, soil_water=params.initial_plant_available_water,
-                     deep_water=params.initial_plant_unavailable_water)
-    return State(**carbon, soil_water=params.initial_water)
+                     deep_water=params.initial_plant_unavailable_water,
+                     growing_season_index=memory)
+    return State(**carbon, soil_water=params.initial_water, growing_season_index=memory)
 
 
 def _reference_bounds(dtype) -> tuple[pools.CarbonPools, pools.CarbonPools]:
@@ -125,10 +129,12 @@ class StepDrivers:
     et_radiation: jax.Array | None  # r x SSRD [mm d-1] (uWUE ET)
     et_forcing_part: jax.Array | None  # forcing share of the neural ET's first layer
     rh_environmental_modifier: jax.Array
-    leaf_fall_factor: jax.Array
-    labile_release_factor: jax.Array
-    labile_release_loss: jax.Array
-    leaf_fall_loss: jax.Array
+    # calendar phenology: the pulses' fractions per day and their loss coefficients
+    leaf_fall_factor: jax.Array | None
+    labile_release_factor: jax.Array | None
+    labile_release_loss: jax.Array | None
+    leaf_fall_loss: jax.Array | None
+    growing_season_weather: jax.Array | None  # climate phenology: weather part of the GSI
     root_turnover_loss: jax.Array
     wood_turnover_loss: jax.Array
     rh_litter_loss: jax.Array
@@ -157,10 +163,17 @@ def step_drivers(params: ParameterSet, forcing: Forcing, config: ModelConfig, ne
     modifier = decomposition.environmental_modifier(
         f.t_min, f.t_max, f.precipitation, f.mean_temperature, f.mean_precipitation,
         p.temperature_sensitivity, p.rh_moisture_sensitivity)
-    leaf_fall = phenology.leaf_fall_factor(f.time, p.leaf_lifespan, p.leaf_fall_period,
-                                           p.leaf_fall_day)
-    labile_release = phenology.labile_release_factor(
-        f.time, p.labile_lifespan, p.labile_release_period, p.labile_release_day)
+    leaf_fall = labile_release = growing_season_weather = None
+    climate = isinstance(config.phenology, ClimatePhenology)
+    if climate:
+        growing_season_weather = phenology.growing_season_weather_index(
+            f.t_min, f.vpd, f.latitude, f.doy, p.growing_season_temperature,
+            p.growing_season_daylength, p.growing_season_vpd, config.phenology)
+    if not climate or config.phenology.pulses:
+        leaf_fall = phenology.leaf_fall_factor(f.time, p.leaf_lifespan, p.leaf_fall_period,
+                                               p.leaf_fall_day)
+        labile_release = phenology.labile_release_factor(
+            f.time, p.labile_lifespan, p.labile_release_period, p.labile_release_day)
     option = config.evapotranspiration
     neural = isinstance(option, NeuralET)
     et_per_gpp = et_radiation = et_forcing_part = None
@@ -182,8 +195,9 @@ def step_drivers(params: ParameterSet, forcing: Forcing, config: ModelConfig, ne
         rh_environmental_modifier=modifier,
         leaf_fall_factor=leaf_fall,
         labile_release_factor=labile_release,
-        labile_release_loss=loss(labile_release, dt),
-        leaf_fall_loss=loss(leaf_fall, dt),
+        labile_release_loss=None if labile_release is None else loss(labile_release, dt),
+        leaf_fall_loss=None if leaf_fall is None else loss(leaf_fall, dt),
+        growing_season_weather=growing_season_weather,
         root_turnover_loss=loss(p.root_turnover_rate, dt),
         wood_turnover_loss=loss(p.wood_turnover_rate, dt),
         rh_litter_loss=loss(modifier * p.litter_respiration_rate, dt),
@@ -236,7 +250,25 @@ def step_dynamics(params: ParameterSet, state: State, drivers: StepDrivers,
     decomposer_water = 1.0
     if config.water_limited_decomposition:
         decomposer_water = 1.0 - p.decomposition_water_sensitivity * (1.0 - beta)
-    leaf_loss = d.leaf_fall_loss
+    memory = None
+    if isinstance(config.phenology, ClimatePhenology):
+        index = d.growing_season_weather * phenology.growing_season_water_factor(
+            state.soil_water, p.growing_season_water, config.phenology)
+        memory = phenology.growing_season_memory(state.growing_season_index, index, dt,
+                                                 config.phenology.memory_days)
+        labile_release, leaf_fall = phenology.index_driven_rates(
+            memory, p.leaf_growth_rate, p.leaf_senescence_rate)
+        if config.phenology.pulses:
+            labile_release = labile_release + d.labile_release_factor
+            leaf_fall = leaf_fall + d.leaf_fall_factor
+        else:
+            leaf_fall = leaf_fall + phenology.background_leaf_fall(p.leaf_lifespan)
+        loss = (decomposition.loss_rate_reference if config.reference_mode
+                else decomposition.loss_rate)
+        release_loss, leaf_loss = loss(labile_release, dt), loss(leaf_fall, dt)
+    else:
+        labile_release, leaf_fall = d.labile_release_factor, d.leaf_fall_factor
+        release_loss, leaf_loss = d.labile_release_loss, d.leaf_fall_loss
     if config.drought_leaf_loss:
         leaf_loss = leaf_loss + decomposition.loss_rate(p.drought_leaf_loss_rate * (1.0 - beta),
                                                         dt)
@@ -245,7 +277,7 @@ def step_dynamics(params: ParameterSet, state: State, drivers: StepDrivers,
     start = pools.CarbonPools(state.labile_carbon, state.foliar_carbon, state.root_carbon,
                               state.wood_carbon, state.litter_carbon, state.som_carbon)
     potential = pools.CarbonFluxes(
-        labile_to_foliar=start.labile * d.labile_release_loss,
+        labile_to_foliar=start.labile * release_loss,
         foliar_to_litter=start.foliar * leaf_loss,
         root_to_litter=start.root * d.root_turnover_loss,
         wood_to_som=start.wood * d.wood_turnover_loss,
@@ -265,7 +297,7 @@ def step_dynamics(params: ParameterSet, state: State, drivers: StepDrivers,
         autotrophic_respiration=production.autotrophic_respiration,
         npp_to_foliar=production.foliar, npp_to_labile=production.labile,
         npp_to_root=production.root, npp_to_wood=production.wood,
-        leaf_fall_factor=d.leaf_fall_factor, labile_release_factor=d.labile_release_factor,
+        leaf_fall_factor=leaf_fall, labile_release_factor=labile_release,
         labile_to_foliar=flux.labile_to_foliar, foliar_to_litter=flux.foliar_to_litter,
         wood_to_som=flux.wood_to_som, root_to_litter=flux.root_to_litter,
         rh_litter=flux.rh_litter, rh_som=flux.rh_som, litter_to_som=flux.litter_to_som,
@@ -277,6 +309,8 @@ def step_dynamics(params: ParameterSet, state: State, drivers: StepDrivers,
         next_state, outputs = _global_water_and_fire(p, state, d, carbon, et, config, common)
     else:
         raise TypeError(f"unknown model variant {config.model!r}")
+    if memory is not None:
+        next_state = next_state.replace(growing_season_index=memory)
     return next_state, _select(outputs, config.outputs)
 
 

@@ -113,7 +113,8 @@ REGISTRY: tuple[ParameterSpec, ...] = (
                   "Fraction of NPP left after foliage and labile allocated to roots "
                   "(the rest goes to wood).", _BOTH, _slots(3, 3)),
     ParameterSpec("leaf_lifespan", "leaf_lifespan", "yr", 1.001, 8.0,
-                  "Leaf lifespan L; leaf-fall pulse integral 0.5 ln(L / (L - 1)).",
+                  "Leaf lifespan L; leaf-fall pulse integral 0.5 ln(L / (L - 1)) (climate "
+                  "phenology: background leaf fall 1 / L).",
                   _BOTH, _slots(4, 4)),
     ParameterSpec("wood_turnover_rate", "tor_wood", "d-1", 2.5e-5, 1e-3,
                   "Wood turnover rate (wood -> SOM, bypassing litter).", _BOTH, _slots(5, 5)),
@@ -148,6 +149,25 @@ REGISTRY: tuple[ParameterSpec, ...] = (
     ParameterSpec("drought_leaf_loss_rate", "(none)", "d-1", 1e-4, 0.1,
                   "Extra leaf loss under water stress (option drought_leaf_loss): the foliar "
                   "loss rate gains rate x (1 - beta).", _BOTH, {}),
+    ParameterSpec("growing_season_temperature", "(none)", "K", 263.15, 288.15,
+                  "Daily minimum temperature (in kelvin: -10 to 15 degC) at which the "
+                  "temperature factor of the growing-season index is one half (option climate "
+                  "phenology).", _BOTH, {}),
+    ParameterSpec("growing_season_daylength", "(none)", "h", 6.0, 14.0,
+                  "Day length at which the day-length factor of the growing-season index is "
+                  "one half (option climate phenology).", _BOTH, {}),
+    ParameterSpec("growing_season_vpd", "(none)", "hPa", 5.0, 80.0,
+                  "VPD at which the VPD factor of the growing-season index is one half "
+                  "(option climate phenology).", _BOTH, {}),
+    ParameterSpec("growing_season_water", "(none)", "mm", 1.0, 1e4,
+                  "Plant-available water at which the water factor of the growing-season "
+                  "index is one half (option climate phenology).", _BOTH, {}),
+    ParameterSpec("leaf_growth_rate", "(none)", "d-1", 1e-3, 0.3,
+                  "Labile -> foliage transfer rate at a growing-season index of one (option "
+                  "climate phenology).", _BOTH, {}),
+    ParameterSpec("leaf_senescence_rate", "(none)", "d-1", 1e-3, 0.3,
+                  "Extra leaf-fall rate at a growing-season index of zero (option climate "
+                  "phenology): x (1 - GSI), on top of 1 / leaf lifespan.", _BOTH, {}),
     ParameterSpec("leaf_carbon_mass_per_area", "LCMA", "gC m-2", 5.0, 200.0,
                   "Leaf carbon mass per leaf area: LAI = C_foliar / LCMA.",
                   _BOTH, _slots(16, 14)),

@@ -209,3 +209,19 @@ def test_free_parameters_follow_the_process_options():
         "field_capacity", "wilting_point_fraction", "drought_leaf_loss_rate",
         "decomposition_water_sensitivity"}
     assert default - set(free_parameter_names(options)) == {"radiation_et_coefficient"}
+
+
+def test_free_parameters_follow_the_phenology():
+    from differland.calibrate.site import free_parameter_names
+
+    calendar = set(free_parameter_names(SiteCalibrationConfig()))
+    climate = set(free_parameter_names(SiteCalibrationConfig(phenology="climate")))
+    assert calendar - climate == {"labile_release_day", "labile_release_period", "leaf_fall_day",
+                                  "leaf_fall_period", "labile_lifespan"}
+    assert climate - calendar == {"growing_season_temperature", "growing_season_daylength",
+                                  "growing_season_vpd", "growing_season_water",
+                                  "leaf_growth_rate", "leaf_senescence_rate"}
+    both = set(free_parameter_names(SiteCalibrationConfig(phenology="calendar_climate")))
+    assert both == calendar | climate
+    with pytest.raises(CalibrationConfigError, match="phenology"):
+        SiteCalibrationConfig(phenology="gsi")

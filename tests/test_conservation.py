@@ -21,10 +21,20 @@ from differland import (
     simulate_pixels,
     step,
 )
+from differland.config import CalendarPhenology, ClimatePhenology
 from differland.forcing import Forcing
+from differland.params import ParameterSet
 from differland.state import CARBON_POOLS, State
 
 TOLERANCE = 1e-10
+
+
+def _with_defaults(params: ParameterSet) -> ParameterSet:
+    """Pixel parameters plus registry defaults for the names a file does not hold."""
+    n = np.shape(params[params.names[0]])[0]
+    defaults = default_parameters("global")
+    return ParameterSet({**{k: np.full(n, float(defaults[k])) for k in defaults.names},
+                         **params.to_dict()})
 
 
 def _prepend(initial: State, states: State) -> State:
@@ -106,9 +116,11 @@ def test_foliar_floor_creates_carbon_only_in_reference_mode():
         assert (abs(float(residual)) > 0.5) == creates
 
 
-def test_global_budgets_close_with_fire(golden_dir):
+@pytest.mark.parametrize("phenology", [CalendarPhenology(), ClimatePhenology()])
+def test_global_budgets_close_with_fire(golden_dir, phenology):
     _, params, forcing = load(golden_dir / "dalec993_synthetic_rand1.nc")
-    config = ModelConfig(model=GlobalModel(), water_stress=LinearBeta())
+    params = _with_defaults(params)
+    config = ModelConfig(model=GlobalModel(), water_stress=LinearBeta(), phenology=phenology)
     trajectory = jax.device_get(simulate_pixels(params, forcing, config))
     initial = jax.vmap(lambda p: initial_state(p, config))(params)
     states = _prepend(initial, trajectory.states)

@@ -20,6 +20,7 @@ from differland.calibrate.gradient import GradientSettings
 from differland.config import (
     EVAPOTRANSPIRATION_OPTIONS,
     MODEL_OPTIONS,
+    PHENOLOGY_OPTIONS,
     WATER_STRESS_OPTIONS,
     ModelConfig,
     NeuralET,
@@ -48,6 +49,9 @@ UNCERTAINTY_POLICIES = ("std", "driver")
 _BETA_ONLY = ("field_capacity", "wilting_point_fraction")
 _OPTION_PARAMETERS = {"drought_leaf_loss": "drought_leaf_loss_rate",
                       "water_limited_decomposition": "decomposition_water_sensitivity"}
+# Parameters that some phenology forms use and others do not.
+_PHENOLOGY_PARAMETERS = tuple(dict.fromkeys(
+    name for option in PHENOLOGY_OPTIONS.values() for name in option.parameters))
 
 
 class CalibrationConfigError(ValueError):
@@ -67,6 +71,10 @@ class SiteCalibrationConfig:
             skill over the 12 reference flux sites) or ``"neural_evaporation"`` (GPP
             sqrt(VPD) / uWUE plus an MLP of forcing, LAI and soil water); see
             :class:`differland.config.NeuralET`.
+        phenology: ``"calendar"`` (annual pulses on calibrated dates, the reference's form),
+            ``"climate"`` (rates set by a growing-season index of temperature, day length,
+            VPD and soil water; see :class:`~differland.config.ClimatePhenology`) or
+            ``"calendar_climate"`` (the pulses plus the index-driven rates).
         drought_leaf_loss, water_limited_decomposition: process options of
             :class:`~differland.config.ModelConfig`.
         streams: observed streams in the loss (names of observation operators).
@@ -89,6 +97,7 @@ class SiteCalibrationConfig:
     model: str = "site"
     water_stress: str = "neural"
     evapotranspiration: str = "neural"
+    phenology: str = "calendar"
     drought_leaf_loss: bool = False
     water_limited_decomposition: bool = False
     streams: tuple[str, ...] = ("gpp", "reco", "nee", "et", "lai")
@@ -111,6 +120,8 @@ class SiteCalibrationConfig:
         if self.evapotranspiration not in EVAPOTRANSPIRATION_OPTIONS:
             raise CalibrationConfigError(
                 f"config: unknown evapotranspiration {self.evapotranspiration!r}")
+        if self.phenology not in PHENOLOGY_OPTIONS:
+            raise CalibrationConfigError(f"config: unknown phenology {self.phenology!r}")
         if self.objective not in OBJECTIVES:
             raise CalibrationConfigError(f"config: unknown objective {self.objective!r}")
         if self.uncertainty not in UNCERTAINTY_POLICIES:
@@ -141,6 +152,7 @@ class SiteCalibrationConfig:
         return ModelConfig(model=MODEL_OPTIONS[self.model],
                            water_stress=WATER_STRESS_OPTIONS[self.water_stress],
                            evapotranspiration=EVAPOTRANSPIRATION_OPTIONS[self.evapotranspiration],
+                           phenology=PHENOLOGY_OPTIONS[self.phenology],
                            drought_leaf_loss=self.drought_leaf_loss,
                            water_limited_decomposition=self.water_limited_decomposition)
 
@@ -250,6 +262,8 @@ def free_parameter_names(config: SiteCalibrationConfig) -> tuple[str, ...]:
     unused = (_BETA_ONLY if config.water_stress != "beta" else ()) + (
         tuple(name for option, name in _OPTION_PARAMETERS.items()
               if not getattr(config, option)))
+    unused += tuple(name for name in _PHENOLOGY_PARAMETERS
+                    if name not in config.model_config.phenology.parameters)
     if isinstance(et, NeuralET):  # the network replaces the radiation term (and perhaps uWUE)
         unused += ("radiation_et_coefficient",) + (
             ("underlying_water_use_efficiency",) if et.transpiration == "network" else ())

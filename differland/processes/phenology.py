@@ -1,9 +1,14 @@
-"""Leaf-fall and labile-release pulses of CARDAMOM DALEC.
+"""Phenology: when labile carbon becomes leaves and when leaves fall.
 
-Bloom, A. A. & Williams, M. (2015) Constraining ecosystem carbon dynamics in a data-limited
-world. Biogeosciences 12, 1299-1315. Each pulse is a Gaussian in sin((t - phase)/sf) with a
-365.25-day period, normalised so that its annual integral removes the fraction implied by the
-lifespan L: 0.5 ln(L / (L - 1)).
+Two forms. The calendar pulses of CARDAMOM DALEC (the reference's; Bloom, A. A. & Williams,
+M. (2015) Constraining ecosystem carbon dynamics in a data-limited world. Biogeosciences 12,
+1299-1315): each pulse is a Gaussian in sin((t - phase)/sf) with a 365.25-day period,
+normalised so that its annual integral removes the fraction implied by the lifespan L:
+0.5 ln(L / (L - 1)). And a growing-season index (GSI) of the weather and soil water (Jolly,
+W. M., Nemani, R. & Running, S. W. (2005) A generalized, bioclimatic index to predict foliar
+phenology in response to climate. Global Change Biology 11, 619-632; with a soil-water factor
+as in Forkel, M. et al. (2014) Biogeosciences 11, 7025-7050), whose running mean sets both
+rates every step (:class:`~differland.config.ClimatePhenology`).
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from differland import constants as c
+from differland.processes.photosynthesis import day_length
 
 
 def pulse_offset(lifespan: jax.Array, width: jax.Array) -> jax.Array:
@@ -50,3 +56,53 @@ def labile_release_factor(time, labile_lifespan, labile_release_period,
                           labile_release_day) -> jax.Array:
     """Labile-release fraction per day [d-1]."""
     return pulse_factor(time, labile_lifespan, labile_release_period, labile_release_day)
+
+
+def growing_season_weather_index(t_min, vpd, latitude, doy, temperature_threshold,
+                                 daylength_threshold, vpd_threshold, option) -> jax.Array:
+    """Weather part of the growing-season index [1]: temperature x day length x VPD factors.
+
+    Args:
+        t_min: daily minimum temperature [degC].
+        vpd: vapour pressure deficit [hPa].
+        latitude: [degrees_north]; doy: day of year [d].
+        temperature_threshold, daylength_threshold, vpd_threshold: where each factor is
+            one half [K, h, hPa] (the temperature in kelvin, as its parameter).
+        option: :class:`~differland.config.ClimatePhenology` (factor shapes).
+    """
+    temperature = jax.nn.sigmoid((t_min + c.ZERO_CELSIUS - temperature_threshold)
+                                 * (2.0 / option.temperature_width))
+    daylength = jax.nn.sigmoid((day_length(latitude, doy) - daylength_threshold)
+                               * (2.0 / option.daylength_width))
+    dryness = jax.nn.sigmoid(-option.steepness
+                             * (jnp.log(jnp.maximum(vpd, 1e-3)) - jnp.log(vpd_threshold)))
+    return temperature * daylength * dryness
+
+
+def growing_season_water_factor(water, water_threshold, option) -> jax.Array:
+    """Soil-water factor of the growing-season index, 1 / (1 + (W_half / W)^k) [1]."""
+    return jax.nn.sigmoid(option.steepness
+                          * (jnp.log(jnp.maximum(water, 1e-6)) - jnp.log(water_threshold)))
+
+
+def index_driven_rates(index, leaf_growth_rate, leaf_senescence_rate):
+    """``(labile_release, leaf_fall)`` fractions per day [d-1] set by the growing-season index.
+
+    Labile carbon moves to the leaves at ``growth x GSI`` and leaves fall at ``senescence x
+    (1 - GSI)``, on top of a background leaf fall (1 / lifespan, or the calendar pulses).
+    """
+    return leaf_growth_rate * index, leaf_senescence_rate * (1.0 - index)
+
+
+def background_leaf_fall(leaf_lifespan) -> jax.Array:
+    """Leaf fall of a leaf lifespan [yr] spread evenly over the year [d-1]."""
+    return 1.0 / (leaf_lifespan * c.PHENOLOGY_YEAR_LENGTH)
+
+
+def growing_season_memory(previous, index, delta_t, memory_days) -> jax.Array:
+    """Running mean of the growing-season index after a step of ``delta_t`` days [1].
+
+    Exponential memory: the mean moves towards the step's index by 1 - exp(-dt / tau), the
+    exact response of d m / dt = (index - m) / tau to an index held over the step.
+    """
+    return previous + (index - previous) * -jnp.expm1(-delta_t / memory_days)
