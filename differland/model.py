@@ -293,7 +293,8 @@ def step_dynamics(params: ParameterSet, state: State, drivers: StepDrivers,
 
     nee = -gpp + production.autotrophic_respiration + flux.rh_litter + flux.rh_som
     common = dict(
-        lai=lai, gpp=gpp, rh_environmental_modifier=d.rh_environmental_modifier,
+        lai=lai, gpp=gpp,
+        rh_environmental_modifier=d.rh_environmental_modifier * decomposer_water,
         autotrophic_respiration=production.autotrophic_respiration,
         npp_to_foliar=production.foliar, npp_to_labile=production.labile,
         npp_to_root=production.root, npp_to_wood=production.wood,

@@ -62,7 +62,8 @@ class StepOutputs:
         lai: leaf area index from start-of-step foliar carbon [m2 m-2].
         gpp: gross primary production [gC m-2 d-1].
         et: evapotranspiration [mm d-1].
-        rh_environmental_modifier: temperature x moisture multiplier of decomposition [1].
+        rh_environmental_modifier: temperature x moisture multiplier of decomposition [1]
+            (including the dry-soil factor of ``water_limited_decomposition``).
         autotrophic_respiration: Ra [gC m-2 d-1].
         npp_to_foliar, npp_to_labile, npp_to_root, npp_to_wood: allocation [gC m-2 d-1].
         leaf_fall_factor: leaf-fall fraction per day [d-1].

@@ -75,6 +75,17 @@ def test_global_model_runs_on_a_site_driver(tmp_path, capsys, fluxsites_dir):
     assert {"soil_water", "nbe", "sif", "vod"} <= set(xr.load_dataset(out).data_vars)
 
 
+def test_climate_phenology_runs_from_the_command_line(tmp_path, capsys, fluxsites_dir):
+    out = tmp_path / "climate.nc"
+    status, _, err = run(capsys, "simulate", "--driver", fluxsites_dir / "US-SRG.nc",
+                         "--phenology", "calendar_climate", "--out", out)
+    assert status == 0, err
+    dataset = xr.load_dataset(out)
+    assert dataset.attrs["phenology"] == "calendar_climate"
+    index = dataset["growing_season_index"].values
+    assert 0.0 < index.min() < index.max() < 1.0
+
+
 def _modified_driver(tmp_path, fluxsites_dir, change):
     dataset = xr.load_dataset(fluxsites_dir / "US-Var.nc", decode_times=False)
     dataset = change(dataset)
@@ -129,6 +140,7 @@ def test_bad_parameters_are_one_line(tmp_path, capsys, content, pattern):
 @pytest.mark.parametrize("args, pattern", [
     (["--model", "regional"], "unknown model 'regional'"),
     (["--water-stress", "sometimes"], "unknown water stress"),
+    (["--phenology", "gsi"], "unknown phenology 'gsi'"),
     (["--driver", "{empty}"], "empty"),
     (["--driver", "{text}"], "not a NetCDF"),
     (["--driver", "{missing}"], "does not exist|not found|no such"),

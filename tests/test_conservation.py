@@ -172,7 +172,7 @@ def test_water_limited_decomposition_conserves_and_slows_only_under_stress(fluxs
                                jax.tree.map(lambda x: x[0], forcing), plain)[1])
     factor = 1.0 - 0.8 * (1.0 - base.beta)
     assert base.beta < 1.0
-    for name in ("rh_litter", "rh_som", "litter_to_som"):
+    for name in ("rh_litter", "rh_som", "litter_to_som", "rh_environmental_modifier"):
         np.testing.assert_allclose(getattr(first, name), factor * getattr(base, name),
                                    rtol=1e-12)
     assert np.all(np.isfinite(slowed.rh_som))
