@@ -129,9 +129,10 @@ class StepDrivers:
     et_radiation: jax.Array | None  # r x SSRD [mm d-1] (uWUE ET)
     et_forcing_part: jax.Array | None  # forcing share of the neural ET's first layer
     rh_environmental_modifier: jax.Array
-    # calendar phenology: the pulses' fractions per day and their loss coefficients
+    # the calendar pulses' fractions per day (calendar phenology, or climate with pulses)
     leaf_fall_factor: jax.Array | None
     labile_release_factor: jax.Array | None
+    # their loss coefficients (calendar phenology only)
     labile_release_loss: jax.Array | None
     leaf_fall_loss: jax.Array | None
     growing_season_weather: jax.Array | None  # climate phenology: weather part of the GSI
@@ -195,8 +196,9 @@ def step_drivers(params: ParameterSet, forcing: Forcing, config: ModelConfig, ne
         rh_environmental_modifier=modifier,
         leaf_fall_factor=leaf_fall,
         labile_release_factor=labile_release,
-        labile_release_loss=None if labile_release is None else loss(labile_release, dt),
-        leaf_fall_loss=None if leaf_fall is None else loss(leaf_fall, dt),
+        # with the index the loss coefficients come from the summed rates, in the step
+        labile_release_loss=None if climate else loss(labile_release, dt),
+        leaf_fall_loss=None if climate else loss(leaf_fall, dt),
         growing_season_weather=growing_season_weather,
         root_turnover_loss=loss(p.root_turnover_rate, dt),
         wood_turnover_loss=loss(p.wood_turnover_rate, dt),
