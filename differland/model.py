@@ -146,6 +146,13 @@ class StepDrivers:
     delta_t: jax.Array
 
 
+def _loss_rate(config: ModelConfig, unit_step: bool = False):
+    """The per-day loss coefficient of a rate, ``f(rate, delta_t)``, for the update mode."""
+    if config.reference_mode:
+        return decomposition.loss_rate_reference
+    return partial(decomposition.loss_rate, unit_step=unit_step)
+
+
 def step_drivers(params: ParameterSet, forcing: Forcing, config: ModelConfig, network=None,
                  *, unit_step: bool = False) -> StepDrivers:
     """State-independent terms of the step; elementwise, so ``forcing`` may carry a time axis.
@@ -157,10 +164,7 @@ def step_drivers(params: ParameterSet, forcing: Forcing, config: ModelConfig, ne
     :func:`~differland.processes.decomposition.loss_rate`).
     """
     p, f, dt = params, forcing, forcing.delta_t
-    if config.reference_mode:
-        loss = decomposition.loss_rate_reference
-    else:
-        loss = partial(decomposition.loss_rate, unit_step=unit_step)
+    loss = _loss_rate(config, unit_step)
     modifier = decomposition.environmental_modifier(
         f.t_min, f.t_max, f.precipitation, f.mean_temperature, f.mean_precipitation,
         p.temperature_sensitivity, p.rh_moisture_sensitivity)
@@ -265,8 +269,7 @@ def step_dynamics(params: ParameterSet, state: State, drivers: StepDrivers,
             leaf_fall = leaf_fall + d.leaf_fall_factor
         else:
             leaf_fall = leaf_fall + phenology.background_leaf_fall(p.leaf_lifespan)
-        loss = (decomposition.loss_rate_reference if config.reference_mode
-                else decomposition.loss_rate)
+        loss = _loss_rate(config)
         release_loss, leaf_loss = loss(labile_release, dt), loss(leaf_fall, dt)
     else:
         labile_release, leaf_fall = d.labile_release_factor, d.leaf_fall_factor

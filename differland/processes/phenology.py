@@ -74,15 +74,18 @@ def growing_season_weather_index(t_min, vpd, latitude, doy, temperature_threshol
                                  * (2.0 / option.temperature_width))
     daylength = jax.nn.sigmoid((day_length(latitude, doy) - daylength_threshold)
                                * (2.0 / option.daylength_width))
-    dryness = jax.nn.sigmoid(-option.steepness
-                             * (jnp.log(jnp.maximum(vpd, 1e-3)) - jnp.log(vpd_threshold)))
+    dryness = _power_ramp(vpd, vpd_threshold, -option.steepness)
     return temperature * daylength * dryness
 
 
 def growing_season_water_factor(water, water_threshold, option) -> jax.Array:
     """Soil-water factor of the growing-season index, 1 / (1 + (W_half / W)^k) [1]."""
-    return jax.nn.sigmoid(option.steepness
-                          * (jnp.log(jnp.maximum(water, 1e-6)) - jnp.log(water_threshold)))
+    return _power_ramp(water, water_threshold, option.steepness)
+
+
+def _power_ramp(x, half, exponent) -> jax.Array:
+    """1 / (1 + (half / x)^exponent) for x >= 0 (x floored at 1e-6 so that 0 stays finite)."""
+    return jax.nn.sigmoid(exponent * (jnp.log(jnp.maximum(x, 1e-6)) - jnp.log(half)))
 
 
 def index_driven_rates(index, leaf_growth_rate, leaf_senescence_rate):
