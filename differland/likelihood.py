@@ -136,13 +136,13 @@ POOL_OUTFLOWS = {
 }
 
 
-def steady_state_edcs(outputs, states: State, initial: State, year_end: jax.Array
-                      ) -> dict[str, jax.Array]:
-    """Pool-balance constraints: no pool drifts far from steady state over the run.
+STEADY_STATE_FORMS = ("quadratic", "tolerance")
 
-    For each carbon pool, r = (sum of inflows / sum of outflows) x (mean of the pool at year
-    ends) / initial pool; the penalty is (ln r / ln 2)^2 (DifferLand global form), so a pool
-    whose in/out ratio and trend stay within a factor 2 costs < 1.
+
+def pool_balance_ratios(outputs, states: State, initial: State, year_end: jax.Array
+                        ) -> dict[str, tuple[jax.Array, jax.Array]]:
+    """Per carbon pool, ``(Rm, Rs)``: Rm = sum of inflows / sum of outflows over the run, and
+    Rs = Rm x (mean of the pool at year ends) / initial pool (Bloom & Williams 2015).
 
     Args:
         outputs: :class:`~differland.state.StepOutputs` over the run (time last).
@@ -150,14 +150,50 @@ def steady_state_edcs(outputs, states: State, initial: State, year_end: jax.Arra
         initial: the initial state.
         year_end: ``(T,)`` 1 at the last step of each year, else 0.
     """
-    penalties = {}
     weights = year_end / jnp.maximum(jnp.sum(year_end), 1.0)
+    ratios = {}
     for pool in CARBON_POOLS:
         inflow = sum(jnp.sum(getattr(outputs, n), axis=-1) for n in POOL_INFLOWS[pool]
                      if getattr(outputs, n, None) is not None)
         outflow = sum(jnp.sum(getattr(outputs, n), axis=-1) for n in POOL_OUTFLOWS[pool]
                       if getattr(outputs, n, None) is not None)
+        in_out = inflow / jnp.maximum(outflow, 1e-3)
         trend = jnp.sum(getattr(states, pool) * weights, axis=-1) / getattr(initial, pool)
-        ratio = inflow / jnp.maximum(outflow, 1e-3) * trend
-        penalties[f"edc_steady_{pool}"] = (jnp.log(ratio + 1e-3) / jnp.log(2.0)) ** 2
+        ratios[pool] = (in_out, in_out * trend)
+    return ratios
+
+
+def steady_state_edcs(outputs, states: State, initial: State, year_end: jax.Array,
+                      form: str = "quadratic", sharpness: float = 90.0
+                      ) -> dict[str, jax.Array]:
+    """Pool-balance constraints: no pool drifts far from steady state over the run.
+
+    With (Rm, Rs) from :func:`pool_balance_ratios`, per carbon pool:
+
+    * ``"quadratic"`` (DifferLand global form): (ln Rs / ln 2)^2, a pull towards Rs = 1 that
+      costs < 1 while the pool stays within a factor 2;
+    * ``"tolerance"`` (DifferLand site / CARDAMOM form): softplus(K (|ln Rs| - ln 2)) +
+      softplus(K (|Rs - Rm| - 0.1)) with K = ``sharpness``: about 0 inside the tolerance
+      (in/out ratio x trend within a factor 2, and the mean year-end pool within ~10 % of
+      the initial pool), growing like K x the excess outside it. Inside the band it does not
+      pull the fit at all.
+
+    Args:
+        outputs, states, initial, year_end: as in :func:`pool_balance_ratios`.
+        form: one of :data:`STEADY_STATE_FORMS`.
+        sharpness: K of the tolerance form [per unit of ratio].
+    """
+    if form not in STEADY_STATE_FORMS:
+        raise ValueError(f"steady-state EDC form must be one of {STEADY_STATE_FORMS}, "
+                         f"got {form!r}")
+    penalties = {}
+    for pool, (in_out, ratio) in pool_balance_ratios(outputs, states, initial,
+                                                     year_end).items():
+        log_ratio = jnp.log(ratio + 1e-3)
+        if form == "quadratic":
+            penalty = (log_ratio / jnp.log(2.0)) ** 2
+        else:
+            penalty = (jax.nn.softplus(sharpness * (jnp.abs(log_ratio) - jnp.log(2.0)))
+                       + jax.nn.softplus(sharpness * (jnp.abs(ratio - in_out) - 0.1)))
+        penalties[f"edc_steady_{pool}"] = penalty
     return penalties

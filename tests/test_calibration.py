@@ -135,6 +135,9 @@ def test_nonfinite_steps_are_skipped_and_counted():
     ({"gradient": {"learning_rate": -1}}, "learning_rate"),
     ({"gradient": {"lr": 0.1}}, "unknown gradient key"),
     ({"bogus": 1}, "unknown key"),
+    ({"steady_state_form": "cubic"}, "steady_state_form"),
+    ({"steady_state_pool_weights": {"leaves": 2.0}}, "steady_state_pool_weights"),
+    ({"steady_state_pool_weights": [1.0]}, "steady_state_pool_weights must be an object"),
 ])
 def test_bad_configuration_is_a_clear_error(values, pattern):
     with pytest.raises(CalibrationConfigError, match=pattern):
@@ -191,6 +194,34 @@ def test_sites_script_smoke(fluxsites_dir, tmp_path):
     assert summary[0] == "site,gpp,reco,nee,et,lai"
     assert summary[-1].startswith("median,")
     assert "median" in (tmp_path / "summary.md").read_text()
+
+
+def test_steady_state_term_weights_each_pool(fluxsites_dir):
+    """The steady-state term is steady_state_weight x sum of pool multiplier x pool penalty,
+    in the chosen form."""
+    import dataclasses
+
+    from differland.likelihood import steady_state_edcs
+    from differland.model import initial_state
+    from differland.state import CARBON_POOLS
+
+    _, base = twin_problem(fluxsites_dir, GradientSettings())
+    theta = jax.tree.map(lambda x: x[0], base.initial_guesses(1, seed=3))
+    multipliers = {"labile_carbon": 10.0, "foliar_carbon": 0.0}
+    for form in ("quadratic", "tolerance"):
+        config = dataclasses.replace(base.config, steady_state_weight=0.5,
+                                     steady_state_form=form,
+                                     steady_state_pool_weights=multipliers)
+        problem = dataclasses.replace(base, config=config)
+        params, trajectory = problem.run(theta)
+        penalties = steady_state_edcs(trajectory.outputs, trajectory.states,
+                                      initial_state(params, config.model_config),
+                                      jnp.asarray(problem.periods.year_end), form=form)
+        expected = 0.5 * sum(multipliers.get(pool, 1.0) * penalties[f"edc_steady_{pool}"]
+                             for pool in CARBON_POOLS)
+        term = problem.loss_terms(theta, problem.calibration_steps)["edc_steady_state"]
+        np.testing.assert_allclose(float(term), float(expected), rtol=1e-6)
+        assert float(penalties["edc_steady_foliar_carbon"]) >= 0.0
 
 
 def test_free_parameters_follow_the_process_options():

@@ -9,7 +9,20 @@ import pytest
 from helpers import site_forcing
 
 from differland import ModelConfig, SiteModel, default_parameters, simulate
-from differland.likelihood import Stream, gaussian_misfit, nnse_loss, nse, parameter_edcs
+from types import SimpleNamespace
+
+from differland.likelihood import (
+    POOL_INFLOWS,
+    POOL_OUTFLOWS,
+    Stream,
+    gaussian_misfit,
+    nnse_loss,
+    nse,
+    parameter_edcs,
+    pool_balance_ratios,
+    steady_state_edcs,
+)
+from differland.state import CARBON_POOLS
 from differland.metrics import skill
 from differland.observations import (
     OPERATORS,
@@ -113,6 +126,49 @@ def test_parameter_edcs_penalise_violations_only():
     bad = good.replace(litter_respiration_rate=1e-4, som_respiration_rate=5e-4)
     assert float(parameter_edcs(good)["edc_litter_vs_som"]) < 1e-3
     assert float(parameter_edcs(bad)["edc_litter_vs_som"]) > 1.0
+
+
+def _pool_budget(inflow_per_step, outflow_per_step, year_end_pools, initial=10.0):
+    """Outputs/states/initial for 730 steps: each pool's first inflow and first outflow flux
+    set per step (fluxes shared between pools, e.g. labile -> foliar, add up; wood's are
+    its own) and the same year-end values for every pool."""
+    steps = 730
+    year_end = np.zeros(steps)
+    year_end[[364, 729]] = 1.0
+    pool = np.full(steps, initial)
+    pool[[364, 729]] = year_end_pools
+    fluxes = {name: np.zeros(steps) for names in (*POOL_INFLOWS.values(),
+                                                  *POOL_OUTFLOWS.values()) for name in names}
+    for pool_name in CARBON_POOLS:
+        fluxes[POOL_INFLOWS[pool_name][0]] = np.full(steps, inflow_per_step)
+        fluxes[POOL_OUTFLOWS[pool_name][0]] = np.full(steps, outflow_per_step)
+    outputs = SimpleNamespace(**{k: jnp.asarray(v) for k, v in fluxes.items()})
+    states = SimpleNamespace(**{p: jnp.asarray(pool) for p in CARBON_POOLS})
+    first = SimpleNamespace(**{p: jnp.asarray(initial) for p in CARBON_POOLS})
+    return outputs, states, first, jnp.asarray(year_end)
+
+
+def test_pool_balance_ratios_by_hand():
+    outputs, states, initial, year_end = _pool_budget(1.0, 1.0, [12.0, 14.0])
+    in_out, ratio = pool_balance_ratios(outputs, states, initial, year_end)["wood_carbon"]
+    # wood: in = npp_to_wood, out = wood_to_som (shared with nothing else), both 1 per step
+    assert float(in_out) == pytest.approx(1.0)
+    assert float(ratio) == pytest.approx(13.0 / 10.0)
+
+
+def test_steady_state_forms_inside_and_outside_tolerance():
+    inside = _pool_budget(1.0, 1.0, [10.3, 10.5])  # trend 1.04: within 10 %
+    outside = _pool_budget(1.0, 1.0, [13.0, 15.0])  # trend 1.4: outside
+    wood = "edc_steady_wood_carbon"
+    tolerance_in = float(steady_state_edcs(*inside, form="tolerance")[wood])
+    tolerance_out = float(steady_state_edcs(*outside, form="tolerance")[wood])
+    assert tolerance_in < 1e-2, "almost no pull inside the tolerance band"
+    # outside: about K x (|Rs - Rm| - 0.1) = 90 x 0.3
+    assert tolerance_out == pytest.approx(90.0 * 0.3, rel=1e-3)
+    quadratic_in = float(steady_state_edcs(*inside, form="quadratic")[wood])
+    assert quadratic_in == pytest.approx((np.log(1.04 + 1e-3) / np.log(2.0)) ** 2, rel=1e-6)
+    with pytest.raises(ValueError, match="form"):
+        steady_state_edcs(*inside, form="linear")
 
 
 def test_skill_scores_by_hand():

@@ -29,6 +29,7 @@ from differland.forcing import Forcing
 from differland.likelihood import (
     Stream,
     gaussian_misfit,
+    STEADY_STATE_FORMS,
     nnse_loss,
     parameter_edcs,
     steady_state_edcs,
@@ -42,6 +43,7 @@ from differland.params import (
     parameters_from_mapping,
 )
 from differland.processes.neural import init_network
+from differland.state import CARBON_POOLS
 
 OBJECTIVES = ("gaussian", "nnse")
 UNCERTAINTY_POLICIES = ("std", "driver")
@@ -87,6 +89,11 @@ class SiteCalibrationConfig:
         validation_days: the last days of the calibration period held out for early stopping.
         edc_weight: weight of the parameter EDC penalties.
         steady_state_weight: weight of the pool steady-state EDC penalties.
+        steady_state_pool_weights: per-pool multiplier of ``steady_state_weight`` (pools not
+            listed: 1), e.g. to hold the fast pools that set LAI closer to balance than the
+            slow pools that may carry a sink.
+        steady_state_form: ``"quadratic"`` or ``"tolerance"`` (see
+            :func:`differland.likelihood.steady_state_edcs`).
         violation_weight: weight of the mean water-violation penalty.
         free_parameters: names to calibrate (default: every parameter the model
             configuration uses); the others stay at ``parameter_values`` or their defaults.
@@ -107,6 +114,8 @@ class SiteCalibrationConfig:
     validation_days: int = 365
     edc_weight: float = 1.0
     steady_state_weight: float = 0.02
+    steady_state_pool_weights: tuple[tuple[str, float], ...] = ()
+    steady_state_form: str = "quadratic"
     violation_weight: float = 1.0
     free_parameters: tuple[str, ...] | None = None
     parameter_values: tuple[tuple[str, float], ...] = ()
@@ -122,6 +131,9 @@ class SiteCalibrationConfig:
                 f"config: unknown evapotranspiration {self.evapotranspiration!r}")
         if self.phenology not in PHENOLOGY_OPTIONS:
             raise CalibrationConfigError(f"config: unknown phenology {self.phenology!r}")
+        if self.steady_state_form not in STEADY_STATE_FORMS:
+            raise CalibrationConfigError(
+                f"config: unknown steady_state_form {self.steady_state_form!r}")
         if self.objective not in OBJECTIVES:
             raise CalibrationConfigError(f"config: unknown objective {self.objective!r}")
         if self.uncertainty not in UNCERTAINTY_POLICIES:
@@ -133,6 +145,14 @@ class SiteCalibrationConfig:
             raise CalibrationConfigError("config: validation_days must be >= 0")
         object.__setattr__(self, "streams", tuple(self.streams))
         object.__setattr__(self, "weights", tuple(dict(self.weights).items()))
+        pool_weights = dict(self.steady_state_pool_weights)
+        bad = sorted(set(pool_weights) - set(CARBON_POOLS))
+        if bad:
+            raise CalibrationConfigError(
+                f"config: steady_state_pool_weights names unknown pools {bad} "
+                f"(known: {', '.join(CARBON_POOLS)})")
+        object.__setattr__(self, "steady_state_pool_weights",
+                           tuple((k, float(v)) for k, v in pool_weights.items()))
         object.__setattr__(self, "parameter_values",
                            tuple((k, float(v)) for k, v in dict(self.parameter_values).items()))
         known = set(names_for(self.model))
@@ -159,6 +179,7 @@ class SiteCalibrationConfig:
     def to_dict(self) -> dict:
         out = dataclasses.asdict(self)
         out["weights"] = dict(self.weights)
+        out["steady_state_pool_weights"] = dict(self.steady_state_pool_weights)
         out["streams"] = list(self.streams)
         out["parameter_values"] = dict(self.parameter_values)
         if self.free_parameters is not None:
@@ -181,7 +202,7 @@ class SiteCalibrationConfig:
                 values["gradient"] = GradientSettings(**values["gradient"])
             except ValueError as error:
                 raise CalibrationConfigError(str(error)) from None
-        for key in ("weights", "parameter_values"):
+        for key in ("weights", "steady_state_pool_weights", "parameter_values"):
             if key in values:
                 if not isinstance(values[key], Mapping):
                     raise CalibrationConfigError(f"config: {key} must be an object of numbers")
@@ -323,9 +344,11 @@ class SiteProblem:
         terms["edc_parameters"] = ramp * self.config.edc_weight * sum(edcs.values())
         steady = steady_state_edcs(trajectory.outputs, trajectory.states,
                                    initial_state(params, self.config.model_config),
-                                   jnp.asarray(self.periods.year_end))
+                                   jnp.asarray(self.periods.year_end),
+                                   form=self.config.steady_state_form)
+        pool_weights = dict(self.config.steady_state_pool_weights)
         terms["edc_steady_state"] = ramp * self.config.steady_state_weight * sum(
-            steady.values())
+            pool_weights.get(pool, 1.0) * steady[f"edc_steady_{pool}"] for pool in CARBON_POOLS)
         penalty = trajectory.outputs.water_violation_penalty
         terms["water_violation"] = self.config.violation_weight * jnp.sum(penalty * steps) / (
             jnp.maximum(jnp.sum(steps), 1.0))
