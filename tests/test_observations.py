@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,8 +11,6 @@ import pytest
 from helpers import site_forcing
 
 from differland import ModelConfig, SiteModel, default_parameters, simulate
-from types import SimpleNamespace
-
 from differland.likelihood import (
     POOL_INFLOWS,
     POOL_OUTFLOWS,
@@ -22,7 +22,6 @@ from differland.likelihood import (
     pool_balance_ratios,
     steady_state_edcs,
 )
-from differland.state import CARBON_POOLS
 from differland.metrics import skill
 from differland.observations import (
     OPERATORS,
@@ -32,6 +31,7 @@ from differland.observations import (
     temporal_mean,
     water_storage_anomaly,
 )
+from differland.state import CARBON_POOLS
 
 
 @pytest.fixture(scope="module")

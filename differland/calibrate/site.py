@@ -27,9 +27,9 @@ from differland.config import (
 )
 from differland.forcing import Forcing
 from differland.likelihood import (
+    STEADY_STATE_FORMS,
     Stream,
     gaussian_misfit,
-    STEADY_STATE_FORMS,
     nnse_loss,
     parameter_edcs,
     steady_state_edcs,
