@@ -175,8 +175,8 @@ def steady_state_edcs(outputs, states: State, initial: State, year_end: jax.Arra
     * ``"tolerance"`` (DifferLand site / CARDAMOM form): softplus(K (|ln Rs| - ln 2)) +
       softplus(K (|Rs - Rm| - 0.1)) with K = ``sharpness``: about 0 inside the tolerance
       (in/out ratio x trend within a factor 2, and the mean year-end pool within ~10 % of
-      the initial pool), growing like K x the excess outside it. Inside the band it does not
-      pull the fit at all.
+      the initial pool), growing like K x the excess outside it. Inside the band its pull on
+      the fit is weak (gradient K sigmoid(-K x margin), about 0.4 at a margin of 0.06).
 
     Args:
         outputs, states, initial, year_end: as in :func:`pool_balance_ratios`.
