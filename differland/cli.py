@@ -175,8 +175,9 @@ def simulate(
     network: Annotated[Path | None, typer.Option(
         help="network.json of a calibration run, for the neural terms.")] = None,
     phenology: Annotated[str, typer.Option(
-        help="Phenology: calendar (annual pulses), climate (growing-season index) or "
-             "calendar_climate (both).")
+        help="Phenology: calendar (annual pulses), calendar_water (the labile-release "
+             "pulse limited by soil water), climate (growing-season index) or "
+             "calendar_climate (pulses plus index).")
     ] = "calendar",
     drought_leaf_loss: Annotated[bool, typer.Option(
         "--drought-leaf-loss", help="Leaves also fall under water stress.")] = False,
@@ -241,7 +242,7 @@ def calibrate_site_command(
     evapotranspiration: Annotated[str | None, typer.Option(
         help="Evapotranspiration: uwue, neural or neural_evaporation.")] = None,
     phenology: Annotated[str | None, typer.Option(
-        help="Phenology: calendar, climate or calendar_climate.")] = None,
+        help="Phenology: calendar, calendar_water, climate or calendar_climate.")] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
     float64: Annotated[bool, typer.Option("--float64", help="Compute in float64.")] = False,
 ) -> None:

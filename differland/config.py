@@ -125,10 +125,26 @@ Evapotranspiration = UnderlyingWUE | NeuralET
 @dataclass(frozen=True)
 class CalendarPhenology:
     """Leaf onset and leaf fall as annual pulses on fixed dates (CARDAMOM DALEC; the
-    reference's form): see :mod:`differland.processes.phenology`."""
+    reference's form): see :mod:`differland.processes.phenology`.
 
-    parameters = ("labile_release_day", "labile_release_period", "leaf_fall_day",
-                  "leaf_fall_period", "labile_lifespan")  # besides leaf_lifespan
+    Attributes:
+        water_limited_release: the labile-release pulse is multiplied by the soil-water
+            factor 1 / (1 + (W_half / W)^k) of the start-of-step plant-available water W,
+            with W_half = ``growing_season_water``: onset keeps its calibrated date, but a dry
+            season releases less labile carbon to the leaves (what it does not release stays
+            in the labile pool). Where W stays far above W_half this is the reference's form.
+        steepness: the exponent k of that factor.
+    """
+
+    water_limited_release: bool = False
+    steepness: float = 4.0
+
+    @property
+    def parameters(self) -> tuple[str, ...]:
+        """The parameters this phenology uses besides ``leaf_lifespan``."""
+        return ("labile_release_day", "labile_release_period", "leaf_fall_day",
+                "leaf_fall_period", "labile_lifespan") + (
+                    ("growing_season_water",) if self.water_limited_release else ())
 
 
 @dataclass(frozen=True)
@@ -169,7 +185,7 @@ class ClimatePhenology:
         """The parameters this phenology uses besides ``leaf_lifespan``."""
         return ("growing_season_temperature", "growing_season_daylength", "growing_season_vpd",
                 "growing_season_water", "leaf_growth_rate", "leaf_senescence_rate") + (
-                    CalendarPhenology.parameters if self.pulses else ())
+                    CalendarPhenology().parameters if self.pulses else ())
 
 
 Phenology = CalendarPhenology | ClimatePhenology
@@ -258,5 +274,6 @@ PHENOLOGY_OPTIONS: dict[str, Phenology] = {
     "calendar": CalendarPhenology(),
     "climate": ClimatePhenology(),
     "calendar_climate": ClimatePhenology(pulses=True),
+    "calendar_water": CalendarPhenology(water_limited_release=True),
 }
 MODEL_OPTIONS: dict[str, SiteModel | GlobalModel] = {"site": SiteModel(), "global": GlobalModel()}

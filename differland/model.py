@@ -153,6 +153,10 @@ def _loss_rate(config: ModelConfig, unit_step: bool = False):
     return partial(decomposition.loss_rate, unit_step=unit_step)
 
 
+def _water_limited_release(config: ModelConfig) -> bool:
+    return getattr(config.phenology, "water_limited_release", False)
+
+
 def step_drivers(params: ParameterSet, forcing: Forcing, config: ModelConfig, network=None,
                  *, unit_step: bool = False) -> StepDrivers:
     """State-independent terms of the step; elementwise, so ``forcing`` may carry a time axis.
@@ -201,7 +205,8 @@ def step_drivers(params: ParameterSet, forcing: Forcing, config: ModelConfig, ne
         leaf_fall_factor=leaf_fall,
         labile_release_factor=labile_release,
         # with the index the loss coefficients come from the summed rates, in the step
-        labile_release_loss=None if climate else loss(labile_release, dt),
+        labile_release_loss=None if climate or _water_limited_release(config)
+        else loss(labile_release, dt),
         leaf_fall_loss=None if climate else loss(leaf_fall, dt),
         growing_season_weather=growing_season_weather,
         root_turnover_loss=loss(p.root_turnover_rate, dt),
@@ -274,6 +279,10 @@ def step_dynamics(params: ParameterSet, state: State, drivers: StepDrivers,
     else:
         labile_release, leaf_fall = d.labile_release_factor, d.leaf_fall_factor
         release_loss, leaf_loss = d.labile_release_loss, d.leaf_fall_loss
+        if _water_limited_release(config):
+            labile_release = labile_release * phenology.growing_season_water_factor(
+                state.soil_water, p.growing_season_water, config.phenology)
+            release_loss = _loss_rate(config)(labile_release, dt)
     if config.drought_leaf_loss:
         leaf_loss = leaf_loss + decomposition.loss_rate(p.drought_leaf_loss_rate * (1.0 - beta),
                                                         dt)

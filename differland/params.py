@@ -161,7 +161,8 @@ REGISTRY: tuple[ParameterSpec, ...] = (
                   "(option climate phenology).", _BOTH, {}),
     ParameterSpec("growing_season_water", "(none)", "mm", 1.0, 1e4,
                   "Plant-available water at which the water factor of the growing-season "
-                  "index is one half (option climate phenology).", _BOTH, {}),
+                  "index (option climate phenology) or of the labile release (option "
+                  "calendar_water phenology) is one half.", _BOTH, {}),
     ParameterSpec("leaf_growth_rate", "(none)", "d-1", 1e-3, 0.3,
                   "Labile -> foliage transfer rate at a growing-season index of one (option "
                   "climate phenology).", _BOTH, {}),

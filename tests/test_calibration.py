@@ -254,5 +254,7 @@ def test_free_parameters_follow_the_phenology():
                                   "leaf_growth_rate", "leaf_senescence_rate"}
     both = set(free_parameter_names(SiteCalibrationConfig(phenology="calendar_climate")))
     assert both == calendar | climate
+    water = set(free_parameter_names(SiteCalibrationConfig(phenology="calendar_water")))
+    assert water == calendar | {"growing_season_water"}
     with pytest.raises(CalibrationConfigError, match="phenology"):
         SiteCalibrationConfig(phenology="gsi")

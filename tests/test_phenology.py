@@ -1,4 +1,5 @@
-"""Climate-driven phenology: the growing-season index, its rates, budgets and gradients."""
+"""Climate-driven phenology: the growing-season index, its rates, budgets and gradients; the
+calendar pulses with a water-limited labile release."""
 
 from __future__ import annotations
 
@@ -13,11 +14,13 @@ from test_conservation import check_site_budgets
 from test_gradients import check_against_finite_differences
 
 from differland import ModelConfig, SiteModel, default_parameters, initial_state, simulate, step
-from differland.config import ClimatePhenology
+from differland.config import CalendarPhenology, ClimatePhenology
 from differland.processes import phenology
 from differland.processes.photosynthesis import day_length
 
 CLIMATE = ModelConfig(model=SiteModel(), phenology=ClimatePhenology())
+WATER_CALENDAR = ModelConfig(model=SiteModel(),
+                             phenology=CalendarPhenology(water_limited_release=True))
 
 
 def _climate_parameters():
@@ -98,6 +101,38 @@ def test_climate_phenology_gradients_match_finite_differences(fluxsites_dir):
 
     def loss(p):
         out = simulate(p, forcing, CLIMATE).outputs
+        return jnp.sum(out.lai) + jnp.sum(out.nee) + 0.1 * jnp.sum(out.et)
+
+    check_against_finite_differences(jax.jit(loss), params)
+
+
+def test_water_limited_release_scales_the_calendar_pulse_by_start_of_step_water(fluxsites_dir):
+    """Each step's release is the calendar pulse x 1 / (1 + (W_half / W)^4) of the soil
+    water at the start of that step; leaf fall keeps its calendar pulse."""
+    forcing = site_forcing(fluxsites_dir, "US-Var", n_steps=365)
+    params = default_parameters("site").replace(growing_season_water=40.0)
+    calendar = jax.device_get(simulate(params, forcing, ModelConfig(model=SiteModel())))
+    limited = jax.device_get(simulate(params, forcing, WATER_CALENDAR))
+    start_water = np.concatenate([[params.initial_plant_available_water],
+                                  limited.states.soil_water[:-1]])
+    factor = 1.0 / (1.0 + (40.0 / np.maximum(start_water, 1e-6)) ** 4)  # W floored at 1e-6
+    assert factor.min() < 0.2 and factor.max() > 0.8, "dry and wet seasons are both exercised"
+    np.testing.assert_allclose(limited.outputs.labile_release_factor,
+                               calendar.outputs.labile_release_factor * factor, rtol=1e-10)
+    np.testing.assert_allclose(limited.outputs.leaf_fall_factor,
+                               calendar.outputs.leaf_fall_factor, rtol=1e-12)
+    # dry steps move less labile carbon to the leaves over the year
+    released = limited.outputs.labile_to_foliar
+    assert released.sum() < 0.9 * calendar.outputs.labile_to_foliar.sum()
+
+
+def test_water_limited_release_conserves_and_differentiates(fluxsites_dir):
+    params = default_parameters("site").replace(growing_season_water=40.0)
+    check_site_budgets(params, site_forcing(fluxsites_dir, "US-SRG"), WATER_CALENDAR)
+    forcing = site_forcing(fluxsites_dir, "US-Var", n_steps=60, start=300)
+
+    def loss(p):
+        out = simulate(p, forcing, WATER_CALENDAR).outputs
         return jnp.sum(out.lai) + jnp.sum(out.nee) + 0.1 * jnp.sum(out.et)
 
     check_against_finite_differences(jax.jit(loss), params)

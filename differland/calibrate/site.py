@@ -75,8 +75,10 @@ class SiteCalibrationConfig:
             :class:`differland.config.NeuralET`.
         phenology: ``"calendar"`` (annual pulses on calibrated dates, the reference's form),
             ``"climate"`` (rates set by a growing-season index of temperature, day length,
-            VPD and soil water; see :class:`~differland.config.ClimatePhenology`) or
-            ``"calendar_climate"`` (the pulses plus the index-driven rates).
+            VPD and soil water; see :class:`~differland.config.ClimatePhenology`),
+            ``"calendar_climate"`` (the pulses plus the index-driven rates) or
+            ``"calendar_water"`` (the pulses, with the labile release limited by soil water;
+            see :class:`~differland.config.CalendarPhenology`).
         drought_leaf_loss, water_limited_decomposition: process options of
             :class:`~differland.config.ModelConfig`.
         streams: observed streams in the loss (names of observation operators).
