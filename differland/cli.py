@@ -175,8 +175,8 @@ def simulate(
     network: Annotated[Path | None, typer.Option(
         help="network.json of a calibration run, for the neural terms.")] = None,
     phenology: Annotated[str, typer.Option(
-        help="Phenology: calendar (annual pulses), calendar_water (the labile-release "
-             "pulse limited by soil water), climate (growing-season index) or "
+        help="Phenology: calendar (annual pulses), calendar_water (the labile release "
+             "waits for soil water), climate (growing-season index) or "
              "calendar_climate (pulses plus index).")
     ] = "calendar",
     drought_leaf_loss: Annotated[bool, typer.Option(

@@ -128,16 +128,22 @@ class CalendarPhenology:
     reference's form): see :mod:`differland.processes.phenology`.
 
     Attributes:
-        water_limited_release: the labile-release pulse is multiplied by the soil-water
-            factor 1 / (1 + (W_half / W)^k) of the start-of-step plant-available water W,
-            with W_half = ``growing_season_water``: onset keeps its calibrated date, but a dry
-            season releases less labile carbon to the leaves (what it does not release stays
-            in the labile pool). Where W stays far above W_half this is the reference's form.
-        steepness: the exponent k of that factor.
+        water_limited_release: the labile release waits for soil water. Each step releases
+            the release owed (this step's calendar pulse plus what earlier dry steps held
+            back) x the soil-water factor 1 / (1 + (W_half / W)^k) of the start-of-step
+            plant-available water W, W_half = ``growing_season_water``; the rest stays owed
+            (a state variable, ``deferred_release``), fading over ``release_memory_days``.
+            Onset keeps its calibrated date where the soil is wet then, and follows the
+            first rains where it is not (see
+            :func:`~differland.processes.phenology.water_limited_release`). Where W stays
+            far above W_half this is the reference's form.
+        steepness: the exponent k of the water factor.
+        release_memory_days: e-folding time of the held-back release [d].
     """
 
     water_limited_release: bool = False
     steepness: float = 4.0
+    release_memory_days: float = 60.0
 
     @property
     def parameters(self) -> tuple[str, ...]:

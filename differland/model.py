@@ -93,14 +93,16 @@ class Trajectory:
 def initial_state(params: ParameterSet, config: ModelConfig) -> State:
     """The state at the start of a run, from the ``initial_*`` parameters."""
     carbon = {f"{pool}_carbon": params[name] for pool, name in _INITIAL.items()}
-    memory = None
+    phenology_state = {}
     if isinstance(config.phenology, ClimatePhenology):
-        memory = jnp.full_like(params.initial_foliar_carbon, config.phenology.initial_index)
+        phenology_state["growing_season_index"] = jnp.full_like(
+            params.initial_foliar_carbon, config.phenology.initial_index)
+    if _water_limited_release(config):
+        phenology_state["deferred_release"] = jnp.zeros_like(params.initial_foliar_carbon)
     if isinstance(config.model, SiteModel):
         return State(**carbon, soil_water=params.initial_plant_available_water,
-                     deep_water=params.initial_plant_unavailable_water,
-                     growing_season_index=memory)
-    return State(**carbon, soil_water=params.initial_water, growing_season_index=memory)
+                     deep_water=params.initial_plant_unavailable_water, **phenology_state)
+    return State(**carbon, soil_water=params.initial_water, **phenology_state)
 
 
 def _reference_bounds(dtype) -> tuple[pools.CarbonPools, pools.CarbonPools]:
@@ -205,8 +207,7 @@ def step_drivers(params: ParameterSet, forcing: Forcing, config: ModelConfig, ne
         leaf_fall_factor=leaf_fall,
         labile_release_factor=labile_release,
         # with the index the loss coefficients come from the summed rates, in the step
-        labile_release_loss=None if climate or _water_limited_release(config)
-        else loss(labile_release, dt),
+        labile_release_loss=None if climate else loss(labile_release, dt),
         leaf_fall_loss=None if climate else loss(leaf_fall, dt),
         growing_season_weather=growing_season_weather,
         root_turnover_loss=loss(p.root_turnover_rate, dt),
@@ -261,7 +262,7 @@ def step_dynamics(params: ParameterSet, state: State, drivers: StepDrivers,
     decomposer_water = 1.0
     if config.water_limited_decomposition:
         decomposer_water = 1.0 - p.decomposition_water_sensitivity * (1.0 - beta)
-    memory = None
+    memory = deferred = None
     if isinstance(config.phenology, ClimatePhenology):
         index = d.growing_season_weather * phenology.growing_season_water_factor(
             state.soil_water, p.growing_season_water, config.phenology)
@@ -280,9 +281,12 @@ def step_dynamics(params: ParameterSet, state: State, drivers: StepDrivers,
         labile_release, leaf_fall = d.labile_release_factor, d.leaf_fall_factor
         release_loss, leaf_loss = d.labile_release_loss, d.leaf_fall_loss
         if _water_limited_release(config):
-            labile_release = labile_release * phenology.growing_season_water_factor(
-                state.soil_water, p.growing_season_water, config.phenology)
-            release_loss = _loss_rate(config)(labile_release, dt)
+            release_loss, deferred = phenology.water_limited_release(
+                release_loss, state.deferred_release,
+                phenology.growing_season_water_factor(state.soil_water,
+                                                      p.growing_season_water, config.phenology),
+                dt, config.phenology.release_memory_days)
+            labile_release = release_loss
     if config.drought_leaf_loss:
         leaf_loss = leaf_loss + decomposition.loss_rate(p.drought_leaf_loss_rate * (1.0 - beta),
                                                         dt)
@@ -326,6 +330,8 @@ def step_dynamics(params: ParameterSet, state: State, drivers: StepDrivers,
         raise TypeError(f"unknown model variant {config.model!r}")
     if memory is not None:
         next_state = next_state.replace(growing_season_index=memory)
+    if deferred is not None:
+        next_state = next_state.replace(deferred_release=deferred)
     return next_state, _select(outputs, config.outputs)
 
 

@@ -25,6 +25,9 @@ class State:
         deep_water: plant-unavailable water [mm] (site model only, ``None`` in global).
         growing_season_index: running mean of the growing-season index [1] (climate
             phenology only, else ``None``).
+        deferred_release: labile release the calendar pulse asked for but dry soil held
+            back, as a fraction of the labile pool [1] (calendar phenology with a
+            water-limited release only, else ``None``).
     """
 
     labile_carbon: jax.Array
@@ -36,6 +39,7 @@ class State:
     soil_water: jax.Array
     deep_water: jax.Array | None = None
     growing_season_index: jax.Array | None = None
+    deferred_release: jax.Array | None = None
 
     def total_carbon(self) -> jax.Array:
         """Sum of the six carbon pools [gC m-2]."""
@@ -138,6 +142,7 @@ UNITS: dict[str, str] = {
     "labile_carbon": "gC m-2", "foliar_carbon": "gC m-2", "root_carbon": "gC m-2",
     "wood_carbon": "gC m-2", "litter_carbon": "gC m-2", "som_carbon": "gC m-2",
     "soil_water": "mm", "deep_water": "mm", "growing_season_index": "1",
+    "deferred_release": "1",
     "lai": "m2 m-2", "gpp": FLUX, "et": "mm d-1", "rh_environmental_modifier": "1",
     "autotrophic_respiration": FLUX, "npp_to_foliar": FLUX, "npp_to_labile": FLUX,
     "npp_to_root": FLUX, "npp_to_wood": FLUX, "leaf_fall_factor": "d-1",

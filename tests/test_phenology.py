@@ -106,10 +106,11 @@ def test_climate_phenology_gradients_match_finite_differences(fluxsites_dir):
     check_against_finite_differences(jax.jit(loss), params)
 
 
-def test_water_limited_release_scales_the_calendar_pulse_by_start_of_step_water(fluxsites_dir):
-    """Each step's release is the calendar pulse x 1 / (1 + (W_half / W)^4) of the soil
-    water at the start of that step; leaf fall keeps its calendar pulse."""
-    forcing = site_forcing(fluxsites_dir, "US-Var", n_steps=365)
+def test_water_limited_release_waits_for_soil_water(fluxsites_dir):
+    """Each step releases (the calendar pulse + what dry steps held back) x 1 / (1 + (W_half /
+    W)^4) of the start-of-step soil water; the rest is carried, fading over 60 days; leaf fall
+    keeps its calendar pulse."""
+    forcing = site_forcing(fluxsites_dir, "US-Var", n_steps=730)
     params = default_parameters("site").replace(growing_season_water=40.0)
     calendar = jax.device_get(simulate(params, forcing, ModelConfig(model=SiteModel())))
     limited = jax.device_get(simulate(params, forcing, WATER_CALENDAR))
@@ -117,13 +118,22 @@ def test_water_limited_release_scales_the_calendar_pulse_by_start_of_step_water(
                                   limited.states.soil_water[:-1]])
     factor = 1.0 / (1.0 + (40.0 / np.maximum(start_water, 1e-6)) ** 4)  # W floored at 1e-6
     assert factor.min() < 0.2 and factor.max() > 0.8, "dry and wet seasons are both exercised"
-    np.testing.assert_allclose(limited.outputs.labile_release_factor,
-                               calendar.outputs.labile_release_factor * factor, rtol=1e-10)
+    pulse = calendar.outputs.labile_release_factor  # daily steps: the loss coefficient itself
+    owed, released, carried = 0.0, [], []
+    for day in range(len(pulse)):
+        owed += pulse[day]
+        released.append(owed * factor[day])
+        owed = (owed - released[-1]) * np.exp(-1.0 / 60.0)
+        carried.append(owed)
+    np.testing.assert_allclose(limited.outputs.labile_release_factor, released, rtol=1e-9,
+                               atol=1e-15)
+    np.testing.assert_allclose(limited.states.deferred_release, carried, rtol=1e-9, atol=1e-15)
     np.testing.assert_allclose(limited.outputs.leaf_fall_factor,
                                calendar.outputs.leaf_fall_factor, rtol=1e-12)
-    # dry steps move less labile carbon to the leaves over the year
-    released = limited.outputs.labile_to_foliar
-    assert released.sum() < 0.9 * calendar.outputs.labile_to_foliar.sum()
+    # held-back release leaves after the pulse, when the soil wets
+    late = (np.asarray(released) > 10.0 * pulse) & (np.asarray(released) > 1e-4)
+    assert late.any()
+    assert limited.outputs.labile_to_foliar[late].sum() > 0.0
 
 
 def test_water_limited_release_conserves_and_differentiates(fluxsites_dir):

@@ -77,8 +77,8 @@ class SiteCalibrationConfig:
             ``"climate"`` (rates set by a growing-season index of temperature, day length,
             VPD and soil water; see :class:`~differland.config.ClimatePhenology`),
             ``"calendar_climate"`` (the pulses plus the index-driven rates) or
-            ``"calendar_water"`` (the pulses, with the labile release limited by soil water;
-            see :class:`~differland.config.CalendarPhenology`).
+            ``"calendar_water"`` (the pulses, with the labile release waiting for soil
+            water; see :class:`~differland.config.CalendarPhenology`).
         drought_leaf_loss, water_limited_decomposition: process options of
             :class:`~differland.config.ModelConfig`.
         streams: observed streams in the loss (names of observation operators).

@@ -109,3 +109,27 @@ def growing_season_memory(previous, index, delta_t, memory_days) -> jax.Array:
     exact response of d m / dt = (index - m) / tau to an index held over the step.
     """
     return previous + (index - previous) * -jnp.expm1(-delta_t / memory_days)
+
+
+def water_limited_release(calendar_loss, deferred, water_factor, delta_t, memory_days):
+    """Labile release of the calendar pulse, held back while the soil is dry.
+
+    The pulse asks for ``calendar_loss x delta_t`` of the labile pool this step; with what
+    earlier dry steps held back (``deferred``, a fraction of the pool) that is the release
+    owed. The step releases the owed fraction x the soil-water factor; the rest stays owed,
+    fading with an e-folding time of ``memory_days`` (a season whose rain never comes does
+    not release it a year later). With a wet soil (factor 1) nothing is deferred and the
+    release is the calendar's.
+
+    Args:
+        calendar_loss: the calendar pulse's loss coefficient [d-1].
+        deferred: release owed from earlier steps [1].
+        water_factor: soil-water factor in [0, 1] [1].
+        delta_t: step length [d]; memory_days: [d].
+
+    Returns:
+        ``(loss coefficient [d-1], deferred release after the step [1])``.
+    """
+    owed = deferred + calendar_loss * delta_t
+    released = jnp.minimum(owed * water_factor, 1.0 - 1e-7)
+    return released / delta_t, (owed - released) * jnp.exp(-delta_t / memory_days)
