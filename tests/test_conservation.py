@@ -116,7 +116,8 @@ def test_foliar_floor_creates_carbon_only_in_reference_mode():
         assert (abs(float(residual)) > 0.5) == creates
 
 
-@pytest.mark.parametrize("phenology", [CalendarPhenology(), ClimatePhenology()])
+@pytest.mark.parametrize("phenology", [CalendarPhenology(), ClimatePhenology(),
+                                       CalendarPhenology(water_limited_release=True)])
 def test_global_budgets_close_with_fire(golden_dir, phenology):
     _, params, forcing = load(golden_dir / "dalec993_synthetic_rand1.nc")
     params = _with_defaults(params)
