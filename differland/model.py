@@ -22,7 +22,14 @@ import jax
 import jax.numpy as jnp
 
 from differland._pytree import field_names, pytree_dataclass
-from differland.config import ClimatePhenology, GlobalModel, ModelConfig, NeuralET, SiteModel
+from differland.config import (
+    CalendarPhenology,
+    ClimatePhenology,
+    GlobalModel,
+    ModelConfig,
+    NeuralET,
+    SiteModel,
+)
 from differland.forcing import Forcing
 from differland.params import SPECS, ParameterSet
 from differland.processes import decomposition, fire, phenology, photosynthesis, pools, water
@@ -156,7 +163,8 @@ def _loss_rate(config: ModelConfig, unit_step: bool = False):
 
 
 def _water_limited_release(config: ModelConfig) -> bool:
-    return getattr(config.phenology, "water_limited_release", False)
+    return isinstance(config.phenology, CalendarPhenology) and \
+        config.phenology.water_limited_release
 
 
 def step_drivers(params: ParameterSet, forcing: Forcing, config: ModelConfig, network=None,

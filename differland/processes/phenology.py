@@ -8,7 +8,8 @@ normalised so that its annual integral removes the fraction implied by the lifes
 W. M., Nemani, R. & Running, S. W. (2005) A generalized, bioclimatic index to predict foliar
 phenology in response to climate. Global Change Biology 11, 619-632; with a soil-water factor
 as in Forkel, M. et al. (2014) Biogeosciences 11, 7025-7050), whose running mean sets both
-rates every step (:class:`~differland.config.ClimatePhenology`).
+rates every step (:class:`~differland.config.ClimatePhenology`). The calendar's labile
+release may also wait for soil water (:func:`water_limited_release`).
 """
 
 from __future__ import annotations
