@@ -62,8 +62,10 @@ def calibrate_site(driver_path: str | Path, out: str | Path,
     problem = make_site_problem(driver.forcing, driver.observations, driver.dates,
                                 driver.calibration_end, config, source=str(driver_path))
     initial = problem.initial_guesses(config.gradient.n_starts, config.gradient.seed)
+    # a checkpoint resumes only the same problem: configuration, data, precision and version
     fingerprint = json.dumps({"config": config.to_dict(), "site": driver.site_id,
-                              "steps": driver.n_steps}, sort_keys=True)
+                              "steps": driver.n_steps, "precision": config_record["precision"],
+                              "differland_version": __version__}, sort_keys=True)
     result = fit(*problem.fit_arguments(), initial, config.gradient,
                  checkpoint_dir=out / "checkpoints", progress=progress,
                  description=driver.site_id, fingerprint_extra=fingerprint,

@@ -157,12 +157,13 @@ def test_missing_observation_variable_is_a_clear_error(fluxsites_dir, tmp_path, 
     assert "reco" in err and "missing" in err
 
 
-def test_calibrate_site_command_smoke(fluxsites_dir, tmp_path, capsys):
+def test_calibrate_site_command_smoke(fluxsites_dir, tmp_path, capsys, monkeypatch):
     out = tmp_path / "run"
     config = tmp_path / "config.json"
     config.write_text(json.dumps({"gradient": {"chunk": 5, "n_starts": 2}}))
-    status = main(["calibrate", "site", "--driver", str(fluxsites_dir / "US-Var.nc"), "--out",
-                   str(out), "--config", str(config), "--iterations", "10", "--no-progress"])
+    command = ["calibrate", "site", "--driver", str(fluxsites_dir / "US-Var.nc"), "--out",
+               str(out), "--config", str(config), "--iterations", "10", "--no-progress"]
+    status = main(command)
     assert status == 0, capsys.readouterr().err
     for name in ("config.json", "metrics.json", "params.json", "simulation.nc",
                  "figures/time_series.png", "figures/scatter_test.png"):
@@ -182,6 +183,13 @@ def test_calibrate_site_command_smoke(fluxsites_dir, tmp_path, capsys):
     again = xr.load_dataset(tmp_path / "again.nc")
     calibrated = xr.load_dataset(out / "simulation.nc")
     np.testing.assert_allclose(again["nee"], calibrated["nee"], rtol=1e-9, atol=1e-9)
+    # another version of the package does not resume this run's checkpoints
+    import differland.workflows
+
+    capsys.readouterr()
+    monkeypatch.setattr(differland.workflows, "__version__", "0.0.0+other")
+    assert main(command) != 0
+    assert "checkpoint" in capsys.readouterr().err
 
 
 def test_sites_script_smoke(fluxsites_dir, tmp_path):
