@@ -19,7 +19,7 @@ import numpy as np
 
 from differland import __version__
 from differland._pytree import as_dict
-from differland.calibrate.gradient import fit
+from differland.calibrate.gradient import check_checkpoint, fit
 from differland.calibrate.site import SiteCalibrationConfig, make_site_problem
 from differland.io import (
     read_site_driver,
@@ -57,15 +57,17 @@ def calibrate_site(driver_path: str | Path, out: str | Path,
                      "differland_version": __version__, "jax_version": jax.__version__,
                      "precision": "float64" if jax.config.jax_enable_x64 else "float32",
                      "calibration": config.to_dict()}
+    # a checkpoint resumes only the same problem: configuration, data, precision and version;
+    # a refused one leaves the run directory as it was
+    fingerprint = json.dumps({"config": config.to_dict(), "site": driver.site_id,
+                              "steps": driver.n_steps, "precision": config_record["precision"],
+                              "differland_version": __version__}, sort_keys=True)
+    check_checkpoint(out / "checkpoints", config.gradient, fingerprint)
     write_json(out / "config.json", config_record)
 
     problem = make_site_problem(driver.forcing, driver.observations, driver.dates,
                                 driver.calibration_end, config, source=str(driver_path))
     initial = problem.initial_guesses(config.gradient.n_starts, config.gradient.seed)
-    # a checkpoint resumes only the same problem: configuration, data, precision and version
-    fingerprint = json.dumps({"config": config.to_dict(), "site": driver.site_id,
-                              "steps": driver.n_steps, "precision": config_record["precision"],
-                              "differland_version": __version__}, sort_keys=True)
     result = fit(*problem.fit_arguments(), initial, config.gradient,
                  checkpoint_dir=out / "checkpoints", progress=progress,
                  description=driver.site_id, fingerprint_extra=fingerprint,

@@ -187,9 +187,11 @@ def test_calibrate_site_command_smoke(fluxsites_dir, tmp_path, capsys, monkeypat
     import differland.workflows
 
     capsys.readouterr()
+    record = (out / "config.json").read_text()
     monkeypatch.setattr(differland.workflows, "__version__", "0.0.0+other")
     assert main(command) != 0
     assert "checkpoint" in capsys.readouterr().err
+    assert (out / "config.json").read_text() == record, "a refused run leaves the directory"
 
 
 def test_sites_script_smoke(fluxsites_dir, tmp_path):

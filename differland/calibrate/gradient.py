@@ -299,7 +299,17 @@ def _save(manager, step: int, state, fingerprint: str) -> None:
         meta=ocp.args.JsonSave({"fingerprint": fingerprint, "chunk": step})))
 
 
-def _restore(manager, template, fingerprint: str):
+def check_checkpoint(checkpoint_dir: str | Path, settings: GradientSettings,
+                     fingerprint_extra: str = "") -> None:
+    """Raise :class:`CheckpointMismatchError` if ``checkpoint_dir`` holds a checkpoint that
+    :func:`fit` with these arguments would refuse (nothing there is fine)."""
+    if Path(checkpoint_dir).is_dir():
+        manager = _checkpoint_manager(checkpoint_dir)
+        if manager.latest_step() is not None:
+            _check_fingerprint(manager, settings.fingerprint(fingerprint_extra))
+
+
+def _check_fingerprint(manager, fingerprint: str) -> None:
     import orbax.checkpoint as ocp
 
     step = manager.latest_step()
@@ -308,6 +318,13 @@ def _restore(manager, template, fingerprint: str):
         raise CheckpointMismatchError(
             f"checkpoint in {manager.directory} was made with other settings or another "
             "problem; use a new output directory or delete the checkpoints")
+
+
+def _restore(manager, template, fingerprint: str):
+    import orbax.checkpoint as ocp
+
+    _check_fingerprint(manager, fingerprint)
+    step = manager.latest_step()
     abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype),
                             _as_leaves(template))
     leaves = manager.restore(step, args=ocp.args.Composite(
