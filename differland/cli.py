@@ -177,7 +177,8 @@ def simulate(
     phenology: Annotated[str, typer.Option(
         help="Phenology: calendar (annual pulses), calendar_water (the labile release "
              "waits for soil water), climate (growing-season index) or "
-             "calendar_climate (pulses plus index).")
+             "calendar_climate (pulses plus index), calendar_growth / calendar_senescence "
+             "(pulses plus the index on leaf growth / leaf fall only).")
     ] = "calendar",
     drought_leaf_loss: Annotated[bool, typer.Option(
         "--drought-leaf-loss", help="Leaves also fall under water stress.")] = False,
@@ -242,7 +243,8 @@ def calibrate_site_command(
     evapotranspiration: Annotated[str | None, typer.Option(
         help="Evapotranspiration: uwue, neural or neural_evaporation.")] = None,
     phenology: Annotated[str | None, typer.Option(
-        help="Phenology: calendar, calendar_water, climate or calendar_climate.")] = None,
+        help="Phenology: calendar, calendar_water, climate, calendar_climate, "
+             "calendar_growth or calendar_senescence.")] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
     float64: Annotated[bool, typer.Option("--float64", help="Compute in float64.")] = False,
 ) -> None:

@@ -177,6 +177,11 @@ class ClimatePhenology:
         pulses: keep the calendar pulses and add the index-driven rates to them, the pulses
             taking the place of the even 1 / lifespan background (onset and fall then have
             a typical date that each year's weather can advance, delay or amplify).
+        index_rates: which rates the index sets: ``"both"`` (leaf growth and leaf fall),
+            ``"growth"`` (only the labile release; leaves fall on the calendar pulses, or the
+            1 / lifespan background, and ``leaf_senescence_rate`` is not used) or ``"fall"``
+            (only leaf fall; with the pulses the labile release is the calendar's and
+            ``leaf_growth_rate`` is not used).
     """
 
     temperature_width: float = 4.0
@@ -185,12 +190,23 @@ class ClimatePhenology:
     memory_days: float = 21.0
     initial_index: float = 0.5
     pulses: bool = False
+    index_rates: str = "both"
+
+    def __post_init__(self):
+        if self.index_rates not in ("both", "growth", "fall"):
+            raise ValueError(f"index_rates must be 'both', 'growth' or 'fall', "
+                             f"not {self.index_rates!r}")
+        if self.index_rates != "both" and not self.pulses:
+            raise ValueError("index_rates other than 'both' needs the calendar pulses "
+                             "(pulses=True)")
 
     @property
     def parameters(self) -> tuple[str, ...]:
         """The parameters this phenology uses besides ``leaf_lifespan``."""
         return ("growing_season_temperature", "growing_season_daylength", "growing_season_vpd",
-                "growing_season_water", "leaf_growth_rate", "leaf_senescence_rate") + (
+                "growing_season_water") + (
+                    ("leaf_growth_rate",) if self.index_rates != "fall" else ()) + (
+                    ("leaf_senescence_rate",) if self.index_rates != "growth" else ()) + (
                     CalendarPhenology().parameters if self.pulses else ())
 
 
@@ -280,6 +296,8 @@ PHENOLOGY_OPTIONS: dict[str, Phenology] = {
     "calendar": CalendarPhenology(),
     "climate": ClimatePhenology(),
     "calendar_climate": ClimatePhenology(pulses=True),
+    "calendar_growth": ClimatePhenology(pulses=True, index_rates="growth"),
+    "calendar_senescence": ClimatePhenology(pulses=True, index_rates="fall"),
     "calendar_water": CalendarPhenology(water_limited_release=True),
 }
 MODEL_OPTIONS: dict[str, SiteModel | GlobalModel] = {"site": SiteModel(), "global": GlobalModel()}

@@ -276,8 +276,10 @@ def step_dynamics(params: ParameterSet, state: State, drivers: StepDrivers,
             state.soil_water, p.growing_season_water, config.phenology)
         memory = phenology.growing_season_memory(state.growing_season_index, index, dt,
                                                  config.phenology.memory_days)
+        rates = config.phenology.index_rates
         labile_release, leaf_fall = phenology.index_driven_rates(
-            memory, p.leaf_growth_rate, p.leaf_senescence_rate)
+            memory, p.leaf_growth_rate if rates != "fall" else 0.0,
+            p.leaf_senescence_rate if rates != "growth" else 0.0)
         if config.phenology.pulses:
             labile_release = labile_release + d.labile_release_factor
             leaf_fall = leaf_fall + d.leaf_fall_factor

@@ -264,6 +264,10 @@ def test_free_parameters_follow_the_phenology():
                                   "leaf_growth_rate", "leaf_senescence_rate"}
     both = set(free_parameter_names(SiteCalibrationConfig(phenology="calendar_climate")))
     assert both == calendar | climate
+    growth = set(free_parameter_names(SiteCalibrationConfig(phenology="calendar_growth")))
+    assert growth == both - {"leaf_senescence_rate"}
+    fall = set(free_parameter_names(SiteCalibrationConfig(phenology="calendar_senescence")))
+    assert fall == both - {"leaf_growth_rate"}
     water = set(free_parameter_names(SiteCalibrationConfig(phenology="calendar_water")))
     assert water == calendar | {"growing_season_water"}
     with pytest.raises(CalibrationConfigError, match="phenology"):

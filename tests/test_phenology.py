@@ -46,11 +46,14 @@ def test_growing_season_factors_against_hand_values():
     np.testing.assert_allclose(phenology.background_leaf_fall(2.0), 1.0 / (2.0 * 365.25))
 
 
-@pytest.mark.parametrize("pulses", [False, True])
-def test_step_uses_the_running_index_of_its_weather_and_soil_water(fluxsites_dir, pulses):
+@pytest.mark.parametrize("pulses,rates", [(False, "both"), (True, "both"), (True, "growth"),
+                                          (True, "fall")])
+def test_step_uses_the_running_index_of_its_weather_and_soil_water(fluxsites_dir, pulses,
+                                                                   rates):
     forcing = jax.tree.map(lambda x: x[0], site_forcing(fluxsites_dir, "US-Ha1", n_steps=1))
     params = _climate_parameters()
-    config = ModelConfig(model=SiteModel(), phenology=ClimatePhenology(pulses=pulses))
+    config = ModelConfig(model=SiteModel(),
+                         phenology=ClimatePhenology(pulses=pulses, index_rates=rates))
     state = initial_state(params, config)
     out = jax.device_get(step(params, state, forcing, config)[1])
     index = phenology.growing_season_weather_index(
@@ -65,8 +68,11 @@ def test_step_uses_the_running_index_of_its_weather_and_soil_water(fluxsites_dir
         release, fall = calendar.labile_release_factor, calendar.leaf_fall_factor
     else:  # added to an even background leaf fall
         release, fall = 0.0, 1.0 / (params.leaf_lifespan * 365.25)
-    np.testing.assert_allclose(out.labile_release_factor, release + 0.05 * index, rtol=1e-12)
-    np.testing.assert_allclose(out.leaf_fall_factor, fall + 0.1 * (1.0 - index), rtol=1e-12)
+    # with the index on one rate only, the other is the calendar's whatever the index
+    growth = 0.05 * index if rates != "fall" else 0.0
+    senescence = 0.1 * (1.0 - index) if rates != "growth" else 0.0
+    np.testing.assert_allclose(out.labile_release_factor, release + growth, rtol=1e-12)
+    np.testing.assert_allclose(out.leaf_fall_factor, fall + senescence, rtol=1e-12)
 
 
 def test_climate_phenology_conserves_carbon_and_water(fluxsites_dir):
@@ -95,12 +101,32 @@ def test_leaves_follow_the_weather_not_the_calendar(fluxsites_dir):
     assert float(jnp.mean(dry_lai)) < 0.8 * float(jnp.mean(wet_lai))
 
 
-def test_climate_phenology_gradients_match_finite_differences(fluxsites_dir):
+GROWTH = ModelConfig(model=SiteModel(),
+                     phenology=ClimatePhenology(pulses=True, index_rates="growth"))
+SENESCENCE = ModelConfig(model=SiteModel(),
+                         phenology=ClimatePhenology(pulses=True, index_rates="fall"))
+
+
+@pytest.mark.parametrize("config", [GROWTH, SENESCENCE], ids=["growth", "fall"])
+def test_index_on_one_rate_conserves_carbon_and_water(fluxsites_dir, config):
+    check_site_budgets(_climate_parameters(), site_forcing(fluxsites_dir, "US-Var"), config)
+
+
+def test_index_rates_option_is_checked():
+    with pytest.raises(ValueError, match="index_rates"):
+        ClimatePhenology(pulses=True, index_rates="onset")
+    with pytest.raises(ValueError, match="pulses"):
+        ClimatePhenology(index_rates="fall")
+
+
+@pytest.mark.parametrize("config", [CLIMATE, GROWTH, SENESCENCE],
+                         ids=["climate", "growth", "fall"])
+def test_climate_phenology_gradients_match_finite_differences(fluxsites_dir, config):
     forcing = site_forcing(fluxsites_dir, "US-Var", n_steps=60, start=300)
     params = _climate_parameters()
 
     def loss(p):
-        out = simulate(p, forcing, CLIMATE).outputs
+        out = simulate(p, forcing, config).outputs
         return jnp.sum(out.lai) + jnp.sum(out.nee) + 0.1 * jnp.sum(out.et)
 
     check_against_finite_differences(jax.jit(loss), params)

@@ -76,7 +76,9 @@ class SiteCalibrationConfig:
         phenology: ``"calendar"`` (annual pulses on calibrated dates, the reference's form),
             ``"climate"`` (rates set by a growing-season index of temperature, day length,
             VPD and soil water; see :class:`~differland.config.ClimatePhenology`),
-            ``"calendar_climate"`` (the pulses plus the index-driven rates) or
+            ``"calendar_climate"`` (the pulses plus the index-driven rates),
+            ``"calendar_growth"`` / ``"calendar_senescence"`` (the pulses plus the index on
+            leaf growth / leaf fall only) or
             ``"calendar_water"`` (the pulses, with the labile release waiting for soil
             water; see :class:`~differland.config.CalendarPhenology`).
         drought_leaf_loss, water_limited_decomposition: process options of
