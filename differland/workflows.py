@@ -10,6 +10,8 @@ resumes from them).
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -35,6 +37,24 @@ from differland.plots import scatter_figure, time_series_figure
 EVALUATED = ("gpp", "reco", "nee", "et", "lai")
 
 
+def source_digest(root: str | Path) -> str:
+    """SHA-256 of the ``*.py`` files under ``root`` (relative paths and contents, sorted)."""
+    root = Path(root)
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(path.relative_to(root).as_posix().encode())
+        digest.update(b"\0")
+        digest.update(path.read_bytes())
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+@functools.cache
+def package_digest() -> str:
+    """:func:`source_digest` of the installed differland package (computed once)."""
+    return source_digest(Path(__file__).parent)
+
+
 def calibrate_site(driver_path: str | Path, out: str | Path,
                    config: SiteCalibrationConfig | None = None, progress: bool = True,
                    stop_after_chunks: int | None = None) -> dict:
@@ -54,14 +74,18 @@ def calibrate_site(driver_path: str | Path, out: str | Path,
     driver = read_site_driver(driver_path)
     started = time.perf_counter()
     config_record = {"driver": str(driver_path), "site": driver.site_id,
-                     "differland_version": __version__, "jax_version": jax.__version__,
+                     "differland_version": __version__,
+                     "differland_source_sha256": package_digest(),
+                     "jax_version": jax.__version__,
                      "precision": "float64" if jax.config.jax_enable_x64 else "float32",
                      "calibration": config.to_dict()}
-    # a checkpoint resumes only the same problem: configuration, data, precision and version;
-    # a refused one leaves the run directory as it was
+    # a checkpoint resumes only the same problem: configuration, data, precision, version and
+    # code (an edited model is a new problem); a refused one leaves the run directory as it was
     fingerprint = json.dumps({"config": config.to_dict(), "site": driver.site_id,
                               "steps": driver.n_steps, "precision": config_record["precision"],
-                              "differland_version": __version__}, sort_keys=True)
+                              "differland_version": __version__,
+                              "source": config_record["differland_source_sha256"]},
+                             sort_keys=True)
     check_checkpoint(out / "checkpoints", config.gradient, fingerprint)
     write_json(out / "config.json", config_record)
 

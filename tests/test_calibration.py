@@ -192,6 +192,28 @@ def test_calibrate_site_command_smoke(fluxsites_dir, tmp_path, capsys, monkeypat
     assert main(command) != 0
     assert "checkpoint" in capsys.readouterr().err
     assert (out / "config.json").read_text() == record, "a refused run leaves the directory"
+    # nor does the same version with edited code
+    monkeypatch.undo()
+    monkeypatch.setattr(differland.workflows, "package_digest", lambda: "0" * 64)
+    assert main(command) != 0
+    assert "checkpoint" in capsys.readouterr().err
+    assert (out / "config.json").read_text() == record
+
+
+def test_source_digest_follows_the_code(tmp_path):
+    from differland.workflows import package_digest, source_digest
+
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "a.py").write_text("x = 1\n")
+    (tmp_path / "sub" / "b.py").write_text("y = 2\n")
+    (tmp_path / "notes.txt").write_text("not code")
+    first = source_digest(tmp_path)
+    assert source_digest(tmp_path) == first and len(first) == 64
+    (tmp_path / "notes.txt").write_text("still not code")
+    assert source_digest(tmp_path) == first
+    (tmp_path / "sub" / "b.py").write_text("y = 3\n")
+    assert source_digest(tmp_path) != first
+    assert package_digest() == package_digest() != first
 
 
 def test_sites_script_smoke(fluxsites_dir, tmp_path):
