@@ -182,6 +182,10 @@ class ClimatePhenology:
             1 / lifespan background, and ``leaf_senescence_rate`` is not used) or ``"fall"``
             (only leaf fall; with the pulses the labile release is the calendar's and
             ``leaf_growth_rate`` is not used).
+        water_factor: the index's water factor: ``"soil_water"`` (1 / (1 + (W_half /
+            PAW)^k), W_half = ``growing_season_water``) or ``"beta"`` (the water-stress
+            factor of photosynthesis, so that leaves respond to the water status the GPP
+            observations constrain; ``growing_season_water`` is then not used).
     """
 
     temperature_width: float = 4.0
@@ -191,8 +195,12 @@ class ClimatePhenology:
     initial_index: float = 0.5
     pulses: bool = False
     index_rates: str = "both"
+    water_factor: str = "soil_water"
 
     def __post_init__(self):
+        if self.water_factor not in ("soil_water", "beta"):
+            raise ValueError(f"water_factor must be 'soil_water' or 'beta', "
+                             f"not {self.water_factor!r}")
         if self.index_rates not in ("both", "growth", "fall"):
             raise ValueError(f"index_rates must be 'both', 'growth' or 'fall', "
                              f"not {self.index_rates!r}")
@@ -203,8 +211,9 @@ class ClimatePhenology:
     @property
     def parameters(self) -> tuple[str, ...]:
         """The parameters this phenology uses besides ``leaf_lifespan``."""
-        return ("growing_season_temperature", "growing_season_daylength", "growing_season_vpd",
-                "growing_season_water") + (
+        return ("growing_season_temperature", "growing_season_daylength",
+                "growing_season_vpd") + (
+                    ("growing_season_water",) if self.water_factor == "soil_water" else ()) + (
                     ("leaf_growth_rate",) if self.index_rates != "fall" else ()) + (
                     ("leaf_senescence_rate",) if self.index_rates != "growth" else ()) + (
                     CalendarPhenology().parameters if self.pulses else ())
@@ -298,6 +307,7 @@ PHENOLOGY_OPTIONS: dict[str, Phenology] = {
     "calendar_climate": ClimatePhenology(pulses=True),
     "calendar_growth": ClimatePhenology(pulses=True, index_rates="growth"),
     "calendar_senescence": ClimatePhenology(pulses=True, index_rates="fall"),
+    "calendar_climate_beta": ClimatePhenology(pulses=True, water_factor="beta"),
     "calendar_water": CalendarPhenology(water_limited_release=True),
 }
 MODEL_OPTIONS: dict[str, SiteModel | GlobalModel] = {"site": SiteModel(), "global": GlobalModel()}

@@ -272,8 +272,12 @@ def step_dynamics(params: ParameterSet, state: State, drivers: StepDrivers,
         decomposer_water = 1.0 - p.decomposition_water_sensitivity * (1.0 - beta)
     memory = deferred = None
     if isinstance(config.phenology, ClimatePhenology):
-        index = d.growing_season_weather * phenology.growing_season_water_factor(
-            state.soil_water, p.growing_season_water, config.phenology)
+        if config.phenology.water_factor == "beta":
+            water_factor = beta
+        else:
+            water_factor = phenology.growing_season_water_factor(
+                state.soil_water, p.growing_season_water, config.phenology)
+        index = d.growing_season_weather * water_factor
         memory = phenology.growing_season_memory(state.growing_season_index, index, dt,
                                                  config.phenology.memory_days)
         rates = config.phenology.index_rates

@@ -290,6 +290,8 @@ def test_free_parameters_follow_the_phenology():
     assert growth == both - {"leaf_senescence_rate"}
     fall = set(free_parameter_names(SiteCalibrationConfig(phenology="calendar_senescence")))
     assert fall == both - {"leaf_growth_rate"}
+    beta = set(free_parameter_names(SiteCalibrationConfig(phenology="calendar_climate_beta")))
+    assert beta == both - {"growing_season_water"}
     water = set(free_parameter_names(SiteCalibrationConfig(phenology="calendar_water")))
     assert water == calendar | {"growing_season_water"}
     with pytest.raises(CalibrationConfigError, match="phenology"):

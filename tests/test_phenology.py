@@ -14,7 +14,7 @@ from test_conservation import check_site_budgets
 from test_gradients import check_against_finite_differences
 
 from differland import ModelConfig, SiteModel, default_parameters, initial_state, simulate, step
-from differland.config import CalendarPhenology, ClimatePhenology
+from differland.config import CalendarPhenology, ClimatePhenology, LinearBeta
 from differland.processes import phenology
 from differland.processes.photosynthesis import day_length
 
@@ -75,6 +75,31 @@ def test_step_uses_the_running_index_of_its_weather_and_soil_water(fluxsites_dir
     np.testing.assert_allclose(out.leaf_fall_factor, fall + senescence, rtol=1e-12)
 
 
+def test_index_can_take_its_water_factor_from_beta(fluxsites_dir):
+    """With ``water_factor="beta"`` the index's water factor is photosynthesis' beta of the
+    start-of-step soil water (here linear, half-way between wilting point and capacity)."""
+    forcing = jax.tree.map(lambda x: x[0], site_forcing(fluxsites_dir, "US-Ha1", n_steps=1))
+    params = _climate_parameters().replace(field_capacity=100.0, wilting_point_fraction=0.2,
+                                           initial_plant_available_water=60.0)
+    phenology_option = ClimatePhenology(pulses=True, water_factor="beta")
+    config = ModelConfig(model=SiteModel(), water_stress=LinearBeta(), phenology=phenology_option)
+    out = jax.device_get(step(params, initial_state(params, config), forcing, config)[1])
+    np.testing.assert_allclose(out.beta, 0.5, rtol=1e-12)
+    index = phenology.growing_season_weather_index(
+        forcing.t_min, forcing.vpd, forcing.latitude, forcing.doy, 278.15, 11.0, 20.0,
+        phenology_option) * 0.5
+    index = 0.5 + (index - 0.5) * (1.0 - np.exp(-1.0 / 21.0))
+    calendar = jax.device_get(step(params, initial_state(params, ModelConfig()), forcing,
+                                   ModelConfig())[1])
+    np.testing.assert_allclose(out.labile_release_factor,
+                               calendar.labile_release_factor + 0.05 * index, rtol=1e-12)
+    np.testing.assert_allclose(out.leaf_fall_factor,
+                               calendar.leaf_fall_factor + 0.1 * (1.0 - index), rtol=1e-12)
+    assert "growing_season_water" not in phenology_option.parameters
+    with pytest.raises(ValueError, match="water_factor"):
+        ClimatePhenology(water_factor="paw")
+
+
 def test_climate_phenology_conserves_carbon_and_water(fluxsites_dir):
     check_site_budgets(_climate_parameters(), site_forcing(fluxsites_dir, "US-SRG"), CLIMATE)
 
@@ -105,9 +130,12 @@ GROWTH = ModelConfig(model=SiteModel(),
                      phenology=ClimatePhenology(pulses=True, index_rates="growth"))
 SENESCENCE = ModelConfig(model=SiteModel(),
                          phenology=ClimatePhenology(pulses=True, index_rates="fall"))
+BETA_INDEX = ModelConfig(model=SiteModel(), water_stress=LinearBeta(),
+                         phenology=ClimatePhenology(pulses=True, water_factor="beta"))
 
 
-@pytest.mark.parametrize("config", [GROWTH, SENESCENCE], ids=["growth", "fall"])
+@pytest.mark.parametrize("config", [GROWTH, SENESCENCE, BETA_INDEX],
+                         ids=["growth", "fall", "beta"])
 def test_index_on_one_rate_conserves_carbon_and_water(fluxsites_dir, config):
     check_site_budgets(_climate_parameters(), site_forcing(fluxsites_dir, "US-Var"), config)
 
@@ -119,8 +147,8 @@ def test_index_rates_option_is_checked():
         ClimatePhenology(index_rates="fall")
 
 
-@pytest.mark.parametrize("config", [CLIMATE, GROWTH, SENESCENCE],
-                         ids=["climate", "growth", "fall"])
+@pytest.mark.parametrize("config", [CLIMATE, GROWTH, SENESCENCE, BETA_INDEX],
+                         ids=["climate", "growth", "fall", "beta"])
 def test_climate_phenology_gradients_match_finite_differences(fluxsites_dir, config):
     forcing = site_forcing(fluxsites_dir, "US-Var", n_steps=60, start=300)
     params = _climate_parameters()
