@@ -178,7 +178,8 @@ def simulate(
         help="Phenology: calendar (annual pulses), calendar_water (the labile release "
              "waits for soil water), climate (growing-season index) or "
              "calendar_climate (pulses plus index), calendar_growth / calendar_senescence "
-             "(pulses plus the index on leaf growth / leaf fall only).")
+             "(pulses plus the index on leaf growth / leaf fall only), "
+             "calendar_climate_beta (pulses plus an index whose water factor is beta).")
     ] = "calendar",
     drought_leaf_loss: Annotated[bool, typer.Option(
         "--drought-leaf-loss", help="Leaves also fall under water stress.")] = False,
@@ -244,7 +245,7 @@ def calibrate_site_command(
         help="Evapotranspiration: uwue, neural or neural_evaporation.")] = None,
     phenology: Annotated[str | None, typer.Option(
         help="Phenology: calendar, calendar_water, climate, calendar_climate, "
-             "calendar_growth or calendar_senescence.")] = None,
+             "calendar_growth, calendar_senescence or calendar_climate_beta.")] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
     float64: Annotated[bool, typer.Option("--float64", help="Compute in float64.")] = False,
 ) -> None:

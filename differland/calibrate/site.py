@@ -78,7 +78,8 @@ class SiteCalibrationConfig:
             VPD and soil water; see :class:`~differland.config.ClimatePhenology`),
             ``"calendar_climate"`` (the pulses plus the index-driven rates),
             ``"calendar_growth"`` / ``"calendar_senescence"`` (the pulses plus the index on
-            leaf growth / leaf fall only) or
+            leaf growth / leaf fall only), ``"calendar_climate_beta"`` (the pulses plus an
+            index whose water factor is the water-stress factor beta) or
             ``"calendar_water"`` (the pulses, with the labile release waiting for soil
             water; see :class:`~differland.config.CalendarPhenology`).
         drought_leaf_loss, water_limited_decomposition: process options of
