@@ -117,7 +117,8 @@ def test_foliar_floor_creates_carbon_only_in_reference_mode():
 
 
 @pytest.mark.parametrize("phenology", [CalendarPhenology(), ClimatePhenology(),
-                                       CalendarPhenology(water_limited_release=True)])
+                                       CalendarPhenology(water_limited_release=True),
+                                       ClimatePhenology(pulses=True, water_factor="beta")])
 def test_global_budgets_close_with_fire(golden_dir, phenology):
     _, params, forcing = load(golden_dir / "dalec993_synthetic_rand1.nc")
     params = _with_defaults(params)
