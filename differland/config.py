@@ -184,8 +184,9 @@ class ClimatePhenology:
             ``leaf_growth_rate`` is not used).
         water_factor: the index's water factor: ``"soil_water"`` (1 / (1 + (W_half /
             PAW)^k), W_half = ``growing_season_water``) or ``"beta"`` (the water-stress
-            factor of photosynthesis, so that leaves respond to the water status the GPP
-            observations constrain; ``growing_season_water`` is then not used).
+            factor of photosynthesis, 1 without water stress, so that leaves respond to the
+            water status the GPP observations constrain; ``growing_season_water`` is then not
+            used).
     """
 
     temperature_width: float = 4.0
