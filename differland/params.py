@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, get_args
 
 import jax
 import jax.numpy as jnp
@@ -24,7 +24,7 @@ import numpy as np
 Variant = Literal["site", "global"]
 VARIANTS: tuple[Variant, ...] = ("site", "global")
 Kind = Literal["parameter", "initial_pool"]
-Scale = Literal["log", "linear"]
+Scale = Literal["log", "linear", "log_excess"]
 TransformMethod = Literal["logistic", "reference"]
 
 
@@ -49,7 +49,9 @@ class ParameterSpec:
             not in ``variants``.
         kind: ``"parameter"`` or ``"initial_pool"`` (initial state, and in the reference the
             state clamp range).
-        scale: ``"log"`` or ``"linear"``: the scale of the smooth logistic map. The reference
+        scale: ``"log"``, ``"linear"`` or ``"log_excess"`` (log-scaled in value - 1, e.g. for
+            a lifespan L whose pulse integral 0.5 ln(L / (L - 1)) spans orders of magnitude
+            as L -> 1; needs lower > 1): the scale of the smooth logistic map. The reference
             arctan map is always log-scaled.
         default: default physical value; ``None`` means the centre of the prior box
             (geometric mean when upper/lower > 10, arithmetic mean otherwise).
@@ -383,13 +385,16 @@ def _bounds(name: str, like) -> tuple[jax.Array, jax.Array]:
     return jnp.asarray(spec.lower, dtype), jnp.asarray(spec.upper, dtype)
 
 
-def constrain(unconstrained: ParameterSet, method: TransformMethod = "logistic") -> ParameterSet:
+def constrain(unconstrained: ParameterSet, method: TransformMethod = "logistic",
+              scales: Mapping[str, Scale] | None = None) -> ParameterSet:
     """Map unconstrained reals to physical values inside the prior bounds.
 
-    ``"logistic"``: u = sigmoid(x), then log- or linear-scaled by the spec's ``transform_scale``
-    (smooth, with gradients that never vanish abruptly). ``"reference"``: the DifferLand map
-    u = arctan(x)/pi + 1/2, p = lower (upper/lower)^u, always log-scaled.
+    ``"logistic"``: u = sigmoid(x), then scaled by the spec's ``transform_scale`` or by
+    ``scales[name]`` where given (see :func:`check_scales`) (smooth, with gradients that never
+    vanish abruptly). ``"reference"``: the DifferLand map u = arctan(x)/pi + 1/2,
+    p = lower (upper/lower)^u, always log-scaled.
     """
+    scales = scales or {}
     out = {}
     for name, x in unconstrained.items():
         lower, upper = _bounds(name, x)
@@ -397,26 +402,59 @@ def constrain(unconstrained: ParameterSet, method: TransformMethod = "logistic")
             u = jnp.arctan(x) / jnp.pi + 0.5
             out[name] = lower * (upper / lower) ** u
         elif method == "logistic":
-            u = jax.nn.sigmoid(x)
-            if SPECS[name].transform_scale == "log":
-                value = lower * jnp.exp(u * jnp.log(upper / lower))
-            else:
-                value = lower + (upper - lower) * u
+            scale = scales.get(name, SPECS[name].transform_scale)
+            value = _from_unit(scale, jax.nn.sigmoid(x), lower, upper)
             out[name] = jnp.clip(value, lower, upper)  # rounding at u -> 0 or 1
         else:
             raise ParameterError(f"unknown transform method {method!r}")
     return ParameterSet(out)
 
 
-def unconstrain(params: ParameterSet, method: TransformMethod = "logistic") -> ParameterSet:
+SCALES: tuple[Scale, ...] = get_args(Scale)
+
+
+def check_scales(scales: Mapping[str, str], source: str = "scales") -> None:
+    """Raise :class:`ParameterError` unless every entry names a known parameter and a scale
+    its bounds allow (``"log"``: lower > 0; ``"log_excess"``: lower > 1)."""
+    for name, scale in scales.items():
+        if name not in SPECS:
+            raise ParameterError(f"{source}: unknown parameter name {name!r}")
+        if scale not in SCALES:
+            raise ParameterError(f"{source}: {name} has unknown scale {scale!r} "
+                                 f"(known: {', '.join(SCALES)})")
+        floor = {"log": 0.0, "log_excess": 1.0}.get(scale)
+        if floor is not None and not SPECS[name].lower > floor:
+            raise ParameterError(f"{source}: {name} cannot be {scale}-scaled (lower bound "
+                                 f"{SPECS[name].lower:g} is not > {floor:g})")
+
+
+def _from_unit(scale: Scale, u, lower, upper):
+    """Physical value at position ``u`` in [0, 1] of the prior box on ``scale``."""
+    if scale == "log":
+        return lower * jnp.exp(u * jnp.log(upper / lower))
+    if scale == "log_excess":
+        return 1.0 + (lower - 1.0) * jnp.exp(u * jnp.log((upper - 1.0) / (lower - 1.0)))
+    return lower + (upper - lower) * u
+
+
+def _to_unit(scale: Scale, value, lower, upper):
+    """Inverse of :func:`_from_unit`."""
+    if scale == "log":
+        return jnp.log(value / lower) / jnp.log(upper / lower)
+    if scale == "log_excess":
+        return jnp.log((value - 1.0) / (lower - 1.0)) / jnp.log((upper - 1.0) / (lower - 1.0))
+    return (value - lower) / (upper - lower)
+
+
+def unconstrain(params: ParameterSet, method: TransformMethod = "logistic",
+                scales: Mapping[str, Scale] | None = None) -> ParameterSet:
     """Inverse of :func:`constrain` (values must lie strictly inside their bounds)."""
+    scales = scales or {}
     out = {}
     for name, p in params.items():
         lower, upper = _bounds(name, p)
-        if method == "reference" or SPECS[name].transform_scale == "log":
-            u = jnp.log(p / lower) / jnp.log(upper / lower)
-        else:
-            u = (p - lower) / (upper - lower)
+        scale = "log" if method == "reference" else scales.get(name, SPECS[name].transform_scale)
+        u = _to_unit(scale, p, lower, upper)
         if method == "reference":
             out[name] = jnp.tan((u - 0.5) * jnp.pi)
         elif method == "logistic":

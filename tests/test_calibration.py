@@ -21,6 +21,7 @@ from differland.calibrate.site import (
     make_site_problem,
 )
 from differland.cli import main
+from differland.io import read_site_driver
 from differland.observations import OPERATORS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -138,6 +139,12 @@ def test_nonfinite_steps_are_skipped_and_counted():
     ({"steady_state_form": "cubic"}, "steady_state_form"),
     ({"steady_state_pool_weights": {"leaves": 2.0}}, "steady_state_pool_weights"),
     ({"steady_state_pool_weights": [1.0]}, "steady_state_pool_weights must be an object"),
+    ({"parameter_scales": {"leaf_lifespan": "sqrt"}}, "leaf_lifespan has unknown scale"),
+    ({"parameter_scales": {"leaf_life_span": "log"}}, "parameter_scales.*unknown parameter"),
+    ({"parameter_scales": {"sif_alpha": "log"}}, "parameter_scales names unknown for the site"),
+    ({"parameter_scales": {"autotrophic_respiration_fraction": "log_excess"}},
+     "cannot be log_excess-scaled"),
+    ({"parameter_scales": ["log"]}, "parameter_scales must be an object"),
 ])
 def test_bad_configuration_is_a_clear_error(values, pattern):
     with pytest.raises(CalibrationConfigError, match=pattern):
@@ -254,6 +261,25 @@ def test_steady_state_term_weights_each_pool(fluxsites_dir):
         term = problem.loss_terms(theta, problem.calibration_steps)["edc_steady_state"]
         np.testing.assert_allclose(float(term), float(expected), rtol=1e-6)
         assert float(penalties["edc_steady_foliar_carbon"]) >= 0.0
+
+
+def test_parameter_scales_set_the_map_from_the_optimiser(fluxsites_dir):
+    """``parameter_scales`` changes where the unconstrained values (and the starts, uniform in
+    [0.05, 0.95] of the map) land in the prior box, and the config round-trips."""
+    driver = read_site_driver(fluxsites_dir / "US-Var.nc")
+    u = jnp.asarray([0.05, 0.5, 0.95])
+    x = jnp.log(u) - jnp.log1p(-u)
+    lifespans = {}
+    for scales in ({}, {"leaf_lifespan": "log_excess"}):
+        config = SiteCalibrationConfig.from_dict({"parameter_scales": scales})
+        assert SiteCalibrationConfig.from_dict(config.to_dict()) == config
+        problem = make_site_problem(driver.forcing, driver.observations, driver.dates,
+                                    driver.calibration_end, config)
+        theta = problem.initial_guesses(3, 0)
+        theta["params"] = theta["params"].replace(leaf_lifespan=x)
+        lifespans[bool(scales)] = np.asarray(jax.vmap(problem.physical)(theta).leaf_lifespan)
+    np.testing.assert_allclose(lifespans[False], 1.001 + 6.999 * np.asarray(u), rtol=1e-5)
+    np.testing.assert_allclose(lifespans[True], 1 + 0.001 * 7000 ** np.asarray(u), rtol=1e-5)
 
 
 def test_free_parameters_follow_the_process_options():

@@ -14,6 +14,7 @@ from differland.params import (
     VARIANTS,
     ParameterError,
     ParameterSet,
+    check_scales,
     constrain,
     default_parameters,
     markdown_table,
@@ -79,6 +80,28 @@ def test_reference_transform_is_the_arctan_log_map():
     p = constrain(ParameterSet({"canopy_efficiency": x}), "reference").canopy_efficiency
     u = np.arctan(0.7) / np.pi + 0.5
     assert float(p) == pytest.approx(5.0 * 10.0**u, rel=1e-14)
+
+
+def test_scale_overrides_map_and_invert():
+    """``log_excess`` is log-scaled in L - 1: the leaf-fall pulse integral 0.5 ln(L / (L - 1))
+    spans orders of magnitude as L -> 1, which a linear map reaches only at its far tail."""
+    scales = {"leaf_lifespan": "log_excess", "litter_to_som_rate": "linear"}
+    u = np.asarray([0.05, 0.5, 0.95])
+    x = ParameterSet({n: jnp.asarray(np.log(u) - np.log1p(-u)) for n in scales})
+    values = constrain(x, scales=scales)
+    np.testing.assert_allclose(values.leaf_lifespan, 1.0 + 0.001 * 7000.0 ** u, rtol=1e-10)
+    np.testing.assert_allclose(values.litter_to_som_rate, 1e-5 + (1e-2 - 1e-5) * u, rtol=1e-10)
+    assert SPECS["litter_to_som_rate"].transform_scale == "log"  # the override took effect
+    back = unconstrain(values, scales=scales)
+    for name in scales:
+        np.testing.assert_allclose(back[name], x[name], rtol=1e-8, atol=1e-12)
+    check_scales(scales)
+    with pytest.raises(ParameterError, match="unknown scale 'cubic'"):
+        check_scales({"leaf_lifespan": "cubic"})
+    with pytest.raises(ParameterError, match="lower bound 0.2 is not > 1"):
+        check_scales({"autotrophic_respiration_fraction": "log_excess"})
+    with pytest.raises(ParameterError, match="unknown parameter name 'leaf_life_span'"):
+        check_scales({"leaf_life_span": "log"})
 
 
 def test_logistic_gradient_is_finite_and_positive():

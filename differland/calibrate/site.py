@@ -37,7 +37,9 @@ from differland.likelihood import (
 from differland.model import initial_state, simulate
 from differland.observations import OPERATORS, predict
 from differland.params import (
+    ParameterError,
     ParameterSet,
+    check_scales,
     constrain,
     names_for,
     parameters_from_mapping,
@@ -103,6 +105,10 @@ class SiteCalibrationConfig:
         free_parameters: names to calibrate (default: every parameter the model
             configuration uses); the others stay at ``parameter_values`` or their defaults.
         parameter_values: fixed physical values overriding registry defaults.
+        parameter_scales: per-parameter scale of the logistic map from the optimiser's
+            unconstrained values (and the random starts) to the prior box, overriding the
+            registry's ``"log"`` / ``"linear"`` (e.g. ``{"leaf_lifespan": "log_excess"}``:
+            log-scaled in L - 1, so that starts reach fully deciduous canopies).
         gradient: optimiser settings.
     """
 
@@ -124,6 +130,7 @@ class SiteCalibrationConfig:
     violation_weight: float = 1.0
     free_parameters: tuple[str, ...] | None = None
     parameter_values: tuple[tuple[str, float], ...] = ()
+    parameter_scales: tuple[tuple[str, str], ...] = ()
     gradient: GradientSettings = field(default_factory=GradientSettings)
 
     def __post_init__(self):
@@ -160,6 +167,12 @@ class SiteCalibrationConfig:
                            tuple((k, float(v)) for k, v in pool_weights.items()))
         object.__setattr__(self, "parameter_values",
                            tuple((k, float(v)) for k, v in dict(self.parameter_values).items()))
+        object.__setattr__(self, "parameter_scales", tuple(
+            (k, str(v)) for k, v in dict(self.parameter_scales).items()))
+        try:
+            check_scales(dict(self.parameter_scales), source="config parameter_scales")
+        except ParameterError as error:
+            raise CalibrationConfigError(str(error)) from None
         known = set(names_for(self.model))
         if self.free_parameters is not None:
             object.__setattr__(self, "free_parameters", tuple(self.free_parameters))
@@ -167,10 +180,11 @@ class SiteCalibrationConfig:
             if bad or not self.free_parameters:
                 raise CalibrationConfigError(
                     f"config: free_parameters names unknown for the {self.model} model: {bad}")
-        bad = sorted(set(dict(self.parameter_values)) - known)
-        if bad:
-            raise CalibrationConfigError(
-                f"config: parameter_values names unknown for the {self.model} model: {bad}")
+        for key in ("parameter_values", "parameter_scales"):
+            bad = sorted(set(dict(getattr(self, key))) - known)
+            if bad:
+                raise CalibrationConfigError(
+                    f"config: {key} names unknown for the {self.model} model: {bad}")
 
     @property
     def model_config(self) -> ModelConfig:
@@ -187,6 +201,7 @@ class SiteCalibrationConfig:
         out["steady_state_pool_weights"] = dict(self.steady_state_pool_weights)
         out["streams"] = list(self.streams)
         out["parameter_values"] = dict(self.parameter_values)
+        out["parameter_scales"] = dict(self.parameter_scales)
         if self.free_parameters is not None:
             out["free_parameters"] = list(self.free_parameters)
         return out
@@ -207,10 +222,11 @@ class SiteCalibrationConfig:
                 values["gradient"] = GradientSettings(**values["gradient"])
             except ValueError as error:
                 raise CalibrationConfigError(str(error)) from None
-        for key in ("weights", "steady_state_pool_weights", "parameter_values"):
+        for key in ("weights", "steady_state_pool_weights", "parameter_values",
+                    "parameter_scales"):
             if key in values:
                 if not isinstance(values[key], Mapping):
-                    raise CalibrationConfigError(f"config: {key} must be an object of numbers")
+                    raise CalibrationConfigError(f"config: {key} must be an object")
                 values[key] = tuple(dict(values[key]).items())
         if "streams" in values:
             values["streams"] = tuple(values["streams"])
@@ -312,7 +328,7 @@ class SiteProblem:
 
     def physical(self, theta) -> ParameterSet:
         """Physical parameter values (free ones from ``theta``, the others fixed)."""
-        free = constrain(theta["params"])
+        free = constrain(theta["params"], scales=dict(self.config.parameter_scales))
         return ParameterSet({name: free[name] if name in free else self.fixed[name]
                              for name in self.fixed.names})
 
