@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -14,7 +15,13 @@ import pytest
 from helpers import site_forcing
 
 from differland import ModelConfig, SiteModel, default_parameters, simulate
-from differland.calibrate.gradient import CheckpointMismatchError, GradientSettings, fit
+from differland.calibrate.gradient import (
+    CheckpointMismatchError,
+    GradientSettings,
+    batch_indices,
+    batch_sizes,
+    fit,
+)
 from differland.calibrate.site import (
     CalibrationConfigError,
     SiteCalibrationConfig,
@@ -112,6 +119,42 @@ def test_resume_after_kill_gives_the_same_result(fluxsites_dir, tmp_path):
         fit(*problem.fit_arguments(), initial,
             GradientSettings(n_starts=2, max_iterations=80, chunk=10, seed=3),
             checkpoint_dir=tmp_path / "ckpt", progress=False)
+
+
+def test_frozen_starts_leave_the_computation():
+    # start 0 sits at its minimum and freezes after `patience` chunks; starts 1-2 keep improving
+    settings = GradientSettings(n_starts=3, max_iterations=200, chunk=10, patience=2,
+                                learning_rate=0.01, warmup=0)
+
+    def loss(theta, ramp=1.0):
+        return jnp.sum((theta["x"] - 5.0) ** 2)
+
+    def evaluation(theta, steps):
+        return loss(theta)
+
+    initial = {"x": jnp.asarray([[5.0, 5.0], [0.0, 1.0], [-2.0, 3.0]])}
+    result = fit(loss, evaluation, None, None, initial, settings, progress=False)
+    frozen_after = 1 + settings.patience  # no improvement from the first chunk on
+    assert np.all(np.isfinite(result.history[:frozen_after, 0]))
+    assert np.all(np.isnan(result.history[frozen_after:, 0]))
+    assert np.all(np.isfinite(result.history[:, 1:]))
+    np.testing.assert_array_equal(np.asarray(result.starts["x"][0]), [5.0, 5.0])
+    # a running start follows the same path whatever the batch around it
+    alone = fit(loss, evaluation, None, None, {"x": initial["x"][1:2]},
+                dataclasses.replace(settings, n_starts=1), progress=False)
+    np.testing.assert_allclose(np.asarray(result.starts["x"][1]),
+                               np.asarray(alone.starts["x"][0]), rtol=1e-6)
+    np.testing.assert_allclose(result.history[:, 1], alone.history[:, 0], rtol=1e-6)
+
+
+def test_batch_ladder():
+    assert batch_sizes(24) == [24, 16, 8]
+    assert batch_sizes(48) == [48, 32, 16, 8]
+    assert batch_sizes(16) == [16, 8]
+    assert batch_sizes(5) == [5]
+    np.testing.assert_array_equal(batch_indices(np.array([3, 7, 9]), 24), [3, 7, 9] + [3] * 5)
+    np.testing.assert_array_equal(batch_indices(np.arange(17), 24), np.r_[0:17, [0] * 7])
+    np.testing.assert_array_equal(batch_indices(np.array([2, 4]), 5), [2, 4, 2, 2, 2])
 
 
 def test_nonfinite_steps_are_skipped_and_counted():

@@ -3,7 +3,10 @@
 The optimiser works on any pytree of unconstrained values. ``n_starts`` random starts run as one
 vmapped, jitted computation; every ``chunk`` iterations the validation loss of each start is
 evaluated, its best parameters kept, and starts whose validation loss has not improved for
-``patience`` chunks are frozen (early stopping). A step whose loss or gradient is not finite
+``patience`` chunks are frozen (early stopping). Frozen starts leave the computation: each chunk
+runs on the active starts only, gathered into a batch whose size is taken from a short ladder
+(``n_starts`` and the powers of two from 8 up to below it) so that few batch shapes are
+compiled. A step whose loss or gradient is not finite
 leaves that start's values and optimiser state unchanged and is counted. The whole optimiser
 state is checkpointed with orbax every ``checkpoint_every`` chunks; a run restarted with the same
 settings resumes from the last checkpoint and ends with the same result as an uninterrupted run.
@@ -94,9 +97,10 @@ class FitResult:
         starts: best-validation unconstrained values of every start (leading start axis).
         selection_loss: ``(n_starts,)`` selection loss at each start's best values.
         validation_loss: ``(n_starts,)`` best validation loss of each start.
-        history: ``(n_chunks, n_starts)`` training loss at the end of each chunk.
+        history: ``(n_chunks, n_starts)`` training loss at the end of each chunk (NaN for a
+            start that was frozen before the chunk).
         validation_history: ``(n_chunks, n_starts)`` validation loss after each chunk.
-        iterations: iterations run (the same for every start; frozen starts stop updating).
+        iterations: iterations run by the starts that ran longest (frozen starts stop).
         nonfinite_steps: ``(n_starts,)`` steps skipped because loss or gradient was not finite.
         stopped_early: whether every start stopped before ``max_iterations``.
         resumed_from: the iteration a checkpoint resumed from (0 for a fresh run).
@@ -213,10 +217,18 @@ def fit(train_loss: LossFunction, evaluation_loss: EvaluationFunction, validatio
                    unit="it", leave=False)
     chunks_this_call = 0
     while int(state["chunk"]) < n_chunks and bool(jnp.any(state["active"])):
-        carry, train = run_chunk(
-            (state["theta"], state["opt_state"], state["active"], state["nonfinite"]),
+        running = np.flatnonzero(np.asarray(state["active"]))
+        gather = batch_indices(running, settings.n_starts)
+        sub_carry, sub_train = run_chunk(
+            (_take(state["theta"], gather), _take(state["opt_state"], gather),
+             jnp.arange(gather.size) < running.size, state["nonfinite"][gather]),
             int(state["chunk"]) * settings.chunk)
-        theta, opt_state, _, nonfinite = carry
+        k = running.size
+        theta = _put(state["theta"], running, sub_carry[0], k)
+        opt_state = _put(state["opt_state"], running, sub_carry[1], k)
+        nonfinite = state["nonfinite"].at[running].set(sub_carry[3][:k])
+        train = jnp.full((settings.n_starts,), jnp.nan, sub_train.dtype).at[running].set(
+            sub_train[:k])
         validation = evaluate(theta, validation_steps)
         index = int(state["chunk"])
         better = jnp.isfinite(validation) & (
@@ -275,6 +287,32 @@ def fit(train_loss: LossFunction, evaluation_loss: EvaluationFunction, validatio
         resumed_from=resumed_from,
         finished=done >= n_chunks or not bool(jnp.any(state["active"])),
     )
+
+
+SMALLEST_BATCH = 8  # below this a smaller batch saves less time than its compilation takes
+
+
+def batch_sizes(n_starts: int) -> list[int]:
+    """The batch sizes a run of ``n_starts`` starts compiles: ``n_starts`` and the powers
+    of two from :data:`SMALLEST_BATCH` up to below it, largest first."""
+    powers = (1 << j for j in range(n_starts.bit_length() - 1, -1, -1))
+    return [n_starts] + [size for size in powers if SMALLEST_BATCH <= size < n_starts]
+
+
+def batch_indices(running: np.ndarray, n_starts: int) -> np.ndarray:
+    """Indices of the starts one chunk computes: the ``running`` ones, padded with copies of
+    the first to the smallest batch size of :func:`batch_sizes` that holds them."""
+    size = min(b for b in batch_sizes(n_starts) if b >= running.size)
+    return np.concatenate([running, np.full(size - running.size, running[0])])
+
+
+def _take(tree, indices: np.ndarray):
+    return jax.tree.map(lambda leaf: leaf[indices], tree)
+
+
+def _put(tree, indices: np.ndarray, part, k: int):
+    """``tree`` with the starts ``indices`` replaced by the first ``k`` rows of ``part``."""
+    return jax.tree.map(lambda leaf, new: leaf.at[indices].set(new[:k]), tree, part)
 
 
 # --- checkpoints ----------------------------------------------------------------------------
