@@ -55,6 +55,32 @@ def package_digest() -> str:
     return source_digest(Path(__file__).parent)
 
 
+def refine_selected(problem, config: SiteCalibrationConfig, result, progress: bool,
+                    label: str):
+    """Continue the selected start on the whole calibration period.
+
+    Early stopping held the validation slice out of training; once it has chosen the start,
+    ``config.refine_iterations`` further Adam iterations fit that start to every
+    calibration day. The refined values replace the selected ones only if they lower the
+    calibration-period loss. Not checkpointed: the refinement starts from the (resumable)
+    selected start and is deterministic, so a resumed run repeats it exactly.
+
+    Returns ``(values, record)``: the values to use and what ``metrics.json`` records
+    (``None`` when the refinement is off).
+    """
+    if not config.refine_iterations:
+        return result.best, None
+    before = float(result.selection_loss[result.best_index])
+    refined = fit(*problem.refine_arguments(), jax.tree.map(lambda x: x[None], result.best),
+                  config.refine_settings, progress=progress, description=f"{label} refine")
+    after = float(refined.selection_loss[0])
+    accepted = bool(np.isfinite(after) and after < before)
+    record = {"iterations": refined.iterations, "calibration_loss_before": before,
+              "calibration_loss_after": after, "accepted": accepted,
+              "nonfinite_steps_skipped": int(refined.nonfinite_steps[0])}
+    return (refined.best if accepted else result.best), record
+
+
 def calibrate_site(driver_path: str | Path, out: str | Path,
                    config: SiteCalibrationConfig | None = None, progress: bool = True,
                    stop_after_chunks: int | None = None) -> dict:
@@ -98,8 +124,9 @@ def calibrate_site(driver_path: str | Path, out: str | Path,
                  stop_after_chunks=stop_after_chunks)
     if not result.finished:
         return {}
+    best, refinement = refine_selected(problem, config, result, progress, driver.site_id)
 
-    params, trajectory, terms = jax.device_get(jax.jit(problem.evaluate)(result.best))
+    params, trajectory, terms = jax.device_get(jax.jit(problem.evaluate)(best))
     predictions = {name: np.asarray(predict(name, trajectory, params, problem.forcing))
                    for name in EVALUATED}
     calibration = problem.periods.calibration > 0
@@ -131,13 +158,14 @@ def calibrate_site(driver_path: str | Path, out: str | Path,
             "nonfinite_steps_skipped": result.nonfinite_steps.tolist(),
             "stopped_early": result.stopped_early,
             "resumed_from_iteration": result.resumed_from,
+            "refinement": refinement,
             "wall_seconds": time.perf_counter() - started,
         },
     }
     write_parameter_json(out / "params.json", jax.tree.map(float, params))
-    if result.best.get("network") is not None:
+    if best.get("network") is not None:
         write_json(out / "network.json", jax.tree.map(lambda x: np.asarray(x).tolist(),
-                                                      result.best["network"]))
+                                                      best["network"]))
     states = {k: np.asarray(v) for k, v in as_dict(trajectory.states).items()}
     outputs = {k: np.asarray(v) for k, v in as_dict(trajectory.outputs).items()}
     dataset = simulation_dataset(

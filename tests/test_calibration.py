@@ -30,6 +30,7 @@ from differland.calibrate.site import (
 from differland.cli import main
 from differland.io import read_site_driver
 from differland.observations import OPERATORS
+from differland.workflows import refine_selected
 
 REPO = Path(__file__).resolve().parents[1]
 TWIN_FREE = ("canopy_efficiency", "autotrophic_respiration_fraction",
@@ -147,6 +148,32 @@ def test_frozen_starts_leave_the_computation():
     np.testing.assert_allclose(result.history[:, 1], alone.history[:, 0], rtol=1e-6)
 
 
+def test_refinement_fits_the_whole_calibration_period(fluxsites_dir):
+    settings = GradientSettings(n_starts=2, max_iterations=60, chunk=20, patience=2, seed=0)
+    _, problem = twin_problem(fluxsites_dir, settings)
+    result = fit(*problem.fit_arguments(), problem.initial_guesses(2, 0), settings,
+                 progress=False)
+    # the training loss left the validation slice out; the refinement's loss has it
+    train_loss, calibration_loss, *_ = problem.refine_arguments()
+    theta = result.best
+    assert float(train_loss(theta)) == pytest.approx(
+        float(problem.loss(theta, problem.calibration_steps)))
+    assert float(train_loss(theta)) != pytest.approx(float(problem.train_loss(theta)))
+    config = dataclasses.replace(problem.config, refine_iterations=40)
+    values, record = refine_selected(problem, config, result, False, "twin")
+    assert record["iterations"] == 40 and record["accepted"]
+    assert record["calibration_loss_after"] < record["calibration_loss_before"]
+    assert record["calibration_loss_before"] == pytest.approx(
+        float(result.selection_loss[result.best_index]))
+    assert float(calibration_loss(values, problem.calibration_steps)) == pytest.approx(
+        record["calibration_loss_after"], rel=1e-6)
+    again, _ = refine_selected(problem, config, result, False, "twin")  # deterministic
+    for a, b in zip(jax.tree.leaves(values), jax.tree.leaves(again), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    unchanged, none = refine_selected(problem, problem.config, result, False, "twin")
+    assert none is None and unchanged is result.best
+
+
 def test_batch_ladder():
     assert batch_sizes(24) == [24, 16, 8]
     assert batch_sizes(48) == [48, 32, 16, 8]
@@ -188,6 +215,9 @@ def test_nonfinite_steps_are_skipped_and_counted():
     ({"parameter_scales": {"autotrophic_respiration_fraction": "log_excess"}},
      "cannot be log_excess-scaled"),
     ({"parameter_scales": ["log"]}, "parameter_scales must be an object"),
+    ({"refine_iterations": -1}, "refine_iterations must be an integer >= 0"),
+    ({"refine_iterations": 2.5}, "refine_iterations must be an integer >= 0"),
+    ({"refine_learning_rate": 0.0}, "refine_learning_rate must be > 0"),
 ])
 def test_bad_configuration_is_a_clear_error(values, pattern):
     with pytest.raises(CalibrationConfigError, match=pattern):
@@ -210,7 +240,8 @@ def test_missing_observation_variable_is_a_clear_error(fluxsites_dir, tmp_path, 
 def test_calibrate_site_command_smoke(fluxsites_dir, tmp_path, capsys, monkeypatch):
     out = tmp_path / "run"
     config = tmp_path / "config.json"
-    config.write_text(json.dumps({"gradient": {"chunk": 5, "n_starts": 2}}))
+    config.write_text(json.dumps({"gradient": {"chunk": 5, "n_starts": 2},
+                                  "refine_iterations": 10}))
     command = ["calibrate", "site", "--driver", str(fluxsites_dir / "US-Var.nc"), "--out",
                str(out), "--config", str(config), "--iterations", "10", "--no-progress"]
     status = main(command)
@@ -222,6 +253,10 @@ def test_calibrate_site_command_smoke(fluxsites_dir, tmp_path, capsys, monkeypat
     assert set(metrics["skill"]) == {"gpp", "reco", "nee", "et", "lai"}
     assert metrics["periods"]["test"][0] == "2007-01-01"
     assert set(metrics["skill"]["gpp"]) == {"calibration", "test"}
+    refinement = metrics["optimisation"]["refinement"]
+    assert refinement["iterations"] == 10
+    assert refinement["accepted"] == (
+        refinement["calibration_loss_after"] < refinement["calibration_loss_before"])
     # params.json (+ network.json) reproduce the calibrated simulation through the CLI
     status = main(["simulate", "--driver", str(fluxsites_dir / "US-Var.nc"), "--params",
                    str(out / "params.json"), "--water-stress", "neural",

@@ -110,6 +110,11 @@ class SiteCalibrationConfig:
             registry's ``"log"`` / ``"linear"`` (e.g. ``{"leaf_lifespan": "log_excess"}``:
             log-scaled in L - 1, so that starts reach fully deciduous canopies).
         gradient: optimiser settings.
+        refine_iterations: Adam iterations that continue the selected start on the whole
+            calibration period (training and validation days together), after early
+            stopping and selection have used the validation slice; 0 turns this off.
+        refine_learning_rate: peak learning rate of those iterations (short warm-up, then
+            cosine decay as in the main run).
     """
 
     model: str = "site"
@@ -132,6 +137,8 @@ class SiteCalibrationConfig:
     parameter_values: tuple[tuple[str, float], ...] = ()
     parameter_scales: tuple[tuple[str, str], ...] = ()
     gradient: GradientSettings = field(default_factory=GradientSettings)
+    refine_iterations: int = 0
+    refine_learning_rate: float = 0.01
 
     def __post_init__(self):
         if self.model not in MODEL_OPTIONS:
@@ -155,6 +162,10 @@ class SiteCalibrationConfig:
             raise CalibrationConfigError(f"config: unknown or no streams {unknown}")
         if self.validation_days < 0:
             raise CalibrationConfigError("config: validation_days must be >= 0")
+        if not isinstance(self.refine_iterations, int) or self.refine_iterations < 0:
+            raise CalibrationConfigError("config: refine_iterations must be an integer >= 0")
+        if not self.refine_learning_rate > 0:
+            raise CalibrationConfigError("config: refine_learning_rate must be > 0")
         object.__setattr__(self, "streams", tuple(self.streams))
         object.__setattr__(self, "weights", tuple(dict(self.weights).items()))
         pool_weights = dict(self.steady_state_pool_weights)
@@ -185,6 +196,17 @@ class SiteCalibrationConfig:
             if bad:
                 raise CalibrationConfigError(
                     f"config: {key} names unknown for the {self.model} model: {bad}")
+
+    @property
+    def refine_settings(self) -> GradientSettings:
+        """Optimiser settings of the refinement: one start, no early stopping."""
+        iterations = max(self.refine_iterations, 1)
+        chunk = min(self.gradient.chunk, iterations)
+        return GradientSettings(n_starts=1, max_iterations=iterations,
+                                learning_rate=self.refine_learning_rate,
+                                warmup=min(20, iterations // 2), chunk=chunk,
+                                patience=-(-iterations // chunk) + 1,
+                                seed=self.gradient.seed)
 
     @property
     def model_config(self) -> ModelConfig:
@@ -396,6 +418,16 @@ class SiteProblem:
         """``(train_loss, evaluation_loss, validation_steps, selection_steps)`` for
         :func:`differland.calibrate.gradient.fit`."""
         return self.train_loss, self.loss, self.validation_steps, self.calibration_steps
+
+    def refine_arguments(self):
+        """The :meth:`fit_arguments` of the refinement: training, early-stopping and
+        selection losses all on the whole calibration period."""
+        steps = self.calibration_steps
+
+        def calibration_loss(theta, ramp=1.0):
+            return self.loss(theta, steps, ramp)
+
+        return calibration_loss, self.loss, steps, steps
 
     def initial_guesses(self, n_starts: int, seed: int):
         """Random starts: each free parameter uniform in [0.05, 0.95] of its transform."""
