@@ -23,10 +23,11 @@ from pathlib import Path
 
 VARIABLES = ("gpp", "reco", "nee", "et", "lai")
 SMOKE = {"n_starts": 2, "max_iterations": 20, "chunk": 10}
+SMOKE_REFINE_ITERATIONS = 10
 
 
 def _calibrate(driver: str, out: str, config_path: str | None, overrides: dict,
-               float64: bool) -> dict:
+               float64: bool, refine_iterations: int | None = None) -> dict:
     from differland import enable_float64
     from differland.cli import load_calibration_config
     from differland.workflows import calibrate_site
@@ -38,6 +39,8 @@ def _calibrate(driver: str, out: str, config_path: str | None, overrides: dict,
 
     config = dataclasses.replace(config, gradient=dataclasses.replace(config.gradient,
                                                                       **overrides))
+    if refine_iterations is not None:
+        config = dataclasses.replace(config, refine_iterations=refine_iterations)
     return calibrate_site(driver, out, config, progress=False)
 
 
@@ -114,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     with ProcessPoolExecutor(max_workers=max(1, args.workers), mp_context=context) as pool:
         futures = {pool.submit(_calibrate, str(d), str(args.out / d.stem),
                                str(args.config) if args.config else None, overrides,
-                               args.float64): d.stem for d in drivers}
+                               args.float64, SMOKE_REFINE_ITERATIONS if args.smoke else None):
+                   d.stem for d in drivers}
         for future in as_completed(futures):
             site = futures[future]
             try:

@@ -112,7 +112,8 @@ class SiteCalibrationConfig:
         gradient: optimiser settings.
         refine_iterations: Adam iterations that continue the selected start on the whole
             calibration period (training and validation days together), after early
-            stopping and selection have used the validation slice; 0 turns this off.
+            stopping and selection have used the validation slice (default 200); 0 turns
+            this off.
         refine_learning_rate: peak learning rate of those iterations (short warm-up, then
             cosine decay as in the main run).
     """
@@ -137,7 +138,7 @@ class SiteCalibrationConfig:
     parameter_values: tuple[tuple[str, float], ...] = ()
     parameter_scales: tuple[tuple[str, str], ...] = ()
     gradient: GradientSettings = field(default_factory=GradientSettings)
-    refine_iterations: int = 0
+    refine_iterations: int = 200
     refine_learning_rate: float = 0.01
 
     def __post_init__(self):
