@@ -261,7 +261,8 @@ def test_calibrate_site_command_smoke(fluxsites_dir, tmp_path, capsys, monkeypat
     # params.json (+ network.json) reproduce the calibrated simulation through the CLI
     status = main(["simulate", "--driver", str(fluxsites_dir / "US-Var.nc"), "--params",
                    str(out / "params.json"), "--water-stress", "neural",
-                   "--evapotranspiration", "neural", "--network",
+                   "--evapotranspiration", "neural", "--water-limited-decomposition",
+                   "--network",
                    str(out / "network.json"), "--out", str(tmp_path / "again.nc")])
     assert status == 0, capsys.readouterr().err
     import xarray as xr
@@ -364,11 +365,13 @@ def test_parameter_scales_set_the_map_from_the_optimiser(fluxsites_dir):
 def test_free_parameters_follow_the_process_options():
     from differland.calibrate.site import free_parameter_names
 
-    default = set(free_parameter_names(SiteCalibrationConfig(evapotranspiration="uwue")))
+    default = set(free_parameter_names(SiteCalibrationConfig(
+        evapotranspiration="uwue", water_limited_decomposition=False)))
     assert {"underlying_water_use_efficiency", "radiation_et_coefficient"} <= default
     assert not default & {"field_capacity", "drought_leaf_loss_rate",
                           "decomposition_water_sensitivity"}
-    neural = set(free_parameter_names(SiteCalibrationConfig(evapotranspiration="neural")))
+    neural = set(free_parameter_names(SiteCalibrationConfig(
+        evapotranspiration="neural", water_limited_decomposition=False)))
     assert default - neural == {"underlying_water_use_efficiency", "radiation_et_coefficient"}
     options = SiteCalibrationConfig(water_stress="beta", drought_leaf_loss=True,
                                     water_limited_decomposition=True,
@@ -377,6 +380,8 @@ def test_free_parameters_follow_the_process_options():
         "field_capacity", "wilting_point_fraction", "drought_leaf_loss_rate",
         "decomposition_water_sensitivity"}
     assert default - set(free_parameter_names(options)) == {"radiation_et_coefficient"}
+    # the default calibration slows decomposition in dry soil
+    assert "decomposition_water_sensitivity" in free_parameter_names(SiteCalibrationConfig())
 
 
 def test_free_parameters_follow_the_phenology():

@@ -85,7 +85,8 @@ class SiteCalibrationConfig:
             ``"calendar_water"`` (the pulses, with the labile release waiting for soil
             water; see :class:`~differland.config.CalendarPhenology`).
         drought_leaf_loss, water_limited_decomposition: process options of
-            :class:`~differland.config.ModelConfig`.
+            :class:`~differland.config.ModelConfig` (default: decomposition slows in dry
+            soil, no drought leaf loss).
         streams: observed streams in the loss (names of observation operators).
         weights: per-stream weight (streams not listed weigh 1; default RECO and LAI 1.5).
         objective: ``"gaussian"`` (masked Gaussian misfit, normalised by the number of
@@ -123,7 +124,7 @@ class SiteCalibrationConfig:
     evapotranspiration: str = "neural"
     phenology: str = "calendar"
     drought_leaf_loss: bool = False
-    water_limited_decomposition: bool = False
+    water_limited_decomposition: bool = True
     streams: tuple[str, ...] = ("gpp", "reco", "nee", "et", "lai")
     weights: tuple[tuple[str, float], ...] = (("reco", 1.5), ("lai", 1.5))
     objective: str = "gaussian"
