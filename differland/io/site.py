@@ -201,7 +201,8 @@ def calibration_split_index(dates) -> int:
         raise ValueError("calibration_split_index: no dates")
     n_years = round(days.size / 365.25)
     train_years = max(math.ceil(n_years / 2), 1)
-    test_start = (days[0].astype("datetime64[Y]") + train_years).astype("datetime64[D]")
+    first_year = days[0].astype("datetime64[Y]")
+    test_start = (first_year + np.timedelta64(train_years, "Y")).astype("datetime64[D]")
     return int(np.searchsorted(days, test_start, side="left"))
 
 
