@@ -54,6 +54,9 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats (smoke test)")
     parser.add_argument("--float64", action="store_true", help="run in float64")
+    parser.add_argument("--unroll", type=int, default=None,
+                        help="time steps per iteration of the time loop (ModelConfig.scan_unroll; "
+                             "default: 1 on CPU, 8 on a GPU)")
     return parser.parse_args()
 
 
@@ -65,7 +68,7 @@ def main() -> None:
 
     if args.float64:
         differland.enable_float64()
-    bench = Benchmark(repeats_scale=0.25 if args.quick else 1.0)
+    bench = Benchmark(repeats_scale=0.25 if args.quick else 1.0, unroll=args.unroll)
     bench.header()
     results = {}
     results.update(bench.site())
@@ -106,11 +109,12 @@ def _cpu_name() -> str:
 
 
 class Benchmark:
-    def __init__(self, repeats_scale: float):
+    def __init__(self, repeats_scale: float, unroll: int | None = None):
         import jax
 
         self.jax = jax
         self.scale = repeats_scale
+        self.unroll = unroll
 
     def repeats(self, n: int) -> int:
         return max(3, round(n * self.scale))
@@ -123,7 +127,7 @@ class Benchmark:
         print(f"  jax {jax.__version__}, backend {jax.default_backend()}, "
               f"{os.cpu_count()} CPU cores ({_cpu_name()})")
         print(f"  dtype {jnp.dtype(jnp.result_type(float)).name}, "
-              f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}")
+              f"scan_unroll {self.unroll or 'auto'}, XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}")
         print("  times: median over repeats after a warm-up call; forward = sum of NEE/NBE")
         print()
 
@@ -188,7 +192,7 @@ class Benchmark:
         driver = read_site_driver(SITE_DRIVER)
         forcing = jax.tree.map(lambda x: jnp.asarray(x, dtype), driver.forcing)
         n_steps = forcing.t_min.shape[0]
-        config = ModelConfig(model=SiteModel())
+        config = ModelConfig(model=SiteModel(), scan_unroll=self.unroll)
         params = default_parameters("site")
 
         def loss(p, f):
@@ -236,7 +240,8 @@ class Benchmark:
         dtype = jnp.result_type(float)
         forcing = jax.tree.map(lambda x: jnp.asarray(x, dtype),
                                synthetic_global_forcing(N_PIXELS, N_MONTHS))
-        config = ModelConfig(model=GlobalModel(), water_stress=LinearBeta())
+        config = ModelConfig(model=GlobalModel(), water_stress=LinearBeta(),
+                             scan_unroll=self.unroll)
         params = jax.tree.map(lambda x: jnp.full((N_PIXELS,), x, dtype),
                               default_parameters("global"))
 

@@ -420,7 +420,8 @@ def _scan(params, state, drivers, config, network):
         next_state, outputs = advance(carry, drivers_t)
         return next_state, (next_state if config.keep_states else None, outputs)
 
-    return jax.lax.scan(body, state, drivers)
+    unroll = config.unroll_for_backend(jax.default_backend())
+    return jax.lax.scan(body, state, drivers, unroll=unroll)
 
 
 def _record_drivers(params, forcing, config, network, *, pixels=False) -> StepDrivers:

@@ -95,3 +95,22 @@ def test_checkpointed_equals_plain(fluxsites_dir, every):
     assert_trees_close(simulate(params, forcing, checkpointed), simulate(params, forcing, SITE))
     assert_trees_close(jax.grad(loss)(params, checkpointed), jax.grad(loss)(params, SITE),
                        rtol=1e-10)
+
+
+def test_unrolled_time_loop_equals_plain(fluxsites_dir):
+    forcing = site_forcing(fluxsites_dir, "US-Var", n_steps=50, start=30)
+    params = default_parameters("site")
+    plain = ModelConfig(model=SiteModel(), water_stress=LinearBeta(), scan_unroll=1)
+    unrolled = ModelConfig(model=SiteModel(), water_stress=LinearBeta(), scan_unroll=4)
+
+    def loss(p, config):
+        return jnp.sum(simulate(p, forcing, config).outputs.nee)
+
+    assert_trees_close(simulate(params, forcing, unrolled), simulate(params, forcing, plain))
+    assert_trees_close(jax.grad(loss)(params, unrolled), jax.grad(loss)(params, plain),
+                       rtol=1e-10)
+    assert plain.unroll_for_backend("gpu") == 1
+    assert ModelConfig().unroll_for_backend("cpu") == 1
+    assert ModelConfig().unroll_for_backend("gpu") > 1
+    with pytest.raises(ValueError, match="scan_unroll"):
+        ModelConfig(scan_unroll=0)
