@@ -159,28 +159,61 @@ def _run_simulation(driver_path: Path, out: Path, params_path: Path | None, mode
             f"{elapsed:.2f} s")
 
 
+RUN_MODEL_OPTIONS = ("model", "water_stress", "evapotranspiration", "phenology",
+                     "drought_leaf_loss", "water_limited_decomposition")
+
+
+def _calibration_run(run: Path) -> dict:
+    """Driver, parameter and network files, model options and precision of a calibration run."""
+    import json
+
+    record_path = run / "config.json"
+    try:
+        record = json.loads(record_path.read_text())
+        calibration = record["calibration"]
+        options = {name: calibration[name] for name in RUN_MODEL_OPTIONS}
+    except FileNotFoundError:
+        raise CliError(f"{record_path}: not found; --run takes the directory of a calibration "
+                       "run") from None
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise CliError(f"{record_path}: not a calibration record: {error!r}") from None
+    params = run / "params.json"
+    if not params.is_file():
+        raise CliError(f"{params}: not found; the calibration run is incomplete")
+    network = run / "network.json"
+    return {"driver": Path(record["driver"]) if "driver" in record else None,
+            "params": params, "network": network if network.is_file() else None,
+            "float64": record.get("precision") == "float64", **options}
+
+
 @app.command()
 def simulate(
     out: Annotated[Path, typer.Option(help="Output NetCDF path.")],
     driver: Annotated[Path | None, typer.Option(
-        help="Site driver NetCDF (CARDAMOM layout). Default: the embedded example driver.")] = None,
+        help="Site driver NetCDF (CARDAMOM layout). Default: the driver of --run, else the "
+             "embedded example driver.")] = None,
+    run: Annotated[Path | None, typer.Option(
+        help="Directory of a calibration run: simulate its calibrated model (its params.json, "
+             "network.json, model options and precision) over its driver or --driver.")] = None,
     params: Annotated[Path | None, typer.Option(
         help="Parameters: JSON of named physical values (missing names take defaults) or a "
              "NetCDF with scalar parameter variables (golden file, earlier output).")] = None,
-    model: Annotated[str, typer.Option(help="Model variant: site or global.")] = "site",
-    water_stress: Annotated[str, typer.Option(
-        help="Water stress: none, beta or neural (with --network).")] = "none",
-    evapotranspiration: Annotated[str, typer.Option(
-        help="Evapotranspiration: uwue, neural or neural_evaporation (with --network).")] = "uwue",
+    model: Annotated[str | None, typer.Option(
+        help="Model variant: site (default) or global.")] = None,
+    water_stress: Annotated[str | None, typer.Option(
+        help="Water stress: none (default), beta or neural (with --network).")] = None,
+    evapotranspiration: Annotated[str | None, typer.Option(
+        help="Evapotranspiration: uwue (default), neural or neural_evaporation (with "
+             "--network).")] = None,
     network: Annotated[Path | None, typer.Option(
         help="network.json of a calibration run, for the neural terms.")] = None,
-    phenology: Annotated[str, typer.Option(
-        help="Phenology: calendar (annual pulses), calendar_water (the labile release "
+    phenology: Annotated[str | None, typer.Option(
+        help="Phenology: calendar (default; annual pulses), calendar_water (the labile release "
              "waits for soil water), climate (growing-season index) or "
              "calendar_climate (pulses plus index), calendar_growth / calendar_senescence "
              "(pulses plus the index on leaf growth / leaf fall only), "
              "calendar_climate_beta (pulses plus an index whose water factor is beta).")
-    ] = "calendar",
+    ] = None,
     drought_leaf_loss: Annotated[bool, typer.Option(
         "--drought-leaf-loss", help="Leaves also fall under water stress.")] = False,
     water_limited_decomposition: Annotated[bool, typer.Option(
@@ -191,14 +224,40 @@ def simulate(
     float64: Annotated[bool, typer.Option("--float64", help="Compute in float64.")] = False,
 ) -> None:
     """Run the model over a driver and write every pool and flux as CF NetCDF."""
+    given = {"model": model, "water_stress": water_stress,
+             "evapotranspiration": evapotranspiration, "phenology": phenology,
+             "drought_leaf_loss": drought_leaf_loss or None,
+             "water_limited_decomposition": water_limited_decomposition or None,
+             "reference_mode": reference_mode or None, "params": params, "network": network}
+    if run is not None:
+        clash = [name for name, value in given.items() if value is not None]
+        if clash:
+            flags = ", ".join("--" + name.replace("_", "-") for name in clash)
+            raise CliError(f"--run takes the model options, parameters and network of "
+                           f"{run}; drop {flags}")
+        recorded = _calibration_run(run)
+        options = {name: recorded[name] for name in RUN_MODEL_OPTIONS}
+        params, network = recorded["params"], recorded["network"]
+        float64 = float64 or recorded["float64"]
+        if driver is None:
+            driver = recorded["driver"]
+            if driver is None or not driver.is_file():
+                raise CliError(f"{run / 'config.json'}: its driver {driver} is not found from "
+                               "here; pass --driver")
+    else:
+        options = {"model": model or "site", "water_stress": water_stress or "none",
+                   "evapotranspiration": evapotranspiration or "uwue",
+                   "phenology": phenology or "calendar", "drought_leaf_loss": drought_leaf_loss,
+                   "water_limited_decomposition": water_limited_decomposition}
     with tempfile.TemporaryDirectory() as scratch:
         if driver is None:
             from differland.io import write_example_site_driver
 
             driver = write_example_site_driver(Path(scratch) / "example.nc")
-        message = _run_simulation(driver, out, params, model, water_stress, reference_mode,
-                                  float64, network, evapotranspiration, drought_leaf_loss,
-                                  water_limited_decomposition, phenology)
+        message = _run_simulation(driver, out, params, options["model"],
+                                  options["water_stress"], reference_mode, float64, network,
+                                  options["evapotranspiration"], options["drought_leaf_loss"],
+                                  options["water_limited_decomposition"], options["phenology"])
     typer.echo(message)
 
 

@@ -258,18 +258,24 @@ def test_calibrate_site_command_smoke(fluxsites_dir, tmp_path, capsys, monkeypat
     assert refinement["iterations"] == 10
     assert refinement["accepted"] == (
         refinement["calibration_loss_after"] < refinement["calibration_loss_before"])
-    # params.json (+ network.json) reproduce the calibrated simulation through the CLI
-    status = main(["simulate", "--driver", str(fluxsites_dir / "US-Var.nc"), "--params",
-                   str(out / "params.json"), "--water-stress", "neural",
-                   "--evapotranspiration", "neural", "--water-limited-decomposition",
-                   "--network",
-                   str(out / "network.json"), "--out", str(tmp_path / "again.nc")])
+    # the run directory reproduces the calibrated simulation through the CLI, with the model
+    # options, params.json and network.json it records
+    status = main(["simulate", "--run", str(out), "--out", str(tmp_path / "again.nc")])
     assert status == 0, capsys.readouterr().err
     import xarray as xr
 
     again = xr.load_dataset(tmp_path / "again.nc")
     calibrated = xr.load_dataset(out / "simulation.nc")
     np.testing.assert_allclose(again["nee"], calibrated["nee"], rtol=1e-9, atol=1e-9)
+    assert again.attrs["water_limited_decomposition"] == 1
+    capsys.readouterr()
+    assert main(["simulate", "--run", str(out), "--water-stress", "beta", "--out",
+                 str(tmp_path / "clash.nc")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "--water-stress" in err
+    assert main(["simulate", "--run", str(tmp_path), "--out", str(tmp_path / "none.nc")]) == 2
+    assert "config.json" in capsys.readouterr().err
+    assert not (tmp_path / "clash.nc").exists() and not (tmp_path / "none.nc").exists()
     # another version of the package does not resume this run's checkpoints
     import differland.workflows
 
