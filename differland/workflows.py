@@ -113,10 +113,11 @@ def calibrate_site(driver_path: str | Path, out: str | Path,
                               "source": config_record["differland_source_sha256"]},
                              sort_keys=True)
     check_checkpoint(out / "checkpoints", config.gradient, fingerprint)
-    write_json(out / "config.json", config_record)
-
+    # built before anything is written: a driver that lacks a stream leaves no run directory
     problem = make_site_problem(driver.forcing, driver.observations, driver.dates,
                                 driver.calibration_end, config, source=str(driver_path))
+    write_json(out / "config.json", config_record)
+
     initial = problem.initial_guesses(config.gradient.n_starts, config.gradient.seed)
     result = fit(*problem.fit_arguments(), initial, config.gradient,
                  checkpoint_dir=out / "checkpoints", progress=progress,

@@ -236,6 +236,7 @@ def test_missing_observation_variable_is_a_clear_error(fluxsites_dir, tmp_path, 
     err = capsys.readouterr().err
     assert status == 2 and len(err.strip().splitlines()) == 1
     assert "reco" in err and "missing" in err
+    assert not (tmp_path / "run").exists(), "a refused calibration writes nothing"
 
 
 def test_calibrate_site_command_smoke(fluxsites_dir, tmp_path, capsys, monkeypatch):
