@@ -13,7 +13,7 @@ from differland.params import Variant
 
 # Time steps per time-loop iteration on a GPU (or other accelerator) when ModelConfig.scan_unroll
 # is None: on an H100, 8 makes the US-Var site run 4x (100 vmapped parameter sets, gradient) to
-# 12x (one forward run) faster than 1, at 4-5x the compile time; 32 compiles for over a minute.
+# 12x (one forward run) faster than 1, at 4-11x the compile time; 32 compiles for over a minute.
 # On CPU, where the loop compiles into one kernel, unrolling is slower (24 vmapped starts over 5
 # years, value_and_grad: 6.4 / 8.1 / 21 ms with 1 / 2 / 4).
 ACCELERATOR_SCAN_UNROLL = 8
