@@ -56,7 +56,7 @@ class GradientSettings:
             second argument (0: always 1), to phase in constraint penalties.
     """
 
-    n_starts: int = 24
+    n_starts: int = 32
     max_iterations: int = 3000
     learning_rate: float = 0.05
     warmup: int = 50
