@@ -181,7 +181,10 @@ def _calibration_run(run: Path) -> dict:
     if not params.is_file():
         raise CliError(f"{params}: not found; the calibration run is incomplete")
     network = run / "network.json"
-    return {"driver": Path(record["driver"]) if "driver" in record else None,
+    # the driver as given, else its absolute path (a run rerun from another directory)
+    candidates = [Path(record[key]) for key in ("driver", "driver_resolved") if key in record]
+    found = [path for path in candidates if path.is_file()]
+    return {"driver": (found or candidates or [None])[0],
             "params": params, "network": network if network.is_file() else None,
             "float64": record.get("precision") == "float64", **options}
 

@@ -99,7 +99,8 @@ def calibrate_site(driver_path: str | Path, out: str | Path,
     out = Path(out)
     driver = read_site_driver(driver_path)
     started = time.perf_counter()
-    config_record = {"driver": str(driver_path), "site": driver.site_id,
+    config_record = {"driver": str(driver_path),
+                     "driver_resolved": str(Path(driver_path).resolve()), "site": driver.site_id,
                      "differland_version": __version__,
                      "differland_source_sha256": package_digest(),
                      "jax_version": jax.__version__,

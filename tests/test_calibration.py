@@ -27,7 +27,7 @@ from differland.calibrate.site import (
     SiteCalibrationConfig,
     make_site_problem,
 )
-from differland.cli import main
+from differland.cli import _calibration_run, main
 from differland.io import read_site_driver
 from differland.observations import OPERATORS
 from differland.workflows import refine_selected
@@ -277,6 +277,21 @@ def test_calibrate_site_command_smoke(fluxsites_dir, tmp_path, capsys, monkeypat
     assert main(["simulate", "--run", str(tmp_path), "--out", str(tmp_path / "none.nc")]) == 2
     assert "config.json" in capsys.readouterr().err
     assert not (tmp_path / "clash.nc").exists() and not (tmp_path / "none.nc").exists()
+    # a run recorded with a relative driver path reruns from another directory through the
+    # absolute path it also records; with neither found, --driver is asked for
+    original = (out / "config.json").read_text()
+    record = json.loads(original)
+    assert Path(record["driver_resolved"]).is_absolute()
+    record["driver"] = "elsewhere/US-Var.nc"
+    (out / "config.json").write_text(json.dumps(record))
+    assert _calibration_run(out)["driver"] == Path(record["driver_resolved"])
+    del record["driver_resolved"]
+    (out / "config.json").write_text(json.dumps(record))
+    capsys.readouterr()
+    assert main(["simulate", "--run", str(out), "--out", str(tmp_path / "moved.nc")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "--driver" in err and "elsewhere" in err
+    (out / "config.json").write_text(original)
     # another version of the package does not resume this run's checkpoints
     import differland.workflows
 
