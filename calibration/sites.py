@@ -3,9 +3,12 @@
     python calibration/sites.py --sites-dir ../shared/data/fluxsites --out runs/
 
 Each site gets a run directory ``OUT/SITE`` (see ``differland calibrate site``); the summary
-``OUT/summary.csv`` and ``OUT/summary.md`` list the test-period NSE per variable and site, and
-the median over sites. Sites run in parallel worker processes; a rerun resumes from the
-checkpoints of unfinished sites and reuses finished ones.
+``OUT/summary.csv``, ``OUT/summary.md`` and ``OUT/summary.json`` list the test-period NSE per
+variable and site, each site's status (``ok`` or why it failed), and the median over the sites
+that ran. Sites run in parallel worker processes; a site that fails is reported and the others
+go on, and the script then exits with status 1. A rerun resumes from the checkpoints of
+unfinished sites and reuses finished ones. A configuration that cannot be run is refused before
+any site starts (exit status 2).
 """
 
 from __future__ import annotations
@@ -26,52 +29,78 @@ SMOKE = {"n_starts": 2, "max_iterations": 20, "chunk": 10}
 SMOKE_REFINE_ITERATIONS = 10
 
 
-def _calibrate(driver: str, out: str, config_path: str | None, overrides: dict,
-               float64: bool, refine_iterations: int | None = None) -> dict:
-    from differland import enable_float64
-    from differland.cli import load_calibration_config
-    from differland.workflows import calibrate_site
-
-    if float64:
-        enable_float64()
-    config = load_calibration_config(Path(config_path) if config_path else None)
+def site_config(config_path: str | None, overrides: dict, refine_iterations: int | None):
+    """The calibration configuration every site runs: the JSON file, then the overrides."""
     import dataclasses
 
+    from differland.cli import load_calibration_config
+
+    config = load_calibration_config(Path(config_path) if config_path else None)
     config = dataclasses.replace(config, gradient=dataclasses.replace(config.gradient,
                                                                       **overrides))
     if refine_iterations is not None:
         config = dataclasses.replace(config, refine_iterations=refine_iterations)
+    return config
+
+
+def _calibrate(driver: str, out: str, config_path: str | None, overrides: dict,
+               float64: bool, refine_iterations: int | None = None) -> dict:
+    from differland import enable_float64
+    from differland.workflows import calibrate_site
+
+    if float64:
+        enable_float64()
+    config = site_config(config_path, overrides, refine_iterations)
     return calibrate_site(driver, out, config, progress=False)
 
 
-def summary_rows(results: dict[str, dict]) -> list[dict]:
-    """One row per site (test NSE per variable) plus the median row."""
+def summary_rows(results: dict[str, dict], errors: dict[str, str] | None = None) -> list[dict]:
+    """One row per site (test NSE per variable and status) plus the median row, the median
+    taken over the sites with a finite value."""
+    errors = errors or {}
     rows = []
     for site in sorted(results):
         skill = results[site].get("skill", {})
         rows.append({"site": site, **{v: skill.get(v, {}).get("test", {}).get("nse", math.nan)
-                                      for v in VARIABLES}})
+                                      for v in VARIABLES},
+                     "status": f"failed: {errors[site]}" if site in errors else "ok"})
     median = {"site": "median"}
     for variable in VARIABLES:
         values = [row[variable] for row in rows if math.isfinite(row[variable])]
         median[variable] = statistics.median(values) if values else math.nan
+    n_ok = sum(row["status"] == "ok" for row in rows)
+    median["status"] = f"{n_ok} of {len(rows)} sites"
     return [*rows, median]
 
 
-def write_summary(out: Path, rows: list[dict], seconds: float) -> None:
+def write_summary(out: Path, rows: list[dict], seconds: float, overrides: dict) -> None:
+    """``summary.csv``, ``summary.md`` and ``summary.json`` (missing values as empty cells,
+    dashes and nulls)."""
     with open(out / "summary.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=["site", *VARIABLES])
+        writer = csv.DictWriter(handle, fieldnames=["site", *VARIABLES, "status"])
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows({k: "" if isinstance(v, float) and not math.isfinite(v) else v
+                          for k, v in row.items()} for row in rows)
     lines = ["| site | " + " | ".join(v.upper() for v in VARIABLES) + " |",
              "|---|" + "---|" * len(VARIABLES)]
     for row in rows:
-        cells = " | ".join(f"{row[v]:.2f}" for v in VARIABLES)
+        cells = " | ".join(f"{row[v]:.2f}" if math.isfinite(row[v]) else "–" for v in VARIABLES)
         name = f"**{row['site']}**" if row["site"] == "median" else row["site"]
         lines.append(f"| {name} | {cells} |")
     lines.append("")
-    lines.append(f"Test-period NSE; wall time {seconds / 60:.1f} min.")
+    sites, median = rows[:-1], rows[-1]
+    lines.append(f"Test-period NSE; median over {median['status']}; wall time "
+                 f"{seconds / 60:.1f} min.")
+    failed = [row for row in sites if row["status"] != "ok"]
+    if failed:
+        lines.append("")
+        lines.extend(f"- {row['site']} {row['status']}" for row in failed)
     (out / "summary.md").write_text("\n".join(lines) + "\n")
+    json_rows = [{k: None if isinstance(v, float) and not math.isfinite(v) else v
+                  for k, v in row.items()} for row in rows]
+    (out / "summary.json").write_text(json.dumps(
+        {"rows": json_rows, "wall_seconds": seconds, "overrides": overrides}, indent=2,
+        allow_nan=False))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -109,34 +138,41 @@ def main(argv: list[str] | None = None) -> int:
                        ("max_iterations", args.iterations)):
         if value is not None:
             overrides[key] = value
+    refine_iterations = SMOKE_REFINE_ITERATIONS if args.smoke else None
+    config_path = str(args.config) if args.config else None
+    from differland.cli import CliError
+
+    try:  # every site runs the same configuration: refuse a bad one before any starts
+        site_config(config_path, overrides, refine_iterations)
+    except (CliError, ValueError) as error:  # ValueError: CalibrationConfigError included
+        print(f"sites.py: error: {error}", file=sys.stderr)
+        return 2
     args.out.mkdir(parents=True, exist_ok=True)
 
     started = time.perf_counter()
     results: dict[str, dict] = {}
+    errors: dict[str, str] = {}
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=max(1, args.workers), mp_context=context) as pool:
-        futures = {pool.submit(_calibrate, str(d), str(args.out / d.stem),
-                               str(args.config) if args.config else None, overrides,
-                               args.float64, SMOKE_REFINE_ITERATIONS if args.smoke else None):
-                   d.stem for d in drivers}
+        futures = {pool.submit(_calibrate, str(d), str(args.out / d.stem), config_path,
+                               overrides, args.float64, refine_iterations): d.stem
+                   for d in drivers}
         for future in as_completed(futures):
             site = futures[future]
             try:
                 results[site] = future.result()
             except Exception as error:  # report every site, fail at the end
-                print(f"sites.py: {site}: {type(error).__name__}: {error}", file=sys.stderr)
+                errors[site] = f"{type(error).__name__}: {error}"
+                print(f"sites.py: {site}: {errors[site]}", file=sys.stderr)
                 results[site] = {}
                 continue
             tests = " ".join(f"{v}={results[site]['skill'][v]['test']['nse']:.2f}"
                              for v in VARIABLES if v in results[site]["skill"])
             print(f"{site}: {tests} ({time.perf_counter() - started:.0f} s)", flush=True)
-    rows = summary_rows(results)
-    seconds = time.perf_counter() - started
-    write_summary(args.out, rows, seconds)
-    (args.out / "summary.json").write_text(json.dumps(
-        {"rows": rows, "wall_seconds": seconds, "overrides": overrides}, indent=2))
+    rows = summary_rows(results, errors)
+    write_summary(args.out, rows, time.perf_counter() - started, overrides)
     print((args.out / "summary.md").read_text())
-    return 0 if all(results.values()) else 1
+    return 1 if errors else 0
 
 
 if __name__ == "__main__":

@@ -273,7 +273,7 @@ def load_calibration_config(path: Path | None, **overrides):
     import dataclasses
     import json
 
-    from differland.calibrate.site import SiteCalibrationConfig
+    from differland.calibrate.site import CalibrationConfigError, SiteCalibrationConfig
 
     values: dict = {}
     if path is not None:
@@ -283,7 +283,12 @@ def load_calibration_config(path: Path | None, **overrides):
             raise CliError(f"{path}: cannot read the calibration config: {error}") from None
         if not isinstance(values, dict):
             raise CliError(f"{path}: the calibration config must be a JSON object")
-    config = SiteCalibrationConfig.from_dict(values)
+    try:
+        config = SiteCalibrationConfig.from_dict(values)
+    except CalibrationConfigError as error:
+        if path is None:
+            raise
+        raise CalibrationConfigError(f"{path}: {error}") from None
     gradient = {k: v for k, v in overrides.items()
                 if k in ("seed", "n_starts", "max_iterations") and v is not None}
     top = {k: v for k, v in overrides.items()

@@ -332,9 +332,41 @@ def test_sites_script_smoke(fluxsites_dir, tmp_path):
         capture_output=True, text=True, timeout=600)
     assert completed.returncode == 0, completed.stderr[-2000:]
     summary = (tmp_path / "summary.csv").read_text().splitlines()
-    assert summary[0] == "site,gpp,reco,nee,et,lai"
-    assert summary[-1].startswith("median,")
+    assert summary[0] == "site,gpp,reco,nee,et,lai,status"
+    assert summary[1].endswith(",ok") and summary[-1].startswith("median,")
+    assert summary[-1].endswith(",1 of 1 sites")
     assert "median" in (tmp_path / "summary.md").read_text()
+
+
+def test_sites_script_reports_failed_sites_and_refuses_bad_config(fluxsites_dir, tmp_path):
+    """A site that fails is listed with its error and the exit status is 1; a configuration
+    that cannot be run is refused before anything is written."""
+    import xarray as xr
+
+    sites = tmp_path / "sites"
+    sites.mkdir()
+    dataset = xr.load_dataset(fluxsites_dir / "US-Var.nc", decode_times=False)
+    dataset["T2M_MAX"][10] = np.nan
+    dataset.to_netcdf(sites / "XX-Gap.nc")
+    script = [sys.executable, str(REPO / "calibration" / "sites.py"), "--sites-dir", str(sites)]
+    completed = subprocess.run([*script, "--out", str(tmp_path / "out"), "--workers", "1"],
+                               capture_output=True, text=True, timeout=600)
+    assert completed.returncode == 1, completed.stderr[-2000:]
+    summary = (tmp_path / "out" / "summary.csv").read_text().splitlines()
+    assert summary[1].startswith("XX-Gap,,,,,,failed: DriverError:") and "T2M_MAX" in summary[1]
+    assert summary[-1] == "median,,,,,,0 of 1 sites"
+    rows = json.loads((tmp_path / "out" / "summary.json").read_text())["rows"]
+    assert rows[0]["gpp"] is None and rows[0]["status"].startswith("failed")
+    assert "XX-Gap failed" in (tmp_path / "out" / "summary.md").read_text()
+
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"gradient": {"n_start": 3}}))
+    completed = subprocess.run([*script, "--out", str(tmp_path / "refused"), "--config",
+                                str(config)], capture_output=True, text=True, timeout=600)
+    assert completed.returncode == 2
+    assert completed.stderr.strip() == (f"sites.py: error: {config}: config: unknown gradient "
+                                        "key(s) n_start")
+    assert not (tmp_path / "refused").exists()
 
 
 def test_steady_state_term_weights_each_pool(fluxsites_dir):
