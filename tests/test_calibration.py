@@ -25,6 +25,7 @@ from differland.calibrate.gradient import (
 from differland.calibrate.site import (
     CalibrationConfigError,
     SiteCalibrationConfig,
+    make_periods,
     make_site_problem,
 )
 from differland.cli import _calibration_run, main
@@ -197,6 +198,25 @@ def test_nonfinite_steps_are_skipped_and_counted():
     assert int(result.nonfinite_steps[0]) == 20 and int(result.nonfinite_steps[1]) == 0
     assert float(result.starts["x"][0]) == 0.5  # never moved by a NaN step
     assert result.best_index == 1
+
+
+def test_periods_split_train_validation_test():
+    """Validation is the last validation_days of the calibration period, at most its second
+    half; the test period is everything after; year ends flag each calendar year's last day."""
+    dates = np.arange("2001-01-01", "2004-01-01", dtype="datetime64[D]")  # 3 years, 1095 days
+    periods = make_periods(dates, 730, 365)
+    assert periods.validation.sum() == 365 and periods.validation[365:730].all()
+    assert periods.train.sum() == 365 and periods.train[:365].all()
+    assert periods.test.sum() == 365 and periods.test[730:].all()
+    np.testing.assert_array_equal(periods.train + periods.validation, periods.calibration)
+    assert periods.year_end.sum() == 3 and periods.year_end[[364, 729, 1094]].all()
+    short = make_periods(dates, 365, 365)  # one calibration year: validate on its second half
+    assert short.validation.sum() == 365 - 182 and short.validation[182:365].all()
+    assert short.train.sum() == 182
+    none = make_periods(dates, 730, 0)
+    assert none.validation.sum() == 0 and none.train.sum() == 730
+    with pytest.raises(CalibrationConfigError, match="empty"):
+        make_periods(dates, 0, 365)
 
 
 @pytest.mark.parametrize("values, pattern", [
