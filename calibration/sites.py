@@ -6,9 +6,10 @@ Each site gets a run directory ``OUT/SITE`` (see ``differland calibrate site``);
 ``OUT/summary.csv``, ``OUT/summary.md`` and ``OUT/summary.json`` list the test-period NSE per
 variable and site, each site's status (``ok`` or why it failed), and the median over the sites
 that ran. Sites run in parallel worker processes; a site that fails is reported and the others
-go on, and the script then exits with status 1. A rerun resumes from the checkpoints of
-unfinished sites and reuses finished ones. A configuration that cannot be run is refused before
-any site starts (exit status 2).
+go on, and the script then exits with status 1. A rerun resumes every site from its
+checkpoints (a finished site repeats only its deterministic refinement and evaluation, to the
+same result). A configuration that cannot be run is refused before any site starts (exit
+status 2).
 """
 
 from __future__ import annotations
