@@ -120,15 +120,18 @@ def calibrate_site(driver_path: str | Path, out: str | Path,
     write_json(out / "config.json", config_record)
 
     initial = problem.initial_guesses(config.gradient.n_starts, config.gradient.seed)
-    result = fit(*problem.fit_arguments(), initial, config.gradient,
+    training = problem.training_problem()
+    result = fit(*training.fit_arguments(), initial, config.gradient,
                  checkpoint_dir=out / "checkpoints", progress=progress,
                  description=driver.site_id, fingerprint_extra=fingerprint,
                  stop_after_chunks=stop_after_chunks)
     if not result.finished:
         return {}
-    best, refinement = refine_selected(problem, config, result, progress, driver.site_id)
+    best, refinement = refine_selected(training, config, result, progress, driver.site_id)
 
     params, trajectory, terms = jax.device_get(jax.jit(problem.evaluate)(best))
+    if training is not problem:  # the loss terms the optimiser saw
+        terms = jax.device_get(jax.jit(training.loss_terms)(best, training.calibration_steps))
     predictions = {name: np.asarray(predict(name, trajectory, params, problem.forcing))
                    for name in EVALUATED}
     calibration = problem.periods.calibration > 0

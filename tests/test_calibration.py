@@ -239,6 +239,7 @@ def test_periods_split_train_validation_test():
     ({"refine_iterations": -1}, "refine_iterations must be an integer >= 0"),
     ({"refine_iterations": 2.5}, "refine_iterations must be an integer >= 0"),
     ({"refine_learning_rate": 0.0}, "refine_learning_rate must be > 0"),
+    ({"training_window": "test"}, "unknown training_window 'test'"),
 ])
 def test_bad_configuration_is_a_clear_error(values, pattern):
     with pytest.raises(CalibrationConfigError, match=pattern):
@@ -415,6 +416,44 @@ def test_steady_state_term_weights_each_pool(fluxsites_dir):
         term = problem.loss_terms(theta, problem.calibration_steps)["edc_steady_state"]
         np.testing.assert_allclose(float(term), float(expected), rtol=1e-6)
         assert float(penalties["edc_steady_foliar_carbon"]) >= 0.0
+
+
+def test_training_window_ends_with_the_calibration_period(fluxsites_dir):
+    """The optimiser's problem runs the model over the calibration period only: the same
+    trajectory there as the whole run (the model is causal), the same stream terms, and
+    steady-state EDCs over the calibration years; ``"record"`` keeps the whole record."""
+    from differland.likelihood import steady_state_edcs
+    from differland.model import initial_state
+
+    _, base = twin_problem(fluxsites_dir, GradientSettings())
+    full = dataclasses.replace(base, config=dataclasses.replace(base.config,
+                                                                steady_state_weight=0.5))
+    window = full.training_problem()
+    assert window.forcing.n_steps == 600 and window.periods.calibration.all()
+    np.testing.assert_array_equal(window.periods.train, full.periods.train[:600])
+    np.testing.assert_array_equal(np.flatnonzero(window.periods.year_end), [364, 599])
+    theta = jax.tree.map(lambda x: x[0], full.initial_guesses(1, seed=3))
+    params, whole = full.run(theta)
+    _, head = window.run(theta)
+    for name in ("gpp", "et", "lai", "foliar_carbon"):
+        series = getattr(head.outputs, name, None)
+        series = getattr(head.states, name) if series is None else series
+        reference = getattr(whole.outputs, name, None)
+        reference = getattr(whole.states, name) if reference is None else reference
+        np.testing.assert_allclose(series, reference[:600], rtol=1e-5, atol=1e-6)
+    on_full = full.loss_terms(theta, jnp.asarray(full.periods.train))
+    on_window = window.loss_terms(theta, jnp.asarray(window.periods.train))
+    for name in full.streams:
+        np.testing.assert_allclose(float(on_window[name]), float(on_full[name]), rtol=1e-5)
+    expected = 0.5 * sum(steady_state_edcs(head.outputs, head.states,
+                                           initial_state(params, full.config.model_config),
+                                           jnp.asarray(window.periods.year_end)).values())
+    np.testing.assert_allclose(float(on_window["edc_steady_state"]), float(expected),
+                               rtol=1e-5)
+    assert abs(float(on_window["edc_steady_state"]) - float(on_full["edc_steady_state"])) > 1e-6
+    record = dataclasses.replace(full, config=dataclasses.replace(full.config,
+                                                                  training_window="record"))
+    assert record.training_problem() is record
 
 
 def test_parameter_scales_set_the_map_from_the_optimiser(fluxsites_dir):
