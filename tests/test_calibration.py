@@ -426,8 +426,8 @@ def test_training_window_ends_with_the_calibration_period(fluxsites_dir):
     from differland.model import initial_state
 
     _, base = twin_problem(fluxsites_dir, GradientSettings())
-    full = dataclasses.replace(base, config=dataclasses.replace(base.config,
-                                                                steady_state_weight=0.5))
+    full = dataclasses.replace(base, config=dataclasses.replace(
+        base.config, steady_state_weight=0.5, training_window="calibration"))
     window = full.training_problem()
     assert window.forcing.n_steps == 600 and window.periods.calibration.all()
     np.testing.assert_array_equal(window.periods.train, full.periods.train[:600])
