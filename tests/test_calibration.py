@@ -435,11 +435,10 @@ def test_training_window_ends_with_the_calibration_period(fluxsites_dir):
     theta = jax.tree.map(lambda x: x[0], full.initial_guesses(1, seed=3))
     params, whole = full.run(theta)
     _, head = window.run(theta)
-    for name in ("gpp", "et", "lai", "foliar_carbon"):
-        series = getattr(head.outputs, name, None)
-        series = getattr(head.states, name) if series is None else series
-        reference = getattr(whole.outputs, name, None)
-        reference = getattr(whole.states, name) if reference is None else reference
+    for series, reference in ((head.outputs.gpp, whole.outputs.gpp),
+                              (head.outputs.et, whole.outputs.et),
+                              (head.outputs.lai, whole.outputs.lai),
+                              (head.states.foliar_carbon, whole.states.foliar_carbon)):
         np.testing.assert_allclose(series, reference[:600], rtol=1e-5, atol=1e-6)
     on_full = full.loss_terms(theta, jnp.asarray(full.periods.train))
     on_window = window.loss_terms(theta, jnp.asarray(window.periods.train))
