@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.flatten_util import ravel_pytree
 
 from differland.likelihood import edc_ramp
 
@@ -147,8 +148,15 @@ def fit(train_loss: LossFunction, evaluation_loss: EvaluationFunction, validatio
             of resumption.
     """
     tx = settings.optimizer()
-    value_and_grad = jax.vmap(jax.value_and_grad(train_loss), in_axes=(0, None))
-    evaluate = jax.jit(jax.vmap(evaluation_loss, in_axes=(0, None)))
+    # The optimiser works on one flat vector per start: Adam, the finiteness check and the
+    # bookkeeping then handle a few arrays instead of a few per parameter and network layer
+    # (each its own small kernel per iteration, and compile time).
+    _, unravel = ravel_pytree(jax.tree.map(lambda leaf: leaf[0], initial))
+    initial_flat = jax.vmap(lambda tree: ravel_pytree(tree)[0])(initial)
+    value_and_grad = jax.vmap(jax.value_and_grad(lambda x, ramp: train_loss(unravel(x), ramp)),
+                              in_axes=(0, None))
+    evaluate = jax.jit(jax.vmap(lambda x, steps: evaluation_loss(unravel(x), steps),
+                                in_axes=(0, None)))
 
     @jax.jit
     def propose(theta, opt_state, iteration):
@@ -161,9 +169,7 @@ def fit(train_loss: LossFunction, evaluation_loss: EvaluationFunction, validatio
     @jax.jit
     def accept(proposal, current, active, nonfinite, loss):
         """Keep the step of active starts whose loss and new values are finite."""
-        finite = jnp.isfinite(loss)
-        for leaf in jax.tree.leaves(proposal[0]):
-            finite &= jnp.all(jnp.isfinite(leaf.reshape(leaf.shape[0], -1)), axis=1)
+        finite = jnp.isfinite(loss) & jnp.all(jnp.isfinite(proposal[0]), axis=1)
         apply = active & finite
 
         def keep(new, old):
@@ -188,14 +194,68 @@ def fit(train_loss: LossFunction, evaluation_loss: EvaluationFunction, validatio
             carry, loss = iterate(carry, iteration)
         return carry, loss
 
+    # The bookkeeping between chunks is jitted too: done operation by operation it cost as much
+    # as the chunk itself (a gather and a scatter per leaf, recompiled whenever the number of
+    # running starts changed). Shapes depend only on the batch size, so each compiles once
+    # per size of :func:`batch_sizes`.
+    @jax.jit
+    def take_batch(state, gather, k):
+        """The chunk's carry: the starts ``gather``, the first ``k`` of them running."""
+        def take(leaf):
+            return leaf[gather]
+
+        return (jax.tree.map(take, state["theta"]), jax.tree.map(take, state["opt_state"]),
+                jnp.arange(gather.size) < k, state["nonfinite"][gather])
+
+    @jax.jit
+    def put_batch(state, gather, k, sub_carry, sub_train):
+        """Write the first ``k`` rows of the chunk's results back to their starts (the
+        padding rows go to an index past the end, which the scatter drops)."""
+        rows = jnp.where(jnp.arange(gather.size) < k, gather, settings.n_starts)
+
+        def put(leaf, new):
+            return leaf.at[rows].set(new, mode="drop")
+
+        theta = jax.tree.map(put, state["theta"], sub_carry[0])
+        opt_state = jax.tree.map(put, state["opt_state"], sub_carry[1])
+        nonfinite = put(state["nonfinite"], sub_carry[3])
+        train = put(jnp.full((settings.n_starts,), jnp.nan, sub_train.dtype), sub_train)
+        return theta, opt_state, nonfinite, train
+
+    @jax.jit
+    def record_chunk(state, theta, opt_state, nonfinite, train, validation):
+        """The state after a chunk: best values, early stopping and histories."""
+        best_validation = state["best_validation"]
+        better = jnp.isfinite(validation) & (
+            validation < best_validation - settings.min_improvement * jnp.abs(best_validation))
+        better = better | ~jnp.isfinite(best_validation) & jnp.isfinite(validation)
+        stale = jnp.where(better, 0, state["stale"] + 1)
+
+        def choose(new, old):
+            return jnp.where(better.reshape(better.shape + (1,) * (new.ndim - 1)), new, old)
+
+        index = state["chunk"]
+        return {
+            "theta": theta,
+            "opt_state": opt_state,
+            "active": state["active"] & (stale < settings.patience),
+            "nonfinite": nonfinite,
+            "best_theta": jax.tree.map(choose, theta, state["best_theta"]),
+            "best_validation": jnp.where(better, validation, best_validation),
+            "stale": stale,
+            "history": state["history"].at[index].set(train),
+            "validation_history": state["validation_history"].at[index].set(validation),
+            "chunk": index + 1,
+        }
+
     n_chunks = -(-settings.max_iterations // settings.chunk)
-    opt_state = jax.vmap(tx.init)(initial)
+    opt_state = jax.vmap(tx.init)(initial_flat)
     state = {
-        "theta": initial,
+        "theta": initial_flat,
         "opt_state": opt_state,
         "active": jnp.ones((settings.n_starts,), bool),
         "nonfinite": jnp.zeros((settings.n_starts,), jnp.int32),
-        "best_theta": initial,
+        "best_theta": initial_flat,
         "best_validation": jnp.full((settings.n_starts,), jnp.inf),
         "stale": jnp.zeros((settings.n_starts,), jnp.int32),
         "history": jnp.full((n_chunks, settings.n_starts), jnp.nan),
@@ -218,41 +278,14 @@ def fit(train_loss: LossFunction, evaluation_loss: EvaluationFunction, validatio
     chunks_this_call = 0
     while int(state["chunk"]) < n_chunks and bool(jnp.any(state["active"])):
         running = np.flatnonzero(np.asarray(state["active"]))
-        gather = batch_indices(running, settings.n_starts)
-        sub_carry, sub_train = run_chunk(
-            (_take(state["theta"], gather), _take(state["opt_state"], gather),
-             jnp.arange(gather.size) < running.size, state["nonfinite"][gather]),
-            int(state["chunk"]) * settings.chunk)
-        k = running.size
-        theta = _put(state["theta"], running, sub_carry[0], k)
-        opt_state = _put(state["opt_state"], running, sub_carry[1], k)
-        nonfinite = state["nonfinite"].at[running].set(sub_carry[3][:k])
-        train = jnp.full((settings.n_starts,), jnp.nan, sub_train.dtype).at[running].set(
-            sub_train[:k])
+        gather = jnp.asarray(batch_indices(running, settings.n_starts))
+        k = jnp.asarray(running.size, jnp.int32)
+        sub_carry, sub_train = run_chunk(take_batch(state, gather, k),
+                                         int(state["chunk"]) * settings.chunk)
+        theta, opt_state, nonfinite, train = put_batch(state, gather, k, sub_carry, sub_train)
         validation = evaluate(theta, validation_steps)
-        index = int(state["chunk"])
-        better = jnp.isfinite(validation) & (
-            validation < state["best_validation"]
-            - settings.min_improvement * jnp.abs(state["best_validation"]))
-        better = better | ~jnp.isfinite(state["best_validation"]) & jnp.isfinite(validation)
-        stale = jnp.where(better, 0, state["stale"] + 1)
-
-        def choose(new, old, better=better):
-            mask = better.reshape(better.shape + (1,) * (new.ndim - 1))
-            return jnp.where(mask, new, old)
-
-        state = {
-            "theta": theta,
-            "opt_state": opt_state,
-            "active": state["active"] & (stale < settings.patience),
-            "nonfinite": nonfinite,
-            "best_theta": jax.tree.map(choose, theta, state["best_theta"]),
-            "best_validation": jnp.where(better, validation, state["best_validation"]),
-            "stale": stale,
-            "history": state["history"].at[index].set(train),
-            "validation_history": state["validation_history"].at[index].set(validation),
-            "chunk": jnp.asarray(index + 1, jnp.int32),
-        }
+        state = record_chunk(state, theta, opt_state, nonfinite, train, validation)
+        index = int(state["chunk"]) - 1
         chunks_this_call += 1
         if bar is not None:
             bar.update(settings.chunk)
@@ -274,9 +307,9 @@ def fit(train_loss: LossFunction, evaluation_loss: EvaluationFunction, validatio
     best_index = int(np.argmin(selection))
     done = int(state["chunk"])
     return FitResult(
-        best=jax.tree.map(lambda x: x[best_index], state["best_theta"]),
+        best=unravel(state["best_theta"][best_index]),
         best_index=best_index,
-        starts=state["best_theta"],
+        starts=jax.vmap(unravel)(state["best_theta"]),
         selection_loss=selection,
         validation_loss=np.asarray(state["best_validation"]),
         history=np.asarray(state["history"][:done]),
@@ -304,15 +337,6 @@ def batch_indices(running: np.ndarray, n_starts: int) -> np.ndarray:
     the first to the smallest batch size of :func:`batch_sizes` that holds them."""
     size = min(b for b in batch_sizes(n_starts) if b >= running.size)
     return np.concatenate([running, np.full(size - running.size, running[0])])
-
-
-def _take(tree, indices: np.ndarray):
-    return jax.tree.map(lambda leaf: leaf[indices], tree)
-
-
-def _put(tree, indices: np.ndarray, part, k: int):
-    """``tree`` with the starts ``indices`` replaced by the first ``k`` rows of ``part``."""
-    return jax.tree.map(lambda leaf, new: leaf.at[indices].set(new[:k]), tree, part)
 
 
 # --- checkpoints ----------------------------------------------------------------------------

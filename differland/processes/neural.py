@@ -24,9 +24,21 @@ def init_mlp(key: jax.Array, sizes: tuple[int, ...], dtype=None) -> list[dict]:
     return layers
 
 
+def dense(x: jax.Array, weight: jax.Array) -> jax.Array:
+    """``x @ weight`` for one input vector ``x`` (shape ``(n_in,)``) of a small layer.
+
+    Written as a broadcast product and a sum over the inputs, which XLA fuses with the
+    surrounding elementwise work. Inside a compiled time loop, vmapped over starts or pixels
+    that each carry their own weights, this runs the gradient of a 10-unit network about 2x
+    faster on CPU than a batched matrix product, which becomes a separate small kernel per
+    step. For large products outside the time loop keep ``@``.
+    """
+    return jnp.sum(x[:, None] * weight, axis=0)
+
+
 def mlp(x: jax.Array, layers: list[dict]) -> jax.Array:
     """Apply the network to one input vector ``x`` (shape ``(n_in,)``)."""
-    return mlp_from_first_layer(x @ layers[0]["weight"] + layers[0]["bias"], layers)
+    return mlp_from_first_layer(dense(x, layers[0]["weight"]) + layers[0]["bias"], layers)
 
 
 def mlp_from_first_layer(pre_activation: jax.Array, layers: list[dict]) -> jax.Array:
@@ -37,7 +49,7 @@ def mlp_from_first_layer(pre_activation: jax.Array, layers: list[dict]) -> jax.A
     """
     x = pre_activation
     for layer in layers[1:]:
-        x = jax.nn.leaky_relu(x) @ layer["weight"] + layer["bias"]
+        x = dense(jax.nn.leaky_relu(x), layer["weight"]) + layer["bias"]
     return x
 
 

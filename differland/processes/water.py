@@ -11,7 +11,7 @@ import jax.numpy as jnp
 
 from differland.config import LinearBeta, NeuralBeta, NeuralET, NoWaterStress, WaterStress
 from differland.constants import VIOLATION_FACTOR
-from differland.processes.neural import mlp, mlp_from_first_layer, network_term
+from differland.processes.neural import dense, mlp, mlp_from_first_layer, network_term
 from differland.processes.pools import outflow_scale
 
 
@@ -77,7 +77,7 @@ def neural_evapotranspiration(forcing_part, lai, water, gpp, layers: list[dict],
     if option.transpiration == "network":
         state_inputs.append(gpp / option.gpp_scale)
     weight = layers[0]["weight"][option.n_forcing_inputs:]
-    return jax.nn.softplus(mlp_from_first_layer(forcing_part + jnp.stack(state_inputs) @ weight,
+    return jax.nn.softplus(mlp_from_first_layer(forcing_part + dense(jnp.stack(state_inputs), weight),
                                                 layers)[0])
 
 
