@@ -54,14 +54,13 @@ class NeuralBeta:
     :func:`differland.processes.neural.init_network`).
 
     Attributes:
-        hidden: width of each hidden layer. The reference's network was [1, 10, 1]; 4 units
-            draw a one-input curve as well and, since the network runs at every step of the
-            time loop, make a calibration cheaper (see :class:`NeuralET`).
+        hidden: width of each hidden layer (the reference's network was [1, 10, 1]; 8 units
+            make a calibration cheaper, see :class:`NeuralET`).
         layers: number of hidden layers (leaky-ReLU).
         water_scale: soil water that maps to an input of 1 [mm].
     """
 
-    hidden: int = 4
+    hidden: int = 8
     layers: int = 1
     water_scale: float = 1500.0
 
@@ -98,8 +97,8 @@ class NeuralET:
 
     The reference's hidden layers had 10 units; these have 8. The network runs at every step
     of the time loop, for every start or pixel, and sets most of the cost of a hybrid
-    calibration: on CPU, 8 units (one 256-bit vector of float32) take the gradient of the
-    default site calibration (US-Var, 32 starts, 4-unit beta) from 107 ms to 80 ms
+    calibration: on CPU, 8 units (one 256-bit vector of float32) in both networks take the
+    gradient of the default site calibration (US-Var, 32 starts) from 107 ms to 85 ms
     (``benchmarks/model_throughput.py`` has the physical model alone).
     """
 

@@ -19,7 +19,7 @@ from differland.calibrate.gradient import (
     CheckpointMismatchError,
     GradientSettings,
     batch_indices,
-    batch_sizes,
+    group_size,
     fit,
 )
 from differland.calibrate.site import (
@@ -176,13 +176,12 @@ def test_refinement_fits_the_whole_calibration_period(fluxsites_dir):
     assert none is None and unchanged is result.best
 
 
-def test_batch_ladder():
-    assert batch_sizes(24) == [24, 16, 8]
-    assert batch_sizes(48) == [48, 32, 16, 8]
-    assert batch_sizes(16) == [16, 8]
-    assert batch_sizes(5) == [5]
-    np.testing.assert_array_equal(batch_indices(np.array([3, 7, 9]), 24), [3, 7, 9] + [3] * 5)
-    np.testing.assert_array_equal(batch_indices(np.arange(17), 24), np.r_[0:17, [0] * 7])
+def test_starts_run_in_groups():
+    assert group_size(32, "cpu") == 8 and group_size(5, "cpu") == 5
+    assert group_size(32, "gpu") == 32
+    np.testing.assert_array_equal(batch_indices(np.array([3, 7, 9]), 8), [3, 7, 9] + [3] * 5)
+    np.testing.assert_array_equal(batch_indices(np.arange(17), 8), np.r_[0:17, [0] * 7])
+    np.testing.assert_array_equal(batch_indices(np.arange(16), 8), np.arange(16))
     np.testing.assert_array_equal(batch_indices(np.array([2, 4]), 5), [2, 4, 2, 2, 2])
 
 

@@ -32,7 +32,7 @@ def test_network_layout_follows_the_configuration():
     network = init_network(jax.random.PRNGKey(0), HYBRID)
     assert set(network) == {"water_stress", "evapotranspiration"}
     assert layer_sizes(network["evapotranspiration"]) == (8, 8, 8, 1)
-    assert layer_sizes(network["water_stress"]) == (1, 4, 1)
+    assert layer_sizes(network["water_stress"]) == (1, 8, 1)
     assert init_network(jax.random.PRNGKey(0), ModelConfig()) is None
 
 
