@@ -31,8 +31,8 @@ def _params():
 def test_network_layout_follows_the_configuration():
     network = init_network(jax.random.PRNGKey(0), HYBRID)
     assert set(network) == {"water_stress", "evapotranspiration"}
-    assert layer_sizes(network["evapotranspiration"]) == (8, 8, 8, 1)
-    assert layer_sizes(network["water_stress"]) == (1, 8, 1)
+    assert layer_sizes(network["evapotranspiration"]) == (8, 10, 10, 1)
+    assert layer_sizes(network["water_stress"]) == (1, 10, 1)
     assert init_network(jax.random.PRNGKey(0), ModelConfig()) is None
 
 
@@ -105,7 +105,7 @@ def test_hybrid_et_adds_the_network_to_uwue_transpiration(fluxsites_dir):
                                initial_plant_available_water=2000.0)
     hybrid = ModelConfig(evapotranspiration=NeuralET(transpiration="uwue"))
     network = init_network(jax.random.PRNGKey(0), hybrid)
-    assert layer_sizes(network["evapotranspiration"]) == (7, 8, 8, 1)
+    assert layer_sizes(network["evapotranspiration"]) == (7, 10, 10, 1)
     network["evapotranspiration"][-1]["weight"] *= 0.0
     network["evapotranspiration"][-1]["bias"] = jnp.asarray([-30.0])  # softplus ~ 1e-13
     out = simulate(params, forcing, hybrid, network=network).outputs

@@ -1,16 +1,16 @@
 """Multi-start gradient calibration with optax: vmapped starts, early stopping, checkpoints.
 
-The optimiser works on any pytree of unconstrained values. ``n_starts`` random starts run as one
-vmapped, jitted computation; every ``chunk`` iterations the validation loss of each start is
+The optimiser works on any pytree of unconstrained values. ``n_starts`` random starts run as
+vmapped, jitted computations; every ``chunk`` iterations the validation loss of each start is
 evaluated, its best parameters kept, and starts whose validation loss has not improved for
 ``patience`` chunks are frozen (early stopping). Frozen starts leave the computation: each chunk
 runs on the active starts only, in groups of :func:`group_size` starts (8 on CPU, all on an
 accelerator; the last group padded with copies), so that one shape is compiled. The optimiser
 works on one flat vector of unconstrained values per start. A step whose loss or gradient is
-not finite
-leaves that start's values and optimiser state unchanged and is counted. The whole optimiser
-state is checkpointed with orbax every ``checkpoint_every`` chunks; a run restarted with the same
-settings resumes from the last checkpoint and ends with the same result as an uninterrupted run.
+not finite leaves that start's values and optimiser state unchanged and is counted. The whole
+optimiser state is checkpointed with orbax every ``checkpoint_every`` chunks; a run restarted
+with the same settings resumes from the last checkpoint and ends with the same result as an
+uninterrupted run.
 """
 
 from __future__ import annotations
