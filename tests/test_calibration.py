@@ -19,8 +19,8 @@ from differland.calibrate.gradient import (
     CheckpointMismatchError,
     GradientSettings,
     batch_indices,
-    group_size,
     fit,
+    group_size,
 )
 from differland.calibrate.site import (
     CalibrationConfigError,

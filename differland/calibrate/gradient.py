@@ -204,14 +204,16 @@ def fit(train_loss: LossFunction, evaluation_loss: EvaluationFunction, validatio
     def take_batch(state, gather, k):
         """The chunk's carries, one per group of ``group`` rows of the starts ``gather``
         (the first ``k`` of them running)."""
-        def take(leaf, first):
-            return leaf[gather[first:first + group]]
-
         running = jnp.arange(gather.size) < k
-        return [(jax.tree.map(lambda leaf: take(leaf, first), state["theta"]),
-                 jax.tree.map(lambda leaf: take(leaf, first), state["opt_state"]),
-                 running[first:first + group], take(state["nonfinite"], first))
-                for first in range(0, gather.size, group)]
+
+        def group_carry(first):
+            def take(leaf):
+                return leaf[gather[first:first + group]]
+
+            return (jax.tree.map(take, state["theta"]), jax.tree.map(take, state["opt_state"]),
+                    running[first:first + group], take(state["nonfinite"]))
+
+        return [group_carry(first) for first in range(0, gather.size, group)]
 
     @jax.jit
     def put_batch(state, gather, k, group_carries, group_train):

@@ -77,8 +77,8 @@ def neural_evapotranspiration(forcing_part, lai, water, gpp, layers: list[dict],
     if option.transpiration == "network":
         state_inputs.append(gpp / option.gpp_scale)
     weight = layers[0]["weight"][option.n_forcing_inputs:]
-    return jax.nn.softplus(mlp_from_first_layer(forcing_part + dense(jnp.stack(state_inputs), weight),
-                                                layers)[0])
+    pre_activation = forcing_part + dense(jnp.stack(state_inputs), weight)
+    return jax.nn.softplus(mlp_from_first_layer(pre_activation, layers)[0])
 
 
 # --- bucket updates -------------------------------------------------------------------------
