@@ -335,8 +335,8 @@ def fit(train_loss: LossFunction, evaluation_loss: EvaluationFunction, validatio
 
 
 # Starts per computation on CPU. The time loop compiles into one kernel there, whose cost per
-# start is the same from 8 starts up (US-Var, value_and_grad: 2.6-2.8 ms per start with 8, 16
-# or 32), so running the active starts in groups of 8 loses nothing, compiles one shape, and
+# start does not fall beyond 8 starts (US-Var, value_and_grad: 2.6 ms per start with 8, 2.8
+# with 32), so running the active starts in groups of 8 loses nothing, compiles one shape, and
 # lets frozen starts leave the computation 8 at a time.
 CPU_GROUP = 8
 
