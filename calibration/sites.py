@@ -9,7 +9,8 @@ that ran. Sites run in parallel worker processes; a site that fails is reported 
 go on, and the script then exits with status 1. A rerun resumes every site from its
 checkpoints (a finished site repeats only its deterministic refinement and evaluation, to the
 same result). A configuration that cannot be run is refused before any site starts (exit
-status 2).
+status 2). SIGTERM or Ctrl-C stops the workers with the script (exit status 143 or 130);
+rerunning the command then resumes from the checkpoints.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import csv
 import json
 import math
 import multiprocessing
+import signal
 import statistics
 import sys
 import time
@@ -28,6 +30,14 @@ from pathlib import Path
 VARIABLES = ("gpp", "reco", "nee", "et", "lai")
 SMOKE = {"n_starts": 2, "max_iterations": 20, "chunk": 10}
 SMOKE_REFINE_ITERATIONS = 10
+
+
+class Terminated(Exception):
+    """SIGTERM reached the parent process."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated
 
 
 def site_config(config_path: str | None, overrides: dict, refine_iterations: int | None):
@@ -154,7 +164,9 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, dict] = {}
     errors: dict[str, str] = {}
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=max(1, args.workers), mp_context=context) as pool:
+    pool = ProcessPoolExecutor(max_workers=max(1, args.workers), mp_context=context)
+    previous_handler = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
         futures = {pool.submit(_calibrate, str(d), str(args.out / d.stem), config_path,
                                overrides, args.float64, refine_iterations): d.stem
                    for d in drivers}
@@ -170,6 +182,19 @@ def main(argv: list[str] | None = None) -> int:
             tests = " ".join(f"{v}={results[site]['skill'][v]['test']['nse']:.2f}"
                              for v in VARIABLES if v in results[site]["skill"])
             print(f"{site}: {tests} ({time.perf_counter() - started:.0f} s)", flush=True)
+    except (Terminated, KeyboardInterrupt) as stop:
+        # Stop the workers too: a pool left to shut down normally would finish every
+        # running site first. Their checkpoints stay, so a rerun resumes.
+        for child in multiprocessing.active_children():
+            child.terminate()
+        pool.shutdown(wait=True, cancel_futures=True)
+        print(f"sites.py: stopped ({'SIGTERM' if isinstance(stop, Terminated) else 'interrupt'}"
+              f"); rerun the same command to resume from the checkpoints in {args.out}",
+              file=sys.stderr)
+        return 143 if isinstance(stop, Terminated) else 130
+    finally:
+        signal.signal(signal.SIGTERM, previous_handler)
+    pool.shutdown()
     rows = summary_rows(results, errors)
     write_summary(args.out, rows, time.perf_counter() - started, overrides)
     print((args.out / "summary.md").read_text())

@@ -358,6 +358,50 @@ def test_sites_script_smoke(fluxsites_dir, tmp_path):
     assert "median" in (tmp_path / "summary.md").read_text()
 
 
+def _process_state(pid: int) -> list[str] | None:
+    """State letter and parent of a process from Linux /proc (None once it is gone)."""
+    try:
+        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[:2]
+    except (OSError, IndexError):
+        return None
+
+
+def _live_children(pid: int) -> list[int]:
+    """Live (not zombie) processes whose parent is ``pid``."""
+    return [int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit()
+            and (state := _process_state(int(entry.name))) and state[0] != "Z"
+            and state[1] == str(pid)]
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
+def test_sites_script_stops_its_workers_on_sigterm(fluxsites_dir, tmp_path):
+    """SIGTERM to the script stops the site workers too (exit status 143), instead of leaving
+    them computing; what they checkpointed stays for a rerun."""
+    import signal
+    import time
+
+    command = [sys.executable, str(REPO / "calibration" / "sites.py"), "--sites-dir",
+               str(fluxsites_dir), "--out", str(tmp_path), "--sites", "US-Var", "--workers",
+               "1", "--starts", "2", "--iterations", "3000"]
+    with subprocess.Popen(command, stderr=subprocess.PIPE, text=True) as process:
+        try:
+            deadline = time.monotonic() + 300
+            while not (tmp_path / "US-Var" / "config.json").exists():  # a worker computes
+                assert process.poll() is None and time.monotonic() < deadline
+                time.sleep(0.5)
+            workers = _live_children(process.pid)
+            assert workers
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(timeout=60) == 143
+            assert "rerun the same command to resume" in process.stderr.read()
+            time.sleep(1)
+            assert [pid for pid in workers if (state := _process_state(pid)) and
+                    state[0] != "Z"] == []
+            assert not (tmp_path / "summary.csv").exists()
+        finally:
+            process.kill()
+
+
 def test_sites_script_reports_failed_sites_and_refuses_bad_config(fluxsites_dir, tmp_path):
     """A site that fails is listed with its error and the exit status is 1; a configuration
     that cannot be run is refused before anything is written."""
