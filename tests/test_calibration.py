@@ -376,7 +376,7 @@ def _live_children(pid: int) -> list[int]:
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
 def test_sites_script_stops_its_workers_on_sigterm(fluxsites_dir, tmp_path):
     """SIGTERM to the script stops the site workers too (exit status 143), instead of leaving
-    them computing; what they checkpointed stays for a rerun."""
+    them computing, and writes no summary."""
     import signal
     import time
 
