@@ -297,16 +297,16 @@ def fit(train_loss: LossFunction, evaluation_loss: EvaluationFunction, validatio
                                                        list(losses))
         validation = evaluate(theta, validation_steps)
         state = record_chunk(state, theta, opt_state, nonfinite, train, validation)
-        index = int(state["chunk"]) - 1
+        completed = int(state["chunk"])
         chunks_this_call += 1
         if bar is not None:
             bar.update(settings.chunk)
             bar.set_postfix(train=f"{float(jnp.nanmin(train)):.4g}",
                             validation=f"{float(jnp.min(state['best_validation'])):.4g}",
                             active=int(jnp.sum(state["active"])))
-        finished = index + 1 >= n_chunks or not bool(jnp.any(state["active"]))
-        if manager is not None and ((index + 1) % settings.checkpoint_every == 0 or finished):
-            _save(manager, index + 1, state, fingerprint)
+        finished = completed >= n_chunks or not bool(jnp.any(state["active"]))
+        if manager is not None and (completed % settings.checkpoint_every == 0 or finished):
+            _save(manager, completed, state, fingerprint)
         if stop_after_chunks is not None and chunks_this_call >= stop_after_chunks:
             break
     if bar is not None:
