@@ -97,7 +97,7 @@ def _run_simulation(driver_path: Path, out: Path, params_path: Path | None, mode
                     network_path: Path | None = None, evapotranspiration: str = "uwue",
                     drought_leaf_loss: bool = False,
                     water_limited_decomposition: bool = False,
-                    phenology: str = "calendar") -> str:
+                    phenology: str = "calendar", gpp_weather: bool = False) -> str:
     import jax
     import numpy as np
 
@@ -109,6 +109,7 @@ def _run_simulation(driver_path: Path, out: Path, params_path: Path | None, mode
         PHENOLOGY_OPTIONS,
         WATER_STRESS_OPTIONS,
         ModelConfig,
+        NeuralWeatherFactor,
     )
     from differland.io import read_site_driver, simulation_dataset, write_dataset
     from differland.model import simulate
@@ -120,7 +121,9 @@ def _run_simulation(driver_path: Path, out: Path, params_path: Path | None, mode
     if float64:
         enable_float64()
     config = ModelConfig(model=model_choice, water_stress=stress, evapotranspiration=et_option,
-                         phenology=phenology_option, drought_leaf_loss=drought_leaf_loss,
+                         phenology=phenology_option,
+                         gpp_weather=NeuralWeatherFactor() if gpp_weather else None,
+                         drought_leaf_loss=drought_leaf_loss,
                          water_limited_decomposition=water_limited_decomposition,
                          reference_mode=reference_mode)
     network, config = _network(network_path, config)
@@ -145,6 +148,7 @@ def _run_simulation(driver_path: Path, out: Path, params_path: Path | None, mode
         "water_stress": water_stress,
         "evapotranspiration": evapotranspiration,
         "phenology": phenology,
+        "gpp_weather": int(gpp_weather),
         "drought_leaf_loss": int(drought_leaf_loss),
         "water_limited_decomposition": int(water_limited_decomposition),
         "reference_mode": int(reference_mode),
@@ -160,7 +164,9 @@ def _run_simulation(driver_path: Path, out: Path, params_path: Path | None, mode
 
 
 RUN_MODEL_OPTIONS = ("model", "water_stress", "evapotranspiration", "phenology",
-                     "drought_leaf_loss", "water_limited_decomposition")
+                     "drought_leaf_loss", "water_limited_decomposition", "gpp_weather")
+# Options that calibration records of earlier versions lack, with the value they implied.
+_RUN_OPTION_DEFAULTS = {"gpp_weather": False}
 
 
 def _calibration_run(run: Path) -> dict:
@@ -171,7 +177,8 @@ def _calibration_run(run: Path) -> dict:
     try:
         record = json.loads(record_path.read_text())
         calibration = record["calibration"]
-        options = {name: calibration[name] for name in RUN_MODEL_OPTIONS}
+        options = {name: calibration[name] if name in calibration
+                   else _RUN_OPTION_DEFAULTS[name] for name in RUN_MODEL_OPTIONS}
     except FileNotFoundError:
         raise CliError(f"{record_path}: not found; --run takes the directory of a calibration "
                        "run") from None
@@ -221,6 +228,9 @@ def simulate(
         "--drought-leaf-loss", help="Leaves also fall under water stress.")] = False,
     water_limited_decomposition: Annotated[bool, typer.Option(
         "--water-limited-decomposition", help="Decomposition slows in dry soil.")] = False,
+    gpp_weather: Annotated[bool, typer.Option(
+        "--gpp-weather", help="GPP x a hybrid factor of temperature and VPD (with "
+                              "--network).")] = False,
     reference_mode: Annotated[bool, typer.Option(
         "--reference-mode", help="Reproduce the published DifferLand code, quirks included.")
     ] = False,
@@ -231,6 +241,7 @@ def simulate(
              "evapotranspiration": evapotranspiration, "phenology": phenology,
              "drought_leaf_loss": drought_leaf_loss or None,
              "water_limited_decomposition": water_limited_decomposition or None,
+             "gpp_weather": gpp_weather or None,
              "reference_mode": reference_mode or None, "params": params, "network": network}
     if run is not None:
         clash = [name for name, value in given.items() if value is not None]
@@ -251,7 +262,8 @@ def simulate(
         options = {"model": model or "site", "water_stress": water_stress or "none",
                    "evapotranspiration": evapotranspiration or "uwue",
                    "phenology": phenology or "calendar", "drought_leaf_loss": drought_leaf_loss,
-                   "water_limited_decomposition": water_limited_decomposition}
+                   "water_limited_decomposition": water_limited_decomposition,
+                   "gpp_weather": gpp_weather}
     with tempfile.TemporaryDirectory() as scratch:
         if driver is None:
             from differland.io import write_example_site_driver
@@ -260,7 +272,8 @@ def simulate(
         message = _run_simulation(driver, out, params, options["model"],
                                   options["water_stress"], reference_mode, float64, network,
                                   options["evapotranspiration"], options["drought_leaf_loss"],
-                                  options["water_limited_decomposition"], options["phenology"])
+                                  options["water_limited_decomposition"], options["phenology"],
+                                  options["gpp_weather"])
     typer.echo(message)
 
 
@@ -313,6 +326,10 @@ def calibrate_site_command(
     phenology: Annotated[str | None, typer.Option(
         help="Phenology: calendar, calendar_water, climate, calendar_climate, "
              "calendar_growth, calendar_senescence or calendar_climate_beta.")] = None,
+    gpp_weather: Annotated[bool | None, typer.Option(
+        "--gpp-weather/--no-gpp-weather",
+        help="GPP x a hybrid factor of temperature and VPD (default: the config's, off).")
+    ] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
     float64: Annotated[bool, typer.Option("--float64", help="Compute in float64.")] = False,
 ) -> None:
@@ -323,7 +340,7 @@ def calibrate_site_command(
     settings = load_calibration_config(config, seed=seed, n_starts=starts,
                                        max_iterations=iterations, water_stress=water_stress,
                                        evapotranspiration=evapotranspiration,
-                                       phenology=phenology)
+                                       phenology=phenology, gpp_weather=gpp_weather)
     if float64:
         enable_float64()
     metrics = calibrate_site(driver, out, settings, progress=progress)

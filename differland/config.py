@@ -137,6 +137,32 @@ Evapotranspiration = UnderlyingWUE | NeuralET
 
 
 @dataclass(frozen=True)
+class NeuralWeatherFactor:
+    """A hybrid weather limitation of photosynthesis: GPP x sigmoid(MLP(T, VPD)).
+
+    The ACM light-use model responds to temperature through fixed coefficients and not at all
+    to the dryness of the air, which closes stomata; this factor in (0, 1) learns both from
+    the calibration data. Its inputs are the daily mean air temperature and the VPD of the
+    step, each divided by its scale below; the network has ``layers`` leaky-ReLU hidden
+    layers of width ``hidden``. It depends on the forcing only, so it is computed for every
+    step at once before the time loop and adds almost nothing to the cost of a run (the
+    soil-water stress stays the separate factor beta, which also slows decomposition). Its
+    weights are ``network["gpp_weather"]``.
+    """
+
+    hidden: int = 10
+    layers: int = 1
+    temperature_scale: float = 20.0  # degC
+    vpd_scale: float = 20.0  # hPa
+
+    n_inputs = 2  # temperature, VPD
+
+    @property
+    def sizes(self) -> tuple[int, ...]:
+        return (self.n_inputs,) + (self.hidden,) * self.layers + (1,)
+
+
+@dataclass(frozen=True)
 class CalendarPhenology:
     """Leaf onset and leaf fall as annual pulses on fixed dates (CARDAMOM DALEC; the
     reference's form): see :mod:`differland.processes.phenology`.
@@ -245,6 +271,8 @@ class ModelConfig:
         model: :class:`SiteModel` or :class:`GlobalModel`.
         water_stress: :class:`NoWaterStress`, :class:`LinearBeta` or :class:`NeuralBeta`.
         evapotranspiration: :class:`UnderlyingWUE` (default) or :class:`NeuralET`.
+        gpp_weather: ``None`` (default) or :class:`NeuralWeatherFactor`, a hybrid factor of
+            air temperature and VPD that multiplies GPP.
         phenology: :class:`CalendarPhenology` (default) or :class:`ClimatePhenology`.
         drought_leaf_loss: leaves also fall under water stress: the foliar loss rate gains
             ``drought_leaf_loss_rate x (1 - beta)`` (drought deciduousness; the calendar
@@ -274,6 +302,7 @@ class ModelConfig:
     water_stress: WaterStress = field(default_factory=NoWaterStress)
     evapotranspiration: Evapotranspiration = field(default_factory=UnderlyingWUE)
     phenology: Phenology = field(default_factory=CalendarPhenology)
+    gpp_weather: NeuralWeatherFactor | None = None
     drought_leaf_loss: bool = False
     water_limited_decomposition: bool = False
     reference_mode: bool = False
@@ -291,6 +320,10 @@ class ModelConfig:
             raise TypeError(f"unknown evapotranspiration option {self.evapotranspiration!r}")
         if not isinstance(self.phenology, CalendarPhenology | ClimatePhenology):
             raise TypeError(f"unknown phenology option {self.phenology!r}")
+        if self.gpp_weather is not None and not isinstance(self.gpp_weather,
+                                                           NeuralWeatherFactor):
+            raise TypeError(f"gpp_weather must be None or NeuralWeatherFactor(), "
+                            f"got {self.gpp_weather!r}")
         if self.checkpoint_every is not None and self.checkpoint_every < 1:
             raise ValueError("checkpoint_every must be a positive number of steps")
         if self.scan_unroll is not None and (
@@ -319,6 +352,8 @@ class ModelConfig:
             sizes["water_stress"] = self.water_stress.sizes
         if isinstance(self.evapotranspiration, NeuralET):
             sizes["evapotranspiration"] = self.evapotranspiration.sizes
+        if self.gpp_weather is not None:
+            sizes["gpp_weather"] = self.gpp_weather.sizes
         return sizes
 
 

@@ -145,6 +145,7 @@ class StepDrivers:
     labile_release_loss: jax.Array | None
     leaf_fall_loss: jax.Array | None
     growing_season_weather: jax.Array | None  # climate phenology: weather part of the GSI
+    gpp_weather_factor: jax.Array | None  # NeuralWeatherFactor: GPP multiplier [1]
     root_turnover_loss: jax.Array
     wood_turnover_loss: jax.Array
     rh_litter_loss: jax.Array
@@ -171,10 +172,11 @@ def step_drivers(params: ParameterSet, forcing: Forcing, config: ModelConfig, ne
                  *, unit_step: bool = False) -> StepDrivers:
     """State-independent terms of the step; elementwise, so ``forcing`` may carry a time axis.
 
-    ``network`` (the neural terms' weights) is needed only by :class:`NeuralET`, whose
-    forcing inputs' share of the first layer is computed here. ``unit_step=True`` declares
-    that every ``delta_t`` is exactly 1 day; the loss coefficients then take the form the
-    general formula reduces to (default mode only; see
+    ``network`` (the neural terms' weights) is needed by :class:`NeuralET`, whose forcing
+    inputs' share of the first layer is computed here, and by the
+    :class:`~differland.config.NeuralWeatherFactor` of GPP, which is computed here whole.
+    ``unit_step=True`` declares that every ``delta_t`` is exactly 1 day; the loss
+    coefficients then take the form the general formula reduces to (default mode only; see
     :func:`~differland.processes.decomposition.loss_rate`).
     """
     p, f, dt = params, forcing, forcing.delta_t
@@ -205,6 +207,10 @@ def step_drivers(params: ParameterSet, forcing: Forcing, config: ModelConfig, ne
             network_term(network, "evapotranspiration"), option)
     else:
         et_radiation = f.ssrd * p.radiation_et_coefficient
+    gpp_weather_factor = None
+    if config.gpp_weather is not None:
+        gpp_weather_factor = photosynthesis.neural_weather_factor(
+            f.t_min, f.t_max, f.vpd, network_term(network, "gpp_weather"), config.gpp_weather)
     return StepDrivers(
         canopy=photosynthesis.canopy_terms(f.t_min, f.t_max, f.ssrd, f.co2, f.doy, f.latitude,
                                            p.canopy_efficiency),
@@ -218,6 +224,7 @@ def step_drivers(params: ParameterSet, forcing: Forcing, config: ModelConfig, ne
         labile_release_loss=None if climate else loss(labile_release, dt),
         leaf_fall_loss=None if climate else loss(leaf_fall, dt),
         growing_season_weather=growing_season_weather,
+        gpp_weather_factor=gpp_weather_factor,
         root_turnover_loss=loss(p.root_turnover_rate, dt),
         wood_turnover_loss=loss(p.wood_turnover_rate, dt),
         rh_litter_loss=loss(modifier * p.litter_respiration_rate, dt),
@@ -258,6 +265,8 @@ def step_dynamics(params: ParameterSet, state: State, drivers: StepDrivers,
     lai = state.foliar_carbon / p.leaf_carbon_mass_per_area
     beta = water.water_stress_factor(config.water_stress, state.soil_water, p, network)
     gpp = beta * photosynthesis.gpp_from_canopy_terms(lai, d.canopy)
+    if d.gpp_weather_factor is not None:
+        gpp = gpp * d.gpp_weather_factor
     option = config.evapotranspiration
     if isinstance(option, NeuralET):
         et = water.neural_evapotranspiration(d.et_forcing_part, lai, state.soil_water, gpp,
@@ -334,7 +343,7 @@ def step_dynamics(params: ParameterSet, state: State, drivers: StepDrivers,
         labile_to_foliar=flux.labile_to_foliar, foliar_to_litter=flux.foliar_to_litter,
         wood_to_som=flux.wood_to_som, root_to_litter=flux.root_to_litter,
         rh_litter=flux.rh_litter, rh_som=flux.rh_som, litter_to_som=flux.litter_to_som,
-        nee=nee, beta=beta * jnp.ones_like(gpp))
+        nee=nee, beta=beta * jnp.ones_like(gpp), gpp_weather_factor=d.gpp_weather_factor)
 
     if isinstance(config.model, SiteModel):
         next_state, outputs = _site_water(p, state, d, carbon, et, config, common)

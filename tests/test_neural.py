@@ -1,4 +1,5 @@
-"""Hybrid neural terms (water stress, evapotranspiration): gradients, budgets, errors."""
+"""Hybrid neural terms (water stress, evapotranspiration, the weather factor of GPP):
+gradients, budgets, errors."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from differland import (
     ModelConfig,
     NeuralBeta,
     NeuralET,
+    NeuralWeatherFactor,
     SiteModel,
     default_parameters,
     simulate,
@@ -22,6 +24,8 @@ from differland import (
 from differland.processes.neural import init_network, layer_sizes
 
 HYBRID = ModelConfig(model=SiteModel(), water_stress=NeuralBeta(), evapotranspiration=NeuralET())
+WEATHER = ModelConfig(model=SiteModel(), water_stress=NeuralBeta(), evapotranspiration=NeuralET(),
+                      gpp_weather=NeuralWeatherFactor())
 
 
 def _params():
@@ -34,6 +38,11 @@ def test_network_layout_follows_the_configuration():
     assert layer_sizes(network["evapotranspiration"]) == (8, 10, 10, 1)
     assert layer_sizes(network["water_stress"]) == (1, 10, 1)
     assert init_network(jax.random.PRNGKey(0), ModelConfig()) is None
+    weather = init_network(jax.random.PRNGKey(0), WEATHER)
+    assert set(weather) == {"water_stress", "evapotranspiration", "gpp_weather"}
+    assert layer_sizes(weather["gpp_weather"]) == (2, 10, 1)
+    with pytest.raises(TypeError, match="gpp_weather"):
+        ModelConfig(gpp_weather="yes")
 
 
 def test_missing_network_is_a_clear_error(fluxsites_dir):
@@ -57,11 +66,11 @@ def test_neural_et_conserves_water_and_carbon(fluxsites_dir):
 def test_gradients_of_network_weights_match_finite_differences(fluxsites_dir):
     forcing = site_forcing(fluxsites_dir, "US-Var", n_steps=90, start=60)
     params = _params()
-    network = init_network(jax.random.PRNGKey(1), HYBRID)
+    network = init_network(jax.random.PRNGKey(1), WEATHER)
 
     @jax.jit
     def loss(network, params):
-        out = simulate(params, forcing, HYBRID, network=network).outputs
+        out = simulate(params, forcing, WEATHER, network=network).outputs
         return jnp.sum(out.et) + jnp.sum(out.nee) + jnp.sum(out.lai)
 
     grad_network, grad_params = jax.grad(loss, argnums=(0, 1))(network, params)
@@ -84,6 +93,33 @@ def test_gradients_of_network_weights_match_finite_differences(fluxsites_dir):
     down = loss(network, params.replace(canopy_efficiency=p * (1 - 1e-6)))
     np.testing.assert_allclose(float(grad_params.canopy_efficiency * p),
                                float(up - down) / 2e-6, rtol=1e-5)
+
+
+def test_weather_factor_multiplies_gpp(fluxsites_dir):
+    """The factor is sigmoid(MLP(T / 20, VPD / 20)) of each day's forcing (checked by hand),
+    multiplies the GPP of the step and, pushed to 1, leaves the run without it unchanged."""
+    forcing = site_forcing(fluxsites_dir, "FR-Pue", n_steps=200, start=150)
+    params = _params()
+    network = init_network(jax.random.PRNGKey(4), WEATHER)
+    out = simulate(params, forcing, WEATHER, network=network).outputs
+    layers = [{k: np.asarray(v, float) for k, v in layer.items()}
+              for layer in network["gpp_weather"]]
+    inputs = np.stack([0.5 * (np.asarray(forcing.t_min) + np.asarray(forcing.t_max)) / 20.0,
+                       np.asarray(forcing.vpd) / 20.0], axis=-1)
+    hidden = inputs @ layers[0]["weight"] + layers[0]["bias"]
+    hidden = np.where(hidden > 0, hidden, 0.01 * hidden)  # leaky ReLU
+    expected = 1.0 / (1.0 + np.exp(-(hidden @ layers[1]["weight"] + layers[1]["bias"])[:, 0]))
+    np.testing.assert_allclose(out.gpp_weather_factor, expected, rtol=1e-5)
+    assert 0.0 < expected.min() and expected.max() < 1.0 and np.ptp(expected) > 0.01
+    without = simulate(params, forcing, HYBRID, network=network).outputs
+    assert without.gpp_weather_factor is None
+    # the first step starts from the same state: its GPP is scaled by that day's factor
+    np.testing.assert_allclose(out.gpp[0], expected[0] * without.gpp[0], rtol=1e-5)
+    network["gpp_weather"][-1]["bias"] = jnp.asarray([40.0])  # sigmoid(40) = 1 in float32
+    network["gpp_weather"][-1]["weight"] *= 0.0
+    saturated = simulate(params, forcing, WEATHER, network=network).outputs
+    np.testing.assert_array_equal(saturated.gpp, without.gpp)
+    np.testing.assert_array_equal(saturated.nee, without.nee)
 
 
 def test_neural_et_runs_in_the_global_model_over_pixels(fluxsites_dir):
@@ -131,15 +167,15 @@ def test_calibrated_network_round_trips_through_the_cli(fluxsites_dir, tmp_path,
     out = tmp_path / "run"
     config = tmp_path / "config.json"
     config.write_text(json.dumps({"evapotranspiration": "neural_evaporation",
-                                  "water_limited_decomposition": True,
+                                  "water_limited_decomposition": True, "gpp_weather": True,
                                   "gradient": {"chunk": 5, "n_starts": 2}}))
     status = main(["calibrate", "site", "--driver", driver, "--out", str(out), "--config",
                    str(config), "--iterations", "10", "--no-progress"])
     assert status == 0, capsys.readouterr().err
     network = json.loads((out / "network.json").read_text())
-    assert set(network) == {"water_stress", "evapotranspiration"}
+    assert set(network) == {"water_stress", "evapotranspiration", "gpp_weather"}
     options = ["--water-stress", "neural", "--evapotranspiration", "neural_evaporation",
-               "--water-limited-decomposition"]
+               "--water-limited-decomposition", "--gpp-weather"]
     status = main(["simulate", "--driver", driver, "--params", str(out / "params.json"),
                    *options, "--network", str(out / "network.json"),
                    "--out", str(tmp_path / "again.nc")])

@@ -24,6 +24,7 @@ from differland.config import (
     WATER_STRESS_OPTIONS,
     ModelConfig,
     NeuralET,
+    NeuralWeatherFactor,
 )
 from differland.forcing import Forcing
 from differland.likelihood import (
@@ -85,6 +86,8 @@ class SiteCalibrationConfig:
             index whose water factor is the water-stress factor beta) or
             ``"calendar_water"`` (the pulses, with the labile release waiting for soil
             water; see :class:`~differland.config.CalendarPhenology`).
+        gpp_weather: GPP x a hybrid factor of air temperature and VPD (a small network,
+            :class:`~differland.config.NeuralWeatherFactor`; default off).
         drought_leaf_loss, water_limited_decomposition: process options of
             :class:`~differland.config.ModelConfig` (default: decomposition slows in dry
             soil, no drought leaf loss).
@@ -131,6 +134,7 @@ class SiteCalibrationConfig:
     water_stress: str = "neural"
     evapotranspiration: str = "neural"
     phenology: str = "calendar"
+    gpp_weather: bool = False
     drought_leaf_loss: bool = False
     water_limited_decomposition: bool = True
     streams: tuple[str, ...] = ("gpp", "reco", "nee", "et", "lai")
@@ -161,6 +165,10 @@ class SiteCalibrationConfig:
                 f"config: unknown evapotranspiration {self.evapotranspiration!r}")
         if self.phenology not in PHENOLOGY_OPTIONS:
             raise CalibrationConfigError(f"config: unknown phenology {self.phenology!r}")
+        for flag in ("gpp_weather", "drought_leaf_loss", "water_limited_decomposition"):
+            if not isinstance(getattr(self, flag), bool):
+                raise CalibrationConfigError(
+                    f"config: {flag} must be true or false, not {getattr(self, flag)!r}")
         if self.steady_state_form not in STEADY_STATE_FORMS:
             raise CalibrationConfigError(
                 f"config: unknown steady_state_form {self.steady_state_form!r}")
@@ -229,6 +237,7 @@ class SiteCalibrationConfig:
                            water_stress=WATER_STRESS_OPTIONS[self.water_stress],
                            evapotranspiration=EVAPOTRANSPIRATION_OPTIONS[self.evapotranspiration],
                            phenology=PHENOLOGY_OPTIONS[self.phenology],
+                           gpp_weather=NeuralWeatherFactor() if self.gpp_weather else None,
                            drought_leaf_loss=self.drought_leaf_loss,
                            water_limited_decomposition=self.water_limited_decomposition)
 

@@ -41,6 +41,19 @@ def mlp(x: jax.Array, layers: list[dict]) -> jax.Array:
     return mlp_from_first_layer(dense(x, layers[0]["weight"]) + layers[0]["bias"], layers)
 
 
+def mlp_sequence(x: jax.Array, layers: list[dict]) -> jax.Array:
+    """Apply the network to inputs with leading axes, ``x`` of shape ``(..., n_in)``.
+
+    For whole input series outside the time loop (e.g. every step of a forcing record at
+    once), where matrix products are the efficient form.
+    """
+    for i, layer in enumerate(layers):
+        if i:
+            x = jax.nn.leaky_relu(x)
+        x = x @ layer["weight"] + layer["bias"]
+    return x
+
+
 def mlp_from_first_layer(pre_activation: jax.Array, layers: list[dict]) -> jax.Array:
     """The rest of :func:`mlp` given the first layer's pre-activation ``x W0 + b0``.
 

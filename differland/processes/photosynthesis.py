@@ -11,6 +11,7 @@ import jax.numpy as jnp
 
 from differland import constants as c
 from differland._pytree import pytree_dataclass
+from differland.processes.neural import mlp_sequence
 
 
 def solar_declination(doy: jax.Array) -> jax.Array:
@@ -98,3 +99,14 @@ def acm_gpp(lai, t_min, t_max, ssrd, co2, doy, latitude, canopy_efficiency) -> j
     :func:`canopy_terms`, plus ``lai`` [m2 m-2])."""
     terms = canopy_terms(t_min, t_max, ssrd, co2, doy, latitude, canopy_efficiency)
     return gpp_from_canopy_terms(lai, terms)
+
+
+def neural_weather_factor(t_min, t_max, vpd, layers: list[dict], option) -> jax.Array:
+    """The :class:`~differland.config.NeuralWeatherFactor` multiplier of GPP, in (0, 1) [1].
+
+    sigmoid(MLP(T / temperature_scale, VPD / vpd_scale)) with T the daily mean air
+    temperature [degC] and VPD [hPa]. Elementwise in time: the inputs may carry a time axis.
+    """
+    inputs = jnp.stack([0.5 * (t_min + t_max) / option.temperature_scale,
+                        vpd / option.vpd_scale], axis=-1)
+    return jax.nn.sigmoid(mlp_sequence(inputs, layers)[..., 0])
