@@ -122,15 +122,18 @@ def test_weather_factor_multiplies_gpp(fluxsites_dir):
     np.testing.assert_array_equal(saturated.nee, without.nee)
 
 
-def test_neural_et_runs_in_the_global_model_over_pixels(fluxsites_dir):
+def test_neural_terms_run_in_the_global_model_over_pixels(fluxsites_dir):
     forcing = site_forcing(fluxsites_dir, "DE-Hai", n_steps=24)
     forcing = jax.tree.map(lambda x: jnp.stack([x, x]), forcing)
-    config = ModelConfig(model=GlobalModel(), evapotranspiration=NeuralET())
+    config = ModelConfig(model=GlobalModel(), evapotranspiration=NeuralET(),
+                         gpp_weather=NeuralWeatherFactor())
     params = jax.tree.map(lambda x: jnp.stack([x, x]), default_parameters("global"))
     network = init_network(jax.random.PRNGKey(0), config)
     out = simulate_pixels(params, forcing, config, network=network).outputs
     assert np.all(np.isfinite(out.et)) and out.et.min() >= 0.0
+    assert out.gpp_weather_factor.shape == out.gpp.shape == (2, 24)
     np.testing.assert_allclose(out.et[0], out.et[1])
+    np.testing.assert_allclose(out.gpp[0], out.gpp[1])
 
 
 def test_hybrid_et_adds_the_network_to_uwue_transpiration(fluxsites_dir):
