@@ -97,7 +97,8 @@ def _run_simulation(driver_path: Path, out: Path, params_path: Path | None, mode
                     network_path: Path | None = None, evapotranspiration: str = "uwue",
                     drought_leaf_loss: bool = False,
                     water_limited_decomposition: bool = False,
-                    phenology: str = "calendar", gpp_weather: bool = False) -> str:
+                    phenology: str = "calendar", gpp_weather: bool = False,
+                    canopy_saturation: bool = False) -> str:
     import jax
     import numpy as np
 
@@ -125,6 +126,7 @@ def _run_simulation(driver_path: Path, out: Path, params_path: Path | None, mode
                          gpp_weather=NeuralWeatherFactor() if gpp_weather else None,
                          drought_leaf_loss=drought_leaf_loss,
                          water_limited_decomposition=water_limited_decomposition,
+                         canopy_saturation=canopy_saturation,
                          reference_mode=reference_mode)
     network, config = _network(network_path, config)
     driver = read_site_driver(driver_path)
@@ -151,6 +153,7 @@ def _run_simulation(driver_path: Path, out: Path, params_path: Path | None, mode
         "gpp_weather": int(gpp_weather),
         "drought_leaf_loss": int(drought_leaf_loss),
         "water_limited_decomposition": int(water_limited_decomposition),
+        "canopy_saturation": int(canopy_saturation),
         "reference_mode": int(reference_mode),
         "precision": "float64" if float64 else "float32",
         "history": f"{time.strftime('%Y-%m-%dT%H:%M:%S')} differland simulate",
@@ -164,9 +167,10 @@ def _run_simulation(driver_path: Path, out: Path, params_path: Path | None, mode
 
 
 RUN_MODEL_OPTIONS = ("model", "water_stress", "evapotranspiration", "phenology",
-                     "drought_leaf_loss", "water_limited_decomposition", "gpp_weather")
+                     "drought_leaf_loss", "water_limited_decomposition", "gpp_weather",
+                     "canopy_saturation")
 # Options that calibration records of earlier versions lack, with the value they implied.
-_RUN_OPTION_DEFAULTS = {"gpp_weather": False}
+_RUN_OPTION_DEFAULTS = {"gpp_weather": False, "canopy_saturation": False}
 
 
 def _calibration_run(run: Path) -> dict:
@@ -231,6 +235,9 @@ def simulate(
     gpp_weather: Annotated[bool, typer.Option(
         "--gpp-weather", help="GPP x a hybrid factor of temperature and VPD (with "
                               "--network).")] = False,
+    canopy_saturation: Annotated[bool, typer.Option(
+        "--canopy-saturation", help="The ACM's canopy quantum-yield saturation c2 is the "
+                                    "parameter canopy_lai_half_saturation.")] = False,
     reference_mode: Annotated[bool, typer.Option(
         "--reference-mode", help="Reproduce the published DifferLand code, quirks included.")
     ] = False,
@@ -242,6 +249,7 @@ def simulate(
              "drought_leaf_loss": drought_leaf_loss or None,
              "water_limited_decomposition": water_limited_decomposition or None,
              "gpp_weather": gpp_weather or None,
+             "canopy_saturation": canopy_saturation or None,
              "reference_mode": reference_mode or None, "params": params, "network": network}
     if run is not None:
         clash = [name for name, value in given.items() if value is not None]
@@ -263,7 +271,7 @@ def simulate(
                    "evapotranspiration": evapotranspiration or "uwue",
                    "phenology": phenology or "calendar", "drought_leaf_loss": drought_leaf_loss,
                    "water_limited_decomposition": water_limited_decomposition,
-                   "gpp_weather": gpp_weather}
+                   "gpp_weather": gpp_weather, "canopy_saturation": canopy_saturation}
     with tempfile.TemporaryDirectory() as scratch:
         if driver is None:
             from differland.io import write_example_site_driver
@@ -273,7 +281,7 @@ def simulate(
                                   options["water_stress"], reference_mode, float64, network,
                                   options["evapotranspiration"], options["drought_leaf_loss"],
                                   options["water_limited_decomposition"], options["phenology"],
-                                  options["gpp_weather"])
+                                  options["gpp_weather"], options["canopy_saturation"])
     typer.echo(message)
 
 
@@ -330,6 +338,10 @@ def calibrate_site_command(
         "--gpp-weather/--no-gpp-weather",
         help="GPP x a hybrid factor of temperature and VPD (default: the config's, off).")
     ] = None,
+    canopy_saturation: Annotated[bool | None, typer.Option(
+        "--canopy-saturation/--no-canopy-saturation",
+        help="Calibrate the ACM's canopy quantum-yield saturation c2 (default: the config's, "
+             "off).")] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
     float64: Annotated[bool, typer.Option("--float64", help="Compute in float64.")] = False,
 ) -> None:
@@ -340,7 +352,8 @@ def calibrate_site_command(
     settings = load_calibration_config(config, seed=seed, n_starts=starts,
                                        max_iterations=iterations, water_stress=water_stress,
                                        evapotranspiration=evapotranspiration,
-                                       phenology=phenology, gpp_weather=gpp_weather)
+                                       phenology=phenology, gpp_weather=gpp_weather,
+                                       canopy_saturation=canopy_saturation)
     if float64:
         enable_float64()
     metrics = calibrate_site(driver, out, settings, progress=progress)

@@ -281,6 +281,10 @@ class ModelConfig:
             SOM) slows in dry soil: its rates are multiplied by ``1 - s x (1 - beta)`` with
             ``s = decomposition_water_sensitivity`` (the precipitation term of the reference
             modifier sees only the rain of the same day).
+        canopy_saturation: the LAI half-saturation c2 of the ACM's canopy quantum yield,
+            c1 LAI^2 / (c2 + LAI^2), is the parameter ``canopy_lai_half_saturation`` instead
+            of the ACM's fixed 2.1001: how efficient a sparse canopy is varies with the
+            canopy's structure, which the ACM's constant (fitted to one canopy model) fixes.
         reference_mode: reproduce the published DifferLand code exactly, including its hard
             clamps of pools to the prior bounds of the initial pools and its mass-balance bugs.
             The default (False) keeps every pool non-negative by limiting outflows to what the
@@ -305,6 +309,7 @@ class ModelConfig:
     gpp_weather: NeuralWeatherFactor | None = None
     drought_leaf_loss: bool = False
     water_limited_decomposition: bool = False
+    canopy_saturation: bool = False
     reference_mode: bool = False
     checkpoint_every: int | None = None
     outputs: tuple[str, ...] | None = None

@@ -30,6 +30,7 @@ from differland.config import (
     NeuralET,
     SiteModel,
 )
+from differland.constants import ACM_C2
 from differland.forcing import Forcing
 from differland.params import SPECS, ParameterSet
 from differland.processes import decomposition, fire, phenology, photosynthesis, pools, water
@@ -264,7 +265,8 @@ def step_dynamics(params: ParameterSet, state: State, drivers: StepDrivers,
     p, d, dt = params, drivers, drivers.delta_t
     lai = state.foliar_carbon / p.leaf_carbon_mass_per_area
     beta = water.water_stress_factor(config.water_stress, state.soil_water, p, network)
-    gpp = beta * photosynthesis.gpp_from_canopy_terms(lai, d.canopy)
+    saturation = p.canopy_lai_half_saturation if config.canopy_saturation else ACM_C2
+    gpp = beta * photosynthesis.gpp_from_canopy_terms(lai, d.canopy, saturation)
     if d.gpp_weather_factor is not None:
         gpp = gpp * d.gpp_weather_factor
     option = config.evapotranspiration

@@ -135,6 +135,10 @@ REGISTRY: tuple[ParameterSpec, ...] = (
     ParameterSpec("canopy_efficiency", "canopy_efficiency", "gC m-2 d-1", 5.0, 50.0,
                   "ACM canopy efficiency ce (N-use efficiency; Williams et al. 1997 a1).",
                   _BOTH, _slots(10, 10)),
+    ParameterSpec("canopy_lai_half_saturation", "(none)", "m4 m-4", 0.05, 10.0,
+                  "LAI half-saturation c2 of the ACM canopy quantum yield c1 LAI^2 / (c2 + "
+                  "LAI^2) (option canopy_saturation; else the ACM's 2.1001).", _BOTH, {},
+                  default=2.1001),
     ParameterSpec("labile_release_day", "Bday", "d", 365.25, 1461.0,
                   "Phase of the labile-release (leaf-onset) pulse on the model clock "
                   "(365.25-d period).", _BOTH, _slots(11, 0, global_vector=_PH)),

@@ -241,6 +241,7 @@ def test_periods_split_train_validation_test():
     ({"training_window": "test"}, "unknown training_window 'test'"),
     ({"gpp_weather": "yes"}, "gpp_weather must be true or false"),
     ({"drought_leaf_loss": 1}, "drought_leaf_loss must be true or false"),
+    ({"canopy_saturation": "on"}, "canopy_saturation must be true or false"),
 ])
 def test_bad_configuration_is_a_clear_error(values, pattern):
     with pytest.raises(CalibrationConfigError, match=pattern):
@@ -291,6 +292,7 @@ def test_calibrate_site_command_smoke(fluxsites_dir, tmp_path, capsys, monkeypat
     calibrated = xr.load_dataset(out / "simulation.nc")
     np.testing.assert_allclose(again["nee"], calibrated["nee"], rtol=1e-9, atol=1e-9)
     assert again.attrs["water_limited_decomposition"] == 1 and again.attrs["gpp_weather"] == 0
+    assert again.attrs["canopy_saturation"] == 0
     capsys.readouterr()
     assert main(["simulate", "--run", str(out), "--water-stress", "beta", "--out",
                  str(tmp_path / "clash.nc")]) == 2
@@ -316,7 +318,10 @@ def test_calibrate_site_command_smoke(fluxsites_dir, tmp_path, capsys, monkeypat
     # a record of a version without the weather factor of GPP simulates without it
     del record["calibration"]["gpp_weather"]
     (out / "config.json").write_text(json.dumps(record))
+    del record["calibration"]["canopy_saturation"]
+    (out / "config.json").write_text(json.dumps(record))
     assert _calibration_run(out)["gpp_weather"] is False
+    assert _calibration_run(out)["canopy_saturation"] is False
     (out / "config.json").write_text(original)
     # another version of the package does not resume this run's checkpoints
     import differland.workflows

@@ -54,7 +54,8 @@ TRAINING_WINDOWS = ("calibration", "record")
 # Parameters that only the linear water-stress factor uses, and those of the process options.
 _BETA_ONLY = ("field_capacity", "wilting_point_fraction")
 _OPTION_PARAMETERS = {"drought_leaf_loss": "drought_leaf_loss_rate",
-                      "water_limited_decomposition": "decomposition_water_sensitivity"}
+                      "water_limited_decomposition": "decomposition_water_sensitivity",
+                      "canopy_saturation": "canopy_lai_half_saturation"}
 # Parameters that some phenology forms use and others do not.
 _PHENOLOGY_PARAMETERS = tuple(dict.fromkeys(
     name for option in PHENOLOGY_OPTIONS.values() for name in option.parameters))
@@ -88,9 +89,9 @@ class SiteCalibrationConfig:
             water; see :class:`~differland.config.CalendarPhenology`).
         gpp_weather: GPP x a hybrid factor of air temperature and VPD (a small network,
             :class:`~differland.config.NeuralWeatherFactor`; default off).
-        drought_leaf_loss, water_limited_decomposition: process options of
-            :class:`~differland.config.ModelConfig` (default: decomposition slows in dry
-            soil, no drought leaf loss).
+        drought_leaf_loss, water_limited_decomposition, canopy_saturation: process options
+            of :class:`~differland.config.ModelConfig` (default: decomposition slows in dry
+            soil, no drought leaf loss, the ACM's fixed canopy quantum-yield saturation).
         streams: observed streams in the loss (names of observation operators).
         weights: per-stream weight (streams not listed weigh 1; default RECO and LAI 1.5).
         objective: ``"gaussian"`` (masked Gaussian misfit, normalised by the number of
@@ -137,6 +138,7 @@ class SiteCalibrationConfig:
     gpp_weather: bool = False
     drought_leaf_loss: bool = False
     water_limited_decomposition: bool = True
+    canopy_saturation: bool = False
     streams: tuple[str, ...] = ("gpp", "reco", "nee", "et", "lai")
     weights: tuple[tuple[str, float], ...] = (("reco", 1.5), ("lai", 1.5))
     objective: str = "gaussian"
@@ -165,7 +167,8 @@ class SiteCalibrationConfig:
                 f"config: unknown evapotranspiration {self.evapotranspiration!r}")
         if self.phenology not in PHENOLOGY_OPTIONS:
             raise CalibrationConfigError(f"config: unknown phenology {self.phenology!r}")
-        for flag in ("gpp_weather", "drought_leaf_loss", "water_limited_decomposition"):
+        for flag in ("gpp_weather", "drought_leaf_loss", "water_limited_decomposition",
+                     "canopy_saturation"):
             if not isinstance(getattr(self, flag), bool):
                 raise CalibrationConfigError(
                     f"config: {flag} must be true or false, not {getattr(self, flag)!r}")
@@ -239,7 +242,8 @@ class SiteCalibrationConfig:
                            phenology=PHENOLOGY_OPTIONS[self.phenology],
                            gpp_weather=NeuralWeatherFactor() if self.gpp_weather else None,
                            drought_leaf_loss=self.drought_leaf_loss,
-                           water_limited_decomposition=self.water_limited_decomposition)
+                           water_limited_decomposition=self.water_limited_decomposition,
+                           canopy_saturation=self.canopy_saturation)
 
     def to_dict(self) -> dict:
         out = dataclasses.asdict(self)

@@ -78,14 +78,20 @@ def canopy_terms(t_min, t_max, ssrd, co2, doy, latitude, canopy_efficiency) -> C
     return CanopyTerms(conductance, p_per_lai, co2, ssrd, daylength_factor)
 
 
-def gpp_from_canopy_terms(lai, terms: CanopyTerms) -> jax.Array:
-    """ACM GPP [gC m-2 d-1] for leaf area index ``lai`` [m2 m-2] given the canopy terms."""
+def gpp_from_canopy_terms(lai, terms: CanopyTerms, lai_half_saturation=c.ACM_C2) -> jax.Array:
+    """ACM GPP [gC m-2 d-1] for leaf area index ``lai`` [m2 m-2] given the canopy terms.
+
+    ``lai_half_saturation`` is c2 [m4 m-4] of the canopy quantum yield c1 LAI^2 / (c2 +
+    LAI^2), the ACM's value unless given: the LAI^2 at which the light-limited rate is half
+    its maximum, which sets how efficient a sparse canopy is (with the ACM's 2.1, a canopy of
+    LAI 0.5 uses 11 % of the maximum quantum yield; with 0.5, 33 %).
+    """
     p = lai * terms.p_per_lai
     q = c.ACM_THETA - c.ACM_K
     # ci: root of the quadratic; its discriminant equals (ca - q - p)^2 + 4 p k > 0.
     b = terms.co2 + q - p
     internal_co2 = 0.5 * (b + jnp.sqrt(b**2 - 4.0 * (terms.co2 * q - p * c.ACM_THETA)))
-    quantum_yield = c.ACM_C1 * lai**2 / (c.ACM_C2 + lai**2)
+    quantum_yield = c.ACM_C1 * lai**2 / (lai_half_saturation + lai**2)
     diffusion = terms.conductance * (terms.co2 - internal_co2)
     light = quantum_yield * terms.ssrd
     denominator = light + diffusion
@@ -94,11 +100,12 @@ def gpp_from_canopy_terms(lai, terms: CanopyTerms) -> jax.Array:
     return limited * terms.daylength_factor
 
 
-def acm_gpp(lai, t_min, t_max, ssrd, co2, doy, latitude, canopy_efficiency) -> jax.Array:
+def acm_gpp(lai, t_min, t_max, ssrd, co2, doy, latitude, canopy_efficiency,
+            lai_half_saturation=c.ACM_C2) -> jax.Array:
     """Daily GPP [gC m-2 d-1] of the ACM, without water stress (arguments as in
-    :func:`canopy_terms`, plus ``lai`` [m2 m-2])."""
+    :func:`canopy_terms` and :func:`gpp_from_canopy_terms`, plus ``lai`` [m2 m-2])."""
     terms = canopy_terms(t_min, t_max, ssrd, co2, doy, latitude, canopy_efficiency)
-    return gpp_from_canopy_terms(lai, terms)
+    return gpp_from_canopy_terms(lai, terms, lai_half_saturation)
 
 
 def neural_weather_factor(t_min, t_max, vpd, layers: list[dict], option) -> jax.Array:
