@@ -30,7 +30,6 @@ from differland.config import (
     NeuralET,
     SiteModel,
 )
-from differland.constants import ACM_C2
 from differland.forcing import Forcing
 from differland.params import SPECS, ParameterSet
 from differland.processes import decomposition, fire, phenology, photosynthesis, pools, water
@@ -214,7 +213,9 @@ def step_drivers(params: ParameterSet, forcing: Forcing, config: ModelConfig, ne
             f.t_min, f.t_max, f.vpd, network_term(network, "gpp_weather"), config.gpp_weather)
     return StepDrivers(
         canopy=photosynthesis.canopy_terms(f.t_min, f.t_max, f.ssrd, f.co2, f.doy, f.latitude,
-                                           p.canopy_efficiency),
+                                           p.canopy_efficiency,
+                                           p.canopy_lai_half_saturation
+                                           if config.canopy_saturation else None),
         et_per_gpp=et_per_gpp,
         et_radiation=et_radiation,
         et_forcing_part=et_forcing_part,
@@ -265,8 +266,7 @@ def step_dynamics(params: ParameterSet, state: State, drivers: StepDrivers,
     p, d, dt = params, drivers, drivers.delta_t
     lai = state.foliar_carbon / p.leaf_carbon_mass_per_area
     beta = water.water_stress_factor(config.water_stress, state.soil_water, p, network)
-    saturation = p.canopy_lai_half_saturation if config.canopy_saturation else ACM_C2
-    gpp = beta * photosynthesis.gpp_from_canopy_terms(lai, d.canopy, saturation)
+    gpp = beta * photosynthesis.gpp_from_canopy_terms(lai, d.canopy)
     if d.gpp_weather_factor is not None:
         gpp = gpp * d.gpp_weather_factor
     option = config.evapotranspiration

@@ -49,6 +49,8 @@ class CanopyTerms:
         co2: ambient CO2 [ppm].
         ssrd: shortwave radiation [MJ m-2 d-1].
         daylength_factor: d1 x day length + d2 [1].
+        lai_half_saturation: c2 of the canopy quantum yield c1 LAI^2 / (c2 + LAI^2)
+            [m4 m-4], one value per step, or ``None`` for the ACM's fixed 2.1001.
     """
 
     conductance: jax.Array
@@ -56,9 +58,11 @@ class CanopyTerms:
     co2: jax.Array
     ssrd: jax.Array
     daylength_factor: jax.Array
+    lai_half_saturation: jax.Array | None = None
 
 
-def canopy_terms(t_min, t_max, ssrd, co2, doy, latitude, canopy_efficiency) -> CanopyTerms:
+def canopy_terms(t_min, t_max, ssrd, co2, doy, latitude, canopy_efficiency,
+                 lai_half_saturation=None) -> CanopyTerms:
     """ACM terms that depend on forcing and parameters only, not on LAI.
 
     Args:
@@ -68,6 +72,9 @@ def canopy_terms(t_min, t_max, ssrd, co2, doy, latitude, canopy_efficiency) -> C
         doy: day of year [d].
         latitude: latitude [degrees_north].
         canopy_efficiency: ACM ce [gC m-2 d-1].
+        lai_half_saturation: c2 of the canopy quantum yield [m4 m-4] (``None``: the ACM's
+            value). A smaller c2 makes a sparse canopy more efficient: with the ACM's 2.1001
+            a canopy of LAI 0.5 uses 11 % of the maximum quantum yield, with 0.5 33 %.
     """
     conductance = (abs(c.ACM_LEAF_WATER_POTENTIAL_GRADIENT) ** c.ACM_EB1T
                    / (c.ACM_B2 * c.ACM_HYDRAULIC_RESISTANCE + 0.5 * (t_max - t_min)))
@@ -75,23 +82,22 @@ def canopy_terms(t_min, t_max, ssrd, co2, doy, latitude, canopy_efficiency) -> C
                  / conductance)
     daylength_factor = (c.ACM_DAYLENGTH_COEFFICIENT * day_length(latitude, doy)
                         + c.ACM_DAYLENGTH_CONSTANT)
-    return CanopyTerms(conductance, p_per_lai, co2, ssrd, daylength_factor)
+    if lai_half_saturation is not None:  # one value per step, as every other term
+        lai_half_saturation = jnp.broadcast_to(
+            jnp.asarray(lai_half_saturation, dtype=jnp.result_type(ssrd)), jnp.shape(ssrd))
+    return CanopyTerms(conductance, p_per_lai, co2, ssrd, daylength_factor,
+                       lai_half_saturation)
 
 
-def gpp_from_canopy_terms(lai, terms: CanopyTerms, lai_half_saturation=c.ACM_C2) -> jax.Array:
-    """ACM GPP [gC m-2 d-1] for leaf area index ``lai`` [m2 m-2] given the canopy terms.
-
-    ``lai_half_saturation`` is c2 [m4 m-4] of the canopy quantum yield c1 LAI^2 / (c2 +
-    LAI^2), the ACM's value unless given: the LAI^2 at which the light-limited rate is half
-    its maximum, which sets how efficient a sparse canopy is (with the ACM's 2.1, a canopy of
-    LAI 0.5 uses 11 % of the maximum quantum yield; with 0.5, 33 %).
-    """
+def gpp_from_canopy_terms(lai, terms: CanopyTerms) -> jax.Array:
+    """ACM GPP [gC m-2 d-1] for leaf area index ``lai`` [m2 m-2] given the canopy terms."""
+    saturation = c.ACM_C2 if terms.lai_half_saturation is None else terms.lai_half_saturation
     p = lai * terms.p_per_lai
     q = c.ACM_THETA - c.ACM_K
     # ci: root of the quadratic; its discriminant equals (ca - q - p)^2 + 4 p k > 0.
     b = terms.co2 + q - p
     internal_co2 = 0.5 * (b + jnp.sqrt(b**2 - 4.0 * (terms.co2 * q - p * c.ACM_THETA)))
-    quantum_yield = c.ACM_C1 * lai**2 / (lai_half_saturation + lai**2)
+    quantum_yield = c.ACM_C1 * lai**2 / (saturation + lai**2)
     diffusion = terms.conductance * (terms.co2 - internal_co2)
     light = quantum_yield * terms.ssrd
     denominator = light + diffusion
@@ -101,11 +107,12 @@ def gpp_from_canopy_terms(lai, terms: CanopyTerms, lai_half_saturation=c.ACM_C2)
 
 
 def acm_gpp(lai, t_min, t_max, ssrd, co2, doy, latitude, canopy_efficiency,
-            lai_half_saturation=c.ACM_C2) -> jax.Array:
+            lai_half_saturation=None) -> jax.Array:
     """Daily GPP [gC m-2 d-1] of the ACM, without water stress (arguments as in
-    :func:`canopy_terms` and :func:`gpp_from_canopy_terms`, plus ``lai`` [m2 m-2])."""
-    terms = canopy_terms(t_min, t_max, ssrd, co2, doy, latitude, canopy_efficiency)
-    return gpp_from_canopy_terms(lai, terms, lai_half_saturation)
+    :func:`canopy_terms`, plus ``lai`` [m2 m-2])."""
+    terms = canopy_terms(t_min, t_max, ssrd, co2, doy, latitude, canopy_efficiency,
+                         lai_half_saturation)
+    return gpp_from_canopy_terms(lai, terms)
 
 
 def neural_weather_factor(t_min, t_max, vpd, layers: list[dict], option) -> jax.Array:
