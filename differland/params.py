@@ -21,6 +21,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from differland.constants import ACM_C2
+
 Variant = Literal["site", "global"]
 VARIANTS: tuple[Variant, ...] = ("site", "global")
 Kind = Literal["parameter", "initial_pool"]
@@ -138,7 +140,7 @@ REGISTRY: tuple[ParameterSpec, ...] = (
     ParameterSpec("canopy_lai_half_saturation", "(none)", "m4 m-4", 0.05, 10.0,
                   "LAI half-saturation c2 of the ACM canopy quantum yield c1 LAI^2 / (c2 + "
                   "LAI^2) (option canopy_saturation; else the ACM's 2.1001).", _BOTH, {},
-                  default=2.1001),
+                  default=ACM_C2),
     ParameterSpec("labile_release_day", "Bday", "d", 365.25, 1461.0,
                   "Phase of the labile-release (leaf-onset) pulse on the model clock "
                   "(365.25-d period).", _BOTH, _slots(11, 0, global_vector=_PH)),
