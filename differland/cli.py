@@ -341,7 +341,7 @@ def calibrate_site_command(
     canopy_saturation: Annotated[bool | None, typer.Option(
         "--canopy-saturation/--no-canopy-saturation",
         help="Calibrate the ACM's canopy quantum-yield saturation c2 (default: the config's, "
-             "off).")] = None,
+             "on).")] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
     float64: Annotated[bool, typer.Option("--float64", help="Compute in float64.")] = False,
 ) -> None:

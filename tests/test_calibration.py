@@ -292,7 +292,7 @@ def test_calibrate_site_command_smoke(fluxsites_dir, tmp_path, capsys, monkeypat
     calibrated = xr.load_dataset(out / "simulation.nc")
     np.testing.assert_allclose(again["nee"], calibrated["nee"], rtol=1e-9, atol=1e-9)
     assert again.attrs["water_limited_decomposition"] == 1 and again.attrs["gpp_weather"] == 0
-    assert again.attrs["canopy_saturation"] == 0
+    assert again.attrs["canopy_saturation"] == 1
     capsys.readouterr()
     assert main(["simulate", "--run", str(out), "--water-stress", "beta", "--out",
                  str(tmp_path / "clash.nc")]) == 2
@@ -315,9 +315,9 @@ def test_calibrate_site_command_smoke(fluxsites_dir, tmp_path, capsys, monkeypat
     assert main(["simulate", "--run", str(out), "--out", str(tmp_path / "moved.nc")]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "--driver" in err and "elsewhere" in err
-    # a record of a version without the weather factor of GPP simulates without it
+    # a record of a version without the weather factor of GPP or the calibrated canopy
+    # saturation simulates without them
     del record["calibration"]["gpp_weather"]
-    (out / "config.json").write_text(json.dumps(record))
     del record["calibration"]["canopy_saturation"]
     (out / "config.json").write_text(json.dumps(record))
     assert _calibration_run(out)["gpp_weather"] is False

@@ -82,7 +82,9 @@ def test_gradient_of_the_saturation_matches_finite_differences(fluxsites_dir):
 
 
 def test_calibration_frees_the_saturation_only_with_the_option():
-    assert "canopy_lai_half_saturation" not in free_parameter_names(SiteCalibrationConfig())
-    config = SiteCalibrationConfig(canopy_saturation=True)
+    fixed = SiteCalibrationConfig(canopy_saturation=False)
+    assert "canopy_lai_half_saturation" not in free_parameter_names(fixed)
+    assert not fixed.model_config.canopy_saturation
+    config = SiteCalibrationConfig()  # the site calibration's default calibrates it
     assert "canopy_lai_half_saturation" in free_parameter_names(config)
     assert config.model_config.canopy_saturation

@@ -91,9 +91,11 @@ class SiteCalibrationConfig:
             :class:`~differland.config.NeuralWeatherFactor`; default off).
         drought_leaf_loss, water_limited_decomposition, canopy_saturation: process options
             of :class:`~differland.config.ModelConfig` (default: decomposition slows in dry
-            soil, no drought leaf loss, the ACM's fixed canopy quantum-yield saturation).
-        streams: observed streams in the loss (names of observation operators).
-        weights: per-stream weight (streams not listed weigh 1; default RECO and LAI 1.5).
+            soil, no drought leaf loss, the ACM's canopy quantum-yield saturation calibrated).
+        streams: observed streams in the loss (names of observation operators; default GPP,
+            RECO, ET and LAI: NEE is evaluated, not fitted).
+        weights: per-stream weight (streams not listed weigh 1; default GPP, RECO and LAI
+            1.5).
         objective: ``"gaussian"`` (masked Gaussian misfit, normalised by the number of
             observations) or ``"nnse"`` (the reference's -NNSE per stream).
         uncertainty: ``"std"``: sigma = the standard deviation of the stream over the
@@ -138,9 +140,9 @@ class SiteCalibrationConfig:
     gpp_weather: bool = False
     drought_leaf_loss: bool = False
     water_limited_decomposition: bool = True
-    canopy_saturation: bool = False
-    streams: tuple[str, ...] = ("gpp", "reco", "nee", "et", "lai")
-    weights: tuple[tuple[str, float], ...] = (("reco", 1.5), ("lai", 1.5))
+    canopy_saturation: bool = True
+    streams: tuple[str, ...] = ("gpp", "reco", "et", "lai")
+    weights: tuple[tuple[str, float], ...] = (("gpp", 1.5), ("reco", 1.5), ("lai", 1.5))
     objective: str = "gaussian"
     uncertainty: str = "std"
     validation_days: int = 365
