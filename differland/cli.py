@@ -51,6 +51,29 @@ def _parameter_set(path: Path | None, variant: str):
     return parameters_from_mapping(values, variant, source=str(path), ignore_unknown=inert)
 
 
+def _check_option_parameters(params, config, variant: str, path: Path) -> None:
+    """Refuse a parameter file that sets a process option's parameter the run would ignore.
+
+    A calibration with, e.g., the calibrated canopy saturation writes its value to
+    ``params.json``; simulating that file without the option would silently use the model
+    without it.
+    """
+    import numpy as np
+
+    from differland.config import OPTION_PARAMETERS
+    from differland.params import default_parameters
+
+    defaults = default_parameters(variant)
+    for option, name in OPTION_PARAMETERS.items():
+        if getattr(config, option) or not hasattr(params, name):
+            continue
+        value, default = float(getattr(params, name)), float(getattr(defaults, name))
+        if not np.isclose(value, default, rtol=1e-6, atol=0.0):
+            flag = "--" + option.replace("_", "-")
+            raise CliError(f"{path}: {name} is {value:.6g}, not its default {default:.6g}, "
+                           f"but the option that uses it is off (add {flag})")
+
+
 def _network(path: Path | None, config):
     """Weights of the neural terms of ``config`` from a ``network.json`` of a calibration run.
 
@@ -131,6 +154,8 @@ def _run_simulation(driver_path: Path, out: Path, params_path: Path | None, mode
     network, config = _network(network_path, config)
     driver = read_site_driver(driver_path)
     params = _parameter_set(params_path, model_choice.name)
+    if params_path is not None:
+        _check_option_parameters(params, config, model_choice.name, params_path)
     started = time.perf_counter()
     trajectory = jax.device_get(simulate(params, driver.forcing, config, network=network))
     elapsed = time.perf_counter() - started

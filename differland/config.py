@@ -262,6 +262,12 @@ class ClimatePhenology:
 
 Phenology = CalendarPhenology | ClimatePhenology
 
+# Boolean process options of ModelConfig and the parameter each one adds to the model (a
+# model without the option ignores that parameter).
+OPTION_PARAMETERS = {"drought_leaf_loss": "drought_leaf_loss_rate",
+                     "water_limited_decomposition": "decomposition_water_sensitivity",
+                     "canopy_saturation": "canopy_lai_half_saturation"}
+
 
 @dataclass(frozen=True)
 class ModelConfig:

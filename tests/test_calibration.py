@@ -294,6 +294,16 @@ def test_calibrate_site_command_smoke(fluxsites_dir, tmp_path, capsys, monkeypat
     assert again.attrs["water_limited_decomposition"] == 1 and again.attrs["gpp_weather"] == 0
     assert again.attrs["canopy_saturation"] == 1
     capsys.readouterr()
+    # params.json holds the calibrated canopy saturation: simulating it by hand without the
+    # option would silently run another model
+    assert main(["simulate", "--driver", str(fluxsites_dir / "US-Var.nc"), "--params",
+                 str(out / "params.json"), "--network", str(out / "network.json"),
+                 "--water-stress", "neural", "--evapotranspiration", "neural",
+                 "--water-limited-decomposition", "--out", str(tmp_path / "off.nc")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "canopy_lai_half_saturation" in err
+    assert "--canopy-saturation" in err and "params.json" in err
+    assert not (tmp_path / "off.nc").exists()
     assert main(["simulate", "--run", str(out), "--water-stress", "beta", "--out",
                  str(tmp_path / "clash.nc")]) == 2
     err = capsys.readouterr().err

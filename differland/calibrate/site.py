@@ -20,6 +20,7 @@ from differland.calibrate.gradient import GradientSettings
 from differland.config import (
     EVAPOTRANSPIRATION_OPTIONS,
     MODEL_OPTIONS,
+    OPTION_PARAMETERS,
     PHENOLOGY_OPTIONS,
     WATER_STRESS_OPTIONS,
     ModelConfig,
@@ -51,11 +52,8 @@ from differland.state import CARBON_POOLS
 OBJECTIVES = ("gaussian", "nnse")
 UNCERTAINTY_POLICIES = ("std", "driver")
 TRAINING_WINDOWS = ("calibration", "record")
-# Parameters that only the linear water-stress factor uses, and those of the process options.
+# Parameters that only the linear water-stress factor uses.
 _BETA_ONLY = ("field_capacity", "wilting_point_fraction")
-_OPTION_PARAMETERS = {"drought_leaf_loss": "drought_leaf_loss_rate",
-                      "water_limited_decomposition": "decomposition_water_sensitivity",
-                      "canopy_saturation": "canopy_lai_half_saturation"}
 # Parameters that some phenology forms use and others do not.
 _PHENOLOGY_PARAMETERS = tuple(dict.fromkeys(
     name for option in PHENOLOGY_OPTIONS.values() for name in option.parameters))
@@ -354,7 +352,7 @@ def free_parameter_names(config: SiteCalibrationConfig) -> tuple[str, ...]:
     names = names_for(config.model)
     et = config.model_config.evapotranspiration
     unused = (_BETA_ONLY if config.water_stress != "beta" else ()) + (
-        tuple(name for option, name in _OPTION_PARAMETERS.items()
+        tuple(name for option, name in OPTION_PARAMETERS.items()
               if not getattr(config, option)))
     unused += tuple(name for name in _PHENOLOGY_PARAMETERS
                     if name not in config.model_config.phenology.parameters)
