@@ -95,7 +95,11 @@ def write_summary(out: Path, rows: list[dict], seconds: float, overrides: dict) 
     lines = ["| site | " + " | ".join(v.upper() for v in VARIABLES) + " |",
              "|---|" + "---|" * len(VARIABLES)]
     for row in rows:
-        cells = " | ".join(f"{row[v]:.2f}" if math.isfinite(row[v]) else "–" for v in VARIABLES)
+        # the median gets a third decimal, so that a value just below a two-decimal
+        # target is not shown rounded up to it
+        digits = 3 if row["site"] == "median" else 2
+        cells = " | ".join(f"{row[v]:.{digits}f}" if math.isfinite(row[v]) else "–"
+                           for v in VARIABLES)
         name = f"**{row['site']}**" if row["site"] == "median" else row["site"]
         lines.append(f"| {name} | {cells} |")
     lines.append("")
