@@ -242,8 +242,8 @@ def simulate(
     water_stress: Annotated[str | None, typer.Option(
         help="Water stress: none (default), beta or neural (with --network).")] = None,
     evapotranspiration: Annotated[str | None, typer.Option(
-        help="Evapotranspiration: uwue (default), neural or neural_evaporation (with "
-             "--network).")] = None,
+        help="Evapotranspiration: uwue (default), neural, neural_evaporation or "
+             "neural_no_soil_water (with --network).")] = None,
     network: Annotated[Path | None, typer.Option(
         help="network.json of a calibration run, for the neural terms.")] = None,
     phenology: Annotated[str | None, typer.Option(
@@ -355,7 +355,8 @@ def calibrate_site_command(
     water_stress: Annotated[str | None, typer.Option(
         help="Water stress: none, beta or neural.")] = None,
     evapotranspiration: Annotated[str | None, typer.Option(
-        help="Evapotranspiration: uwue, neural or neural_evaporation.")] = None,
+        help="Evapotranspiration: uwue, neural, neural_evaporation or "
+             "neural_no_soil_water.")] = None,
     phenology: Annotated[str | None, typer.Option(
         help="Phenology: calendar, calendar_water, climate, calendar_climate, "
              "calendar_growth, calendar_senescence or calendar_climate_beta.")] = None,

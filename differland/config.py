@@ -95,6 +95,11 @@ class NeuralET:
     rain days), with fixed physical scales instead of per-site standardisation, so one network
     definition applies to any driver. Its weights are ``network["evapotranspiration"]``.
 
+    ``soil_water_input=False`` leaves the plant-available water out: the network then sees the
+    soil's water only through GPP, whose water stress beta it carries, and through the bucket.
+    Nothing makes a network's ET rise with the water it is given, and where the soil never
+    limits in the calibration years that input stands for whatever it correlates with there.
+
     The hidden layers have 10 units, as the reference's. The networks run at every step of
     the time loop, for every start or pixel, and set about half the cost of a hybrid
     calibration. Narrower networks are cheaper but fitted the flux sites' test periods less
@@ -104,6 +109,7 @@ class NeuralET:
     """
 
     transpiration: Literal["network", "uwue"] = "network"
+    soil_water_input: bool = True
     hidden: int = 10
     layers: int = 2
     temperature_scale: float = 20.0  # degC
@@ -124,9 +130,10 @@ class NeuralET:
 
     @property
     def n_inputs(self) -> int:
-        """Forcing inputs, then LAI, plant-available water (and GPP with a network
-        transpiration)."""
-        return self.n_forcing_inputs + (3 if self.transpiration == "network" else 2)
+        """Forcing inputs, then LAI, plant-available water (unless left out) and GPP (with a
+        network transpiration)."""
+        return (self.n_forcing_inputs + 1 + int(self.soil_water_input)
+                + int(self.transpiration == "network"))
 
     @property
     def sizes(self) -> tuple[int, ...]:
@@ -378,6 +385,7 @@ EVAPOTRANSPIRATION_OPTIONS: dict[str, Evapotranspiration] = {
     "uwue": UnderlyingWUE(),
     "neural": NeuralET(),
     "neural_evaporation": NeuralET(transpiration="uwue"),
+    "neural_no_soil_water": NeuralET(soil_water_input=False),
 }
 PHENOLOGY_OPTIONS: dict[str, Phenology] = {
     "calendar": CalendarPhenology(),

@@ -157,6 +157,32 @@ def test_hybrid_et_adds_the_network_to_uwue_transpiration(fluxsites_dir):
         NeuralET(transpiration="sometimes")
 
 
+def test_et_network_without_the_soil_water_input():
+    """``soil_water_input=False``: the network has no water input, so its ET is the same for
+    any soil water; with the input (the same weights plus a water row) it is not."""
+    from differland.calibrate.site import SiteCalibrationConfig
+    from differland.processes.water import neural_et_forcing_part, neural_evapotranspiration
+
+    option = NeuralET(soil_water_input=False)
+    network = init_network(jax.random.PRNGKey(2), ModelConfig(evapotranspiration=option))
+    layers = network["evapotranspiration"]
+    assert layer_sizes(layers) == (7, 10, 10, 1)
+    first = layers[0]
+    row = jnp.ones((1, first["weight"].shape[1]), first["weight"].dtype)
+    with_water = [{**first, "weight": jnp.concatenate([first["weight"][:6], row,
+                                                       first["weight"][6:]])}, *layers[1:]]
+
+    def et(option, layers, water):
+        part = neural_et_forcing_part(12.0, 24.0, 20.0, 9.0, 400.0, 0.0, layers, option)
+        return float(neural_evapotranspiration(part, 3.0, water, 8.0, layers, option))
+
+    assert et(option, layers, 20.0) == et(option, layers, 600.0) > 0.0
+    assert abs(et(NeuralET(), with_water, 20.0) - et(NeuralET(), with_water, 600.0)) > 1e-3
+    assert et(NeuralET(), with_water, 0.0) == pytest.approx(et(option, layers, 600.0), rel=1e-6)
+    config = SiteCalibrationConfig(evapotranspiration="neural_no_soil_water").model_config
+    assert config.evapotranspiration == option
+
+
 def test_calibrated_network_round_trips_through_the_cli(fluxsites_dir, tmp_path, capsys):
     """network.json of a calibration with two neural terms reproduces its simulation; a
     network file without a term the options need is a one-line error."""

@@ -73,9 +73,10 @@ class SiteCalibrationConfig:
             neural beta, which calibrated best over the 12 reference flux sites).
         evapotranspiration: ``"uwue"`` (GPP sqrt(VPD) / uWUE + r SSRD), ``"neural"`` (an
             MLP of forcing, LAI, soil water and GPP; the default, closest to the published
-            skill over the 12 reference flux sites) or ``"neural_evaporation"`` (GPP
-            sqrt(VPD) / uWUE plus an MLP of forcing, LAI and soil water); see
-            :class:`differland.config.NeuralET`.
+            skill over the 12 reference flux sites), ``"neural_evaporation"`` (GPP
+            sqrt(VPD) / uWUE plus an MLP of forcing, LAI and soil water) or
+            ``"neural_no_soil_water"`` (the ``"neural"`` MLP without the soil-water input);
+            see :class:`differland.config.NeuralET`.
         phenology: ``"calendar"`` (annual pulses on calibrated dates, the reference's form),
             ``"climate"`` (rates set by a growing-season index of temperature, day length,
             VPD and soil water; see :class:`~differland.config.ClimatePhenology`),

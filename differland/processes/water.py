@@ -72,8 +72,11 @@ def neural_evapotranspiration(forcing_part, lai, water, gpp, layers: list[dict],
                               option: NeuralET) -> jax.Array:
     """The network's ET [mm d-1] for one step, softplus(MLP(inputs)), from the forcing part
     of the first layer (:func:`neural_et_forcing_part`); GPP is an input only when the
-    network also stands for transpiration."""
-    state_inputs = [lai / option.lai_scale, water / option.water_scale]
+    network also stands for transpiration, the soil water only with
+    ``option.soil_water_input``."""
+    state_inputs = [lai / option.lai_scale]
+    if option.soil_water_input:
+        state_inputs.append(water / option.water_scale)
     if option.transpiration == "network":
         state_inputs.append(gpp / option.gpp_scale)
     weight = layers[0]["weight"][option.n_forcing_inputs:]
