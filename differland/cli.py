@@ -240,7 +240,8 @@ def simulate(
     model: Annotated[str | None, typer.Option(
         help="Model variant: site (default) or global.")] = None,
     water_stress: Annotated[str | None, typer.Option(
-        help="Water stress: none (default), beta or neural (with --network).")] = None,
+        help="Water stress: none (default), beta, neural or neural_monotone (with "
+             "--network).")] = None,
     evapotranspiration: Annotated[str | None, typer.Option(
         help="Evapotranspiration: uwue (default), neural, neural_evaporation or "
              "neural_no_soil_water (with --network).")] = None,
@@ -353,7 +354,7 @@ def calibrate_site_command(
     starts: Annotated[int | None, typer.Option(help="Number of random starts.")] = None,
     iterations: Annotated[int | None, typer.Option(help="Maximum Adam iterations.")] = None,
     water_stress: Annotated[str | None, typer.Option(
-        help="Water stress: none, beta or neural.")] = None,
+        help="Water stress: none, beta, neural or neural_monotone.")] = None,
     evapotranspiration: Annotated[str | None, typer.Option(
         help="Evapotranspiration: uwue, neural, neural_evaporation or "
              "neural_no_soil_water.")] = None,

@@ -58,11 +58,17 @@ class NeuralBeta:
             :class:`NeuralET` on width and cost).
         layers: number of hidden layers (leaky-ReLU).
         water_scale: soil water that maps to an input of 1 [mm].
+        monotone: use the softplus of every weight, so that beta never falls as the soil
+            water rises (leaky-ReLU is increasing, so positive weights make the network
+            non-decreasing in W). The plain network may learn any shape, and where the soil
+            never limits it can use W as a proxy for the season (beta falling in the wet
+            months) and carry that into drier years.
     """
 
     hidden: int = 10
     layers: int = 1
     water_scale: float = 1500.0
+    monotone: bool = False
 
     @property
     def sizes(self) -> tuple[int, ...]:
@@ -375,11 +381,12 @@ class ModelConfig:
         return sizes
 
 
-WaterStressName = Literal["none", "beta", "neural"]
+WaterStressName = Literal["none", "beta", "neural", "neural_monotone"]
 WATER_STRESS_OPTIONS: dict[str, WaterStress] = {
     "none": NoWaterStress(),
     "beta": LinearBeta(),
     "neural": NeuralBeta(),
+    "neural_monotone": NeuralBeta(monotone=True),
 }
 EVAPOTRANSPIRATION_OPTIONS: dict[str, Evapotranspiration] = {
     "uwue": UnderlyingWUE(),

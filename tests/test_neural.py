@@ -183,6 +183,31 @@ def test_et_network_without_the_soil_water_input():
     assert config.evapotranspiration == option
 
 
+def test_monotone_water_stress_never_falls_as_the_soil_water_rises():
+    """``NeuralBeta(monotone=True)``: beta is non-decreasing in W for any weights, including
+    weights with which the plain network falls somewhere; the calibration option maps to it."""
+    from differland.calibrate.site import SiteCalibrationConfig
+    from differland.processes.water import neural_beta
+
+    water = jnp.linspace(0.0, 3000.0, 301)
+    plain_falls = 0
+    for seed in range(8):
+        layers = init_network(jax.random.PRNGKey(seed), ModelConfig(water_stress=NeuralBeta()))
+        layers = layers["water_stress"]
+
+        def beta(option, layers=layers):
+            return jax.vmap(lambda w: neural_beta(w, layers, option))(water)
+
+        monotone = np.asarray(beta(NeuralBeta(monotone=True)))
+        assert np.all(np.diff(monotone) >= 0.0) and np.all((monotone > 0) & (monotone < 1))
+        plain_falls += bool(np.any(np.diff(np.asarray(beta(NeuralBeta()))) < -1e-6))
+        gradient = jax.grad(lambda w: neural_beta(w, layers, NeuralBeta(monotone=True)))(500.0)
+        assert np.isfinite(gradient) and gradient >= 0.0
+    assert plain_falls > 0  # the constraint is what makes the difference
+    config = SiteCalibrationConfig(water_stress="neural_monotone").model_config
+    assert config.water_stress == NeuralBeta(monotone=True)
+
+
 def test_calibrated_network_round_trips_through_the_cli(fluxsites_dir, tmp_path, capsys):
     """network.json of a calibration with two neural terms reproduces its simulation; a
     network file without a term the options need is a one-line error."""

@@ -69,8 +69,10 @@ class SiteCalibrationConfig:
 
     Attributes:
         model: model variant (``"site"`` or ``"global"``).
-        water_stress: ``"none"``, ``"beta"`` or ``"neural"`` (default: the hybrid
-            neural beta, which calibrated best over the 12 reference flux sites).
+        water_stress: ``"none"``, ``"beta"``, ``"neural"`` (default: the hybrid
+            neural beta, which calibrated best over the 12 reference flux sites) or
+            ``"neural_monotone"`` (the neural beta constrained to never fall as the soil
+            water rises).
         evapotranspiration: ``"uwue"`` (GPP sqrt(VPD) / uWUE + r SSRD), ``"neural"`` (an
             MLP of forcing, LAI, soil water and GPP; the default, closest to the published
             skill over the 12 reference flux sites), ``"neural_evaporation"`` (GPP

@@ -38,7 +38,11 @@ def linear_beta(water, field_capacity, wilting_point_fraction) -> jax.Array:
 
 
 def neural_beta(water, layers: list[dict], option: NeuralBeta) -> jax.Array:
-    """beta = sigmoid(MLP(W / water_scale)) with leaky-ReLU hidden layers [1]."""
+    """beta = sigmoid(MLP(W / water_scale)) with leaky-ReLU hidden layers [1]; with
+    ``option.monotone`` every weight enters as its softplus (beta non-decreasing in W)."""
+    if option.monotone:
+        layers = [{"weight": jax.nn.softplus(layer["weight"]), "bias": layer["bias"]}
+                  for layer in layers]
     return jax.nn.sigmoid(mlp(jnp.reshape(water / option.water_scale, (1,)), layers)[0])
 
 
