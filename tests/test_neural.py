@@ -201,7 +201,7 @@ def test_monotone_water_stress_never_falls_as_the_soil_water_rises():
         monotone = np.asarray(beta(NeuralBeta(monotone=True)))
         assert np.all(np.diff(monotone) >= 0.0) and np.all((monotone > 0) & (monotone < 1))
         plain_falls += bool(np.any(np.diff(np.asarray(beta(NeuralBeta()))) < -1e-6))
-        gradient = jax.grad(lambda w: neural_beta(w, layers, NeuralBeta(monotone=True)))(500.0)
+        gradient = jax.grad(neural_beta)(500.0, layers, NeuralBeta(monotone=True))
         assert np.isfinite(gradient) and gradient >= 0.0
     assert plain_falls > 0  # the constraint is what makes the difference
     config = SiteCalibrationConfig(water_stress="neural_monotone").model_config
