@@ -420,6 +420,8 @@ def _select(outputs: StepOutputs, keep: tuple[str, ...] | None) -> StepOutputs:
 
 
 def _scan(params, state, drivers, config, network):
+    config, network = water.resolve_monotone_beta(config, network)
+
     # Rematerialised in reverse mode: the backward pass recomputes each step from its start
     # state and drivers instead of storing every intermediate of every step (far less memory
     # traffic; 2-3x faster gradients for batches of pixels).

@@ -13,6 +13,7 @@ from differland import (
     GlobalModel,
     LinearBeta,
     ModelConfig,
+    NeuralBeta,
     SiteModel,
     default_parameters,
     initial_state,
@@ -46,6 +47,23 @@ def test_scan_equals_python_loop(fluxsites_dir, reference_mode):
         assert_trees_close(state, take(trajectory.states, t))
         assert_trees_close(outputs, take(trajectory.outputs, t))
     assert_trees_close(state, trajectory.final_state)
+
+
+def test_scan_equals_python_loop_with_the_monotone_water_stress(fluxsites_dir):
+    """The time loop transforms the monotone network's weights once, before the loop; the
+    single step transforms them itself: both give the same beta and trajectory."""
+    from differland.processes.neural import init_network
+
+    forcing = site_forcing(fluxsites_dir, "US-SRG", n_steps=12, start=200)
+    config = ModelConfig(model=SiteModel(), water_stress=NeuralBeta(monotone=True))
+    network = init_network(jax.random.PRNGKey(3), config)
+    params = default_parameters("site").replace(initial_plant_available_water=40.0)
+    trajectory = simulate(params, forcing, config, network=network)
+    state = initial_state(params, config)
+    for t in range(12):
+        state, outputs = step(params, state, take(forcing, t), config, network)
+        assert_trees_close(outputs, take(trajectory.outputs, t), rtol=1e-6, atol=1e-9)
+    assert_trees_close(state, trajectory.final_state, rtol=1e-6, atol=1e-9)
 
 
 def test_jit_equals_no_jit(fluxsites_dir):

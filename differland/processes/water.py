@@ -6,6 +6,8 @@ ET follows the underlying-water-use-efficiency form of Boese, S. et al. (2017) B
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 
@@ -37,13 +39,33 @@ def linear_beta(water, field_capacity, wilting_point_fraction) -> jax.Array:
     return jnp.clip((water - wilting_point) / (field_capacity - wilting_point), 0.0, 1.0)
 
 
+def monotone_layers(layers: list[dict]) -> list[dict]:
+    """The layers with the softplus of every weight: with increasing activations the network
+    is then non-decreasing in each input."""
+    return [{"weight": jax.nn.softplus(layer["weight"]), "bias": layer["bias"]}
+            for layer in layers]
+
+
 def neural_beta(water, layers: list[dict], option: NeuralBeta) -> jax.Array:
     """beta = sigmoid(MLP(W / water_scale)) with leaky-ReLU hidden layers [1]; with
-    ``option.monotone`` every weight enters as its softplus (beta non-decreasing in W)."""
+    ``option.monotone`` the weights enter through :func:`monotone_layers` (beta
+    non-decreasing in W)."""
     if option.monotone:
-        layers = [{"weight": jax.nn.softplus(layer["weight"]), "bias": layer["bias"]}
-                  for layer in layers]
+        layers = monotone_layers(layers)
     return jax.nn.sigmoid(mlp(jnp.reshape(water / option.water_scale, (1,)), layers)[0])
+
+
+def resolve_monotone_beta(config, network):
+    """``(config, network)`` computing the same beta with the monotone weight transform done
+    once: the water-stress layers through :func:`monotone_layers` and the option's
+    ``monotone`` off. For a time loop, whose steps would otherwise each transform the
+    weights again (XLA does not lift it out of the loop)."""
+    option = config.water_stress
+    if not (isinstance(option, NeuralBeta) and option.monotone):
+        return config, network
+    layers = monotone_layers(network_term(network, "water_stress"))
+    plain = dataclasses.replace(option, monotone=False)
+    return dataclasses.replace(config, water_stress=plain), {**network, "water_stress": layers}
 
 
 def water_stress_factor(option: WaterStress, water, params, network=None) -> jax.Array:
