@@ -115,13 +115,10 @@ def _network(path: Path | None, config):
     return {term: network[term] for term in terms}, dataclasses.replace(config, **options)
 
 
-def _run_simulation(driver_path: Path, out: Path, params_path: Path | None, model: str,
-                    water_stress: str, reference_mode: bool, float64: bool,
-                    network_path: Path | None = None, evapotranspiration: str = "uwue",
-                    drought_leaf_loss: bool = False,
-                    water_limited_decomposition: bool = False,
-                    phenology: str = "calendar", gpp_weather: bool = False,
-                    canopy_saturation: bool = False) -> str:
+def _run_simulation(driver_path: Path, out: Path, params_path: Path | None, options: dict,
+                    reference_mode: bool, float64: bool,
+                    network_path: Path | None = None) -> str:
+    """Simulate with ``options``, a value for each of :data:`RUN_MODEL_OPTIONS`."""
     import jax
     import numpy as np
 
@@ -138,18 +135,18 @@ def _run_simulation(driver_path: Path, out: Path, params_path: Path | None, mode
     from differland.io import read_site_driver, simulation_dataset, write_dataset
     from differland.model import simulate
 
-    model_choice = _choice(model, MODEL_OPTIONS, "model")
-    stress = _choice(water_stress, WATER_STRESS_OPTIONS, "water stress")
-    et_option = _choice(evapotranspiration, EVAPOTRANSPIRATION_OPTIONS, "evapotranspiration")
-    phenology_option = _choice(phenology, PHENOLOGY_OPTIONS, "phenology")
+    model_choice = _choice(options["model"], MODEL_OPTIONS, "model")
+    stress = _choice(options["water_stress"], WATER_STRESS_OPTIONS, "water stress")
+    et_option = _choice(options["evapotranspiration"], EVAPOTRANSPIRATION_OPTIONS,
+                        "evapotranspiration")
+    phenology_option = _choice(options["phenology"], PHENOLOGY_OPTIONS, "phenology")
     if float64:
         enable_float64()
+    flags = {name: bool(options[name]) for name in _RUN_FLAGS}
     config = ModelConfig(model=model_choice, water_stress=stress, evapotranspiration=et_option,
                          phenology=phenology_option,
-                         gpp_weather=NeuralWeatherFactor() if gpp_weather else None,
-                         drought_leaf_loss=drought_leaf_loss,
-                         water_limited_decomposition=water_limited_decomposition,
-                         canopy_saturation=canopy_saturation,
+                         gpp_weather=NeuralWeatherFactor() if flags["gpp_weather"] else None,
+                         **{name: flags[name] for name in _RUN_FLAGS if name != "gpp_weather"},
                          reference_mode=reference_mode)
     network, config = _network(network_path, config)
     driver = read_site_driver(driver_path)
@@ -172,13 +169,10 @@ def _run_simulation(driver_path: Path, out: Path, params_path: Path | None, mode
         "driver": str(driver_path),
         "parameters": str(params_path) if params_path else "registry defaults",
         "model": model_choice.name,
-        "water_stress": water_stress,
-        "evapotranspiration": evapotranspiration,
-        "phenology": phenology,
-        "gpp_weather": int(gpp_weather),
-        "drought_leaf_loss": int(drought_leaf_loss),
-        "water_limited_decomposition": int(water_limited_decomposition),
-        "canopy_saturation": int(canopy_saturation),
+        "water_stress": options["water_stress"],
+        "evapotranspiration": options["evapotranspiration"],
+        "phenology": options["phenology"],
+        **{name: int(value) for name, value in flags.items()},
         "reference_mode": int(reference_mode),
         "precision": "float64" if float64 else "float32",
         "history": f"{time.strftime('%Y-%m-%dT%H:%M:%S')} differland simulate",
@@ -191,11 +185,14 @@ def _run_simulation(driver_path: Path, out: Path, params_path: Path | None, mode
             f"{elapsed:.2f} s")
 
 
-RUN_MODEL_OPTIONS = ("model", "water_stress", "evapotranspiration", "phenology",
-                     "drought_leaf_loss", "water_limited_decomposition", "gpp_weather",
-                     "canopy_saturation")
+# The on/off process options of a simulation (flags of ``simulate``, keys of a calibration
+# record), and all its model options.
+_RUN_FLAGS = ("drought_leaf_loss", "groundwater_supply", "water_limited_decomposition",
+              "gpp_weather", "canopy_saturation")
+RUN_MODEL_OPTIONS = ("model", "water_stress", "evapotranspiration", "phenology") + _RUN_FLAGS
 # Options that calibration records of earlier versions lack, with the value they implied.
-_RUN_OPTION_DEFAULTS = {"gpp_weather": False, "canopy_saturation": False}
+_RUN_OPTION_DEFAULTS = {"gpp_weather": False, "canopy_saturation": False,
+                        "groundwater_supply": False}
 
 
 def _calibration_run(run: Path) -> dict:
@@ -256,6 +253,9 @@ def simulate(
     ] = None,
     drought_leaf_loss: Annotated[bool, typer.Option(
         "--drought-leaf-loss", help="Leaves also fall under water stress.")] = False,
+    groundwater_supply: Annotated[bool, typer.Option(
+        "--groundwater-supply", help="The soil-water bucket receives groundwater_supply_rate "
+                                     "every day besides precipitation.")] = False,
     water_limited_decomposition: Annotated[bool, typer.Option(
         "--water-limited-decomposition", help="Decomposition slows in dry soil.")] = False,
     gpp_weather: Annotated[bool, typer.Option(
@@ -273,6 +273,7 @@ def simulate(
     given = {"model": model, "water_stress": water_stress,
              "evapotranspiration": evapotranspiration, "phenology": phenology,
              "drought_leaf_loss": drought_leaf_loss or None,
+             "groundwater_supply": groundwater_supply or None,
              "water_limited_decomposition": water_limited_decomposition or None,
              "gpp_weather": gpp_weather or None,
              "canopy_saturation": canopy_saturation or None,
@@ -296,6 +297,7 @@ def simulate(
         options = {"model": model or "site", "water_stress": water_stress or "none",
                    "evapotranspiration": evapotranspiration or "uwue",
                    "phenology": phenology or "calendar", "drought_leaf_loss": drought_leaf_loss,
+                   "groundwater_supply": groundwater_supply,
                    "water_limited_decomposition": water_limited_decomposition,
                    "gpp_weather": gpp_weather, "canopy_saturation": canopy_saturation}
     with tempfile.TemporaryDirectory() as scratch:
@@ -303,11 +305,8 @@ def simulate(
             from differland.io import write_example_site_driver
 
             driver = write_example_site_driver(Path(scratch) / "example.nc")
-        message = _run_simulation(driver, out, params, options["model"],
-                                  options["water_stress"], reference_mode, float64, network,
-                                  options["evapotranspiration"], options["drought_leaf_loss"],
-                                  options["water_limited_decomposition"], options["phenology"],
-                                  options["gpp_weather"], options["canopy_saturation"])
+        message = _run_simulation(driver, out, params, options, reference_mode, float64,
+                                  network)
     typer.echo(message)
 
 
@@ -369,6 +368,10 @@ def calibrate_site_command(
         "--canopy-saturation/--no-canopy-saturation",
         help="Calibrate the ACM's canopy quantum-yield saturation c2 (default: the config's, "
              "on).")] = None,
+    groundwater_supply: Annotated[bool | None, typer.Option(
+        "--groundwater-supply/--no-groundwater-supply",
+        help="Calibrate a daily groundwater supply to the soil water (default: the "
+             "config's, off).")] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
     float64: Annotated[bool, typer.Option("--float64", help="Compute in float64.")] = False,
 ) -> None:
@@ -380,7 +383,8 @@ def calibrate_site_command(
                                        max_iterations=iterations, water_stress=water_stress,
                                        evapotranspiration=evapotranspiration,
                                        phenology=phenology, gpp_weather=gpp_weather,
-                                       canopy_saturation=canopy_saturation)
+                                       canopy_saturation=canopy_saturation,
+                                       groundwater_supply=groundwater_supply)
     if float64:
         enable_float64()
     metrics = calibrate_site(driver, out, settings, progress=progress)

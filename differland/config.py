@@ -278,6 +278,7 @@ Phenology = CalendarPhenology | ClimatePhenology
 # Boolean process options of ModelConfig and the parameter each one adds to the model (a
 # model without the option ignores that parameter).
 OPTION_PARAMETERS = {"drought_leaf_loss": "drought_leaf_loss_rate",
+                     "groundwater_supply": "groundwater_supply_rate",
                      "water_limited_decomposition": "decomposition_water_sensitivity",
                      "canopy_saturation": "canopy_lai_half_saturation"}
 
@@ -296,6 +297,14 @@ class ModelConfig:
         drought_leaf_loss: leaves also fall under water stress: the foliar loss rate gains
             ``drought_leaf_loss_rate x (1 - beta)`` (drought deciduousness; the calendar
             phenology alone drops leaves on the same dates every year).
+        groundwater_supply: the soil-water bucket (PAW at the site) receives
+            ``groundwater_supply_rate`` [mm d-1] at every step besides precipitation:
+            capillary rise or lateral inflow from a water table, or deep roots reaching water
+            below the bucket. Without it the vegetation can use only the rain of the run, so
+            that a dry year's ET and GPP fall with its rain even where the tower sees no
+            drought (a shallow water table, deep-rooted trees). The supply drains away with
+            the bucket's own drainage when the soil is wet; reported as the output
+            ``groundwater_supply``.
         water_limited_decomposition: decomposition (litter and SOM respiration, litter ->
             SOM) slows in dry soil: its rates are multiplied by ``1 - s x (1 - beta)`` with
             ``s = decomposition_water_sensitivity`` (the precipitation term of the reference
@@ -327,6 +336,7 @@ class ModelConfig:
     phenology: Phenology = field(default_factory=CalendarPhenology)
     gpp_weather: NeuralWeatherFactor | None = None
     drought_leaf_loss: bool = False
+    groundwater_supply: bool = False
     water_limited_decomposition: bool = False
     canopy_saturation: bool = False
     reference_mode: bool = False

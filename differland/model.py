@@ -345,7 +345,9 @@ def step_dynamics(params: ParameterSet, state: State, drivers: StepDrivers,
         labile_to_foliar=flux.labile_to_foliar, foliar_to_litter=flux.foliar_to_litter,
         wood_to_som=flux.wood_to_som, root_to_litter=flux.root_to_litter,
         rh_litter=flux.rh_litter, rh_som=flux.rh_som, litter_to_som=flux.litter_to_som,
-        nee=nee, beta=beta * jnp.ones_like(gpp), gpp_weather_factor=d.gpp_weather_factor)
+        nee=nee, beta=beta * jnp.ones_like(gpp), gpp_weather_factor=d.gpp_weather_factor,
+        groundwater_supply=(p.groundwater_supply_rate * jnp.ones_like(gpp)
+                            if config.groundwater_supply else None))
 
     if isinstance(config.model, SiteModel):
         next_state, outputs = _site_water(p, state, d, carbon, et, config, common)
@@ -360,9 +362,15 @@ def step_dynamics(params: ParameterSet, state: State, drivers: StepDrivers,
     return next_state, _select(outputs, config.outputs)
 
 
+def _water_input(f, common):
+    """Water entering the bucket [mm d-1]: precipitation plus the groundwater supply."""
+    supply = common["groundwater_supply"]
+    return f.precipitation if supply is None else f.precipitation + supply
+
+
 def _site_water(p, state, f, carbon, et, config, common):
-    args = (state.soil_water, state.deep_water, f.precipitation, et, p.paw_runoff_focal_point,
-            p.puw_runoff_focal_point, p.paw_to_puw_fraction, f.delta_t)
+    args = (state.soil_water, state.deep_water, _water_input(f, common), et,
+            p.paw_runoff_focal_point, p.puw_runoff_focal_point, p.paw_to_puw_fraction, f.delta_t)
     if config.reference_mode:
         result = water.two_bucket_update_reference(*args, *_water_bounds(config))
     else:
@@ -378,11 +386,11 @@ def _site_water(p, state, f, carbon, et, config, common):
 def _global_water_and_fire(p, state, f, carbon, et, config, common):
     if config.reference_mode:
         soil_water, et, runoff, penalty = water.bucket_update_reference(
-            state.soil_water, f.precipitation, et, p.runoff_focal_point, f.delta_t,
+            state.soil_water, _water_input(f, common), et, p.runoff_focal_point, f.delta_t,
             *_water_bounds(config))
     else:
         soil_water, et, runoff, penalty = water.bucket_update(
-            state.soil_water, f.precipitation, et, p.runoff_focal_point, f.delta_t)
+            state.soil_water, _water_input(f, common), et, p.runoff_focal_point, f.delta_t)
     burn = fire.fire_fluxes(carbon.labile, carbon.foliar, carbon.root, carbon.wood,
                             carbon.litter, carbon.som, f.burned_area, p, f.delta_t)
     dt, b = f.delta_t, burn

@@ -157,6 +157,10 @@ REGISTRY: tuple[ParameterSpec, ...] = (
     ParameterSpec("drought_leaf_loss_rate", "(none)", "d-1", 1e-4, 0.1,
                   "Extra leaf loss under water stress (option drought_leaf_loss): the foliar "
                   "loss rate gains rate x (1 - beta).", _BOTH, {}),
+    ParameterSpec("groundwater_supply_rate", "(none)", "mm d-1", 1e-3, 5.0,
+                  "Water the soil-water bucket receives every day besides precipitation "
+                  "(option groundwater_supply): capillary rise or lateral inflow from a water "
+                  "table, or deep roots' access to water below the bucket.", _BOTH, {}),
     ParameterSpec("growing_season_temperature", "(none)", "K", 263.15, 288.15,
                   "Daily minimum temperature (in kelvin: -10 to 15 degC) at which the "
                   "temperature factor of the growing-season index is one half (option climate "

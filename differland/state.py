@@ -83,6 +83,8 @@ class StepOutputs:
         beta: water-stress factor on GPP [1].
         gpp_weather_factor: the hybrid weather factor on GPP [1] (option ``gpp_weather``).
         water_violation_penalty: 0.01 x water shortfall that the soil floor forced [mm d-1].
+        groundwater_supply: water the bucket receives besides precipitation [mm d-1] (option
+            ``groundwater_supply``).
         paw_runoff: drainage leaving the system from PAW [mm d-1] (site).
         puw_runoff: drainage leaving the system from PUW [mm d-1] (site).
         paw_to_puw: PAW -> PUW transfer [mm d-1] (site).
@@ -117,6 +119,7 @@ class StepOutputs:
     beta: jax.Array
     water_violation_penalty: jax.Array
     gpp_weather_factor: jax.Array | None = None
+    groundwater_supply: jax.Array | None = None
     paw_runoff: jax.Array | None = None
     puw_runoff: jax.Array | None = None
     paw_to_puw: jax.Array | None = None
@@ -151,7 +154,7 @@ UNITS: dict[str, str] = {
     "labile_release_factor": "d-1", "labile_to_foliar": FLUX, "foliar_to_litter": FLUX,
     "wood_to_som": FLUX, "root_to_litter": FLUX, "rh_litter": FLUX, "rh_som": FLUX,
     "litter_to_som": FLUX, "nee": FLUX, "beta": "1", "water_violation_penalty": "mm d-1",
-    "gpp_weather_factor": "1",
+    "gpp_weather_factor": "1", "groundwater_supply": "mm d-1",
     "paw_runoff": "mm d-1", "puw_runoff": "mm d-1", "paw_to_puw": "mm d-1", "runoff": "mm d-1",
     "fire_combustion_labile": FLUX, "fire_combustion_foliar": FLUX,
     "fire_combustion_root": FLUX, "fire_combustion_wood": FLUX,

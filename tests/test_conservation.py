@@ -42,6 +42,12 @@ def _prepend(initial: State, states: State) -> State:
                         initial, states)
 
 
+def _water_input(forcing, outputs):
+    """Precipitation plus the groundwater supply where the run has one [mm d-1]."""
+    supply = outputs.groundwater_supply
+    return np.asarray(forcing.precipitation) + (0.0 if supply is None else supply)
+
+
 def check_site_budgets(params, forcing, config, network=None):
     trajectory = jax.device_get(simulate(params, forcing, config, network=network))
     states = _prepend(initial_state(params, config), trajectory.states)
@@ -66,7 +72,7 @@ def check_site_budgets(params, forcing, config, network=None):
         assert np.abs(np.diff(values) - net * dt).max() <= TOLERANCE * carbon.max(), pool
         assert values.min() >= -1e-9 * carbon.max(), f"{pool} went negative"
     water = states.soil_water + states.deep_water
-    balance = (np.asarray(forcing.precipitation) - o.et - o.paw_runoff - o.puw_runoff) * dt
+    balance = (_water_input(forcing, o) - o.et - o.paw_runoff - o.puw_runoff) * dt
     assert np.abs(np.diff(water) - balance).max() <= TOLERANCE * max(water.max(), 1.0)
     assert abs(water[-1] - water[0] - balance.sum()) <= TOLERANCE * max(water.max(), 1.0)
     for flux in (o.et, o.paw_runoff, o.puw_runoff, o.paw_to_puw, o.rh_litter, o.litter_to_som):
@@ -116,13 +122,15 @@ def test_foliar_floor_creates_carbon_only_in_reference_mode():
         assert (abs(float(residual)) > 0.5) == creates
 
 
-@pytest.mark.parametrize("phenology", [CalendarPhenology(), ClimatePhenology(),
-                                       CalendarPhenology(water_limited_release=True),
-                                       ClimatePhenology(pulses=True, water_factor="beta")])
-def test_global_budgets_close_with_fire(golden_dir, phenology):
+@pytest.mark.parametrize("phenology, groundwater", [
+    (CalendarPhenology(), False), (ClimatePhenology(), False),
+    (CalendarPhenology(water_limited_release=True), False),
+    (ClimatePhenology(pulses=True, water_factor="beta"), False), (CalendarPhenology(), True)])
+def test_global_budgets_close_with_fire(golden_dir, phenology, groundwater):
     _, params, forcing = load(golden_dir / "dalec993_synthetic_rand1.nc")
     params = _with_defaults(params)
-    config = ModelConfig(model=GlobalModel(), water_stress=LinearBeta(), phenology=phenology)
+    config = ModelConfig(model=GlobalModel(), water_stress=LinearBeta(), phenology=phenology,
+                         groundwater_supply=groundwater)
     trajectory = jax.device_get(simulate_pixels(params, forcing, config))
     initial = jax.vmap(lambda p: initial_state(p, config))(params)
     states = _prepend(initial, trajectory.states)
@@ -134,7 +142,7 @@ def test_global_budgets_close_with_fire(golden_dir, phenology):
     assert (np.abs(np.diff(carbon, axis=-1) - uptake) / carbon[..., 1:]).max() <= TOLERANCE
     np.testing.assert_allclose(-o.nbe * dt, uptake, rtol=1e-12, atol=1e-12)
     water = states.soil_water
-    balance = (np.asarray(forcing.precipitation) - o.et - o.runoff) * dt
+    balance = (_water_input(forcing, o) - o.et - o.runoff) * dt
     assert np.abs(np.diff(water, axis=-1) - balance).max() <= TOLERANCE * water.max()
     assert o.runoff.min() >= 0.0, "runoff is never negative in the default mode"
     for pool in CARBON_POOLS:
@@ -181,3 +189,36 @@ def test_water_limited_decomposition_conserves_and_slows_only_under_stress(fluxs
     unstressed = ModelConfig(model=SiteModel(), water_limited_decomposition=True)
     np.testing.assert_allclose(simulate(params, forcing, unstressed).outputs.rh_som,
                                simulate(params, forcing, ModelConfig()).outputs.rh_som)
+
+
+def test_groundwater_supply_conserves_and_carries_the_vegetation_through_a_drought(
+        fluxsites_dir):
+    """The supply enters the water budget as an inflow and keeps the soil from running dry:
+    with the rain of the record cut off after the first year, the plain bucket empties (ET
+    and beta fall to nothing), the supplied one settles where the drainage W^2/Q returns
+    what it receives minus ET."""
+    forcing = site_forcing(fluxsites_dir, "US-Var", n_steps=1095)
+    rain = np.asarray(forcing.precipitation)
+    forcing = forcing.replace(precipitation=jnp.asarray(np.where(np.arange(rain.size) < 365,
+                                                                 rain, 0.0)))
+    params = default_parameters("site").replace(
+        initial_plant_available_water=100.0, field_capacity=20.0, wilting_point_fraction=0.05,
+        groundwater_supply_rate=1.0)
+    plain = ModelConfig(model=SiteModel(), water_stress=LinearBeta())
+    supplied = ModelConfig(model=SiteModel(), water_stress=LinearBeta(),
+                           groundwater_supply=True)
+    with_supply = check_site_budgets(params, forcing, supplied)
+    without = check_site_budgets(params, forcing, plain)
+    assert without.outputs.groundwater_supply is None
+    np.testing.assert_allclose(with_supply.outputs.groundwater_supply, 1.0)
+    last_year = slice(-365, None)
+    assert without.outputs.et[last_year].max() < 1e-3
+    assert with_supply.outputs.et[last_year].mean() > 0.3
+    assert without.states.soil_water[last_year].max() < 0.1
+    assert with_supply.states.soil_water[last_year].mean() > 1.0
+    assert without.outputs.beta[last_year].max() == 0.0
+    assert with_supply.outputs.beta[last_year].mean() > 0.1
+    # a negligible supply is the model without it
+    trace = params.replace(groundwater_supply_rate=1e-12)
+    np.testing.assert_allclose(simulate(trace, forcing, supplied).outputs.gpp,
+                               simulate(trace, forcing, plain).outputs.gpp, rtol=1e-9)

@@ -90,9 +90,10 @@ class SiteCalibrationConfig:
             water; see :class:`~differland.config.CalendarPhenology`).
         gpp_weather: GPP x a hybrid factor of air temperature and VPD (a small network,
             :class:`~differland.config.NeuralWeatherFactor`; default off).
-        drought_leaf_loss, water_limited_decomposition, canopy_saturation: process options
-            of :class:`~differland.config.ModelConfig` (default: decomposition slows in dry
-            soil, no drought leaf loss, the ACM's canopy quantum-yield saturation calibrated).
+        drought_leaf_loss, groundwater_supply, water_limited_decomposition,
+        canopy_saturation: process options of :class:`~differland.config.ModelConfig`
+            (default: decomposition slows in dry soil, no drought leaf loss, no groundwater
+            supply, the ACM's canopy quantum-yield saturation calibrated).
         streams: observed streams in the loss (names of observation operators; default GPP,
             RECO, ET and LAI: NEE is evaluated, not fitted).
         weights: per-stream weight (streams not listed weigh 1; default GPP, RECO and LAI
@@ -140,6 +141,7 @@ class SiteCalibrationConfig:
     phenology: str = "calendar"
     gpp_weather: bool = False
     drought_leaf_loss: bool = False
+    groundwater_supply: bool = False
     water_limited_decomposition: bool = True
     canopy_saturation: bool = True
     streams: tuple[str, ...] = ("gpp", "reco", "et", "lai")
@@ -170,8 +172,8 @@ class SiteCalibrationConfig:
                 f"config: unknown evapotranspiration {self.evapotranspiration!r}")
         if self.phenology not in PHENOLOGY_OPTIONS:
             raise CalibrationConfigError(f"config: unknown phenology {self.phenology!r}")
-        for flag in ("gpp_weather", "drought_leaf_loss", "water_limited_decomposition",
-                     "canopy_saturation"):
+        for flag in ("gpp_weather", "drought_leaf_loss", "groundwater_supply",
+                     "water_limited_decomposition", "canopy_saturation"):
             if not isinstance(getattr(self, flag), bool):
                 raise CalibrationConfigError(
                     f"config: {flag} must be true or false, not {getattr(self, flag)!r}")
@@ -245,6 +247,7 @@ class SiteCalibrationConfig:
                            phenology=PHENOLOGY_OPTIONS[self.phenology],
                            gpp_weather=NeuralWeatherFactor() if self.gpp_weather else None,
                            drought_leaf_loss=self.drought_leaf_loss,
+                           groundwater_supply=self.groundwater_supply,
                            water_limited_decomposition=self.water_limited_decomposition,
                            canopy_saturation=self.canopy_saturation)
 
