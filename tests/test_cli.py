@@ -86,6 +86,24 @@ def test_climate_phenology_runs_from_the_command_line(tmp_path, capsys, fluxsite
     assert 0.0 < index.min() < index.max() < 1.0
 
 
+def test_groundwater_supply_from_the_command_line(tmp_path, capsys, fluxsites_dir):
+    params = tmp_path / "params.json"
+    params.write_text(json.dumps({"groundwater_supply_rate": 0.5}))
+    driver = fluxsites_dir / "US-SRG.nc"
+    status, _, err = run(capsys, "simulate", "--driver", driver, "--params", params,
+                         "--out", tmp_path / "off.nc")
+    assert status == 2 and len(err.strip().splitlines()) == 1
+    assert "groundwater_supply_rate" in err and "--groundwater-supply" in err
+    assert not (tmp_path / "off.nc").exists()
+    status, _, err = run(capsys, "simulate", "--driver", driver, "--params", params,
+                         "--groundwater-supply", "--out", tmp_path / "on.nc")
+    assert status == 0, err
+    dataset = xr.load_dataset(tmp_path / "on.nc")
+    assert dataset.attrs["groundwater_supply"] == 1
+    np.testing.assert_allclose(dataset["groundwater_supply"], 0.5)
+    assert dataset["groundwater_supply"].attrs["units"] == "mm d-1"
+
+
 def _modified_driver(tmp_path, fluxsites_dir, change):
     dataset = xr.load_dataset(fluxsites_dir / "US-Var.nc", decode_times=False)
     dataset = change(dataset)
