@@ -143,11 +143,15 @@ def _run_simulation(driver_path: Path, out: Path, params_path: Path | None, opti
     if float64:
         enable_float64()
     flags = {name: bool(options[name]) for name in _RUN_FLAGS}
-    config = ModelConfig(model=model_choice, water_stress=stress, evapotranspiration=et_option,
-                         phenology=phenology_option,
-                         gpp_weather=NeuralWeatherFactor() if flags["gpp_weather"] else None,
-                         **{name: flags[name] for name in _RUN_FLAGS if name != "gpp_weather"},
-                         reference_mode=reference_mode)
+    try:
+        config = ModelConfig(model=model_choice, water_stress=stress,
+                             evapotranspiration=et_option, phenology=phenology_option,
+                             gpp_weather=NeuralWeatherFactor() if flags["gpp_weather"] else None,
+                             **{name: flags[name] for name in _RUN_FLAGS
+                                if name != "gpp_weather"},
+                             reference_mode=reference_mode)
+    except ValueError as error:
+        raise CliError(f"model options: {error}") from None
     network, config = _network(network_path, config)
     driver = read_site_driver(driver_path)
     params = _parameter_set(params_path, model_choice.name)
@@ -187,12 +191,12 @@ def _run_simulation(driver_path: Path, out: Path, params_path: Path | None, opti
 
 # The on/off process options of a simulation (flags of ``simulate``, keys of a calibration
 # record), and all its model options.
-_RUN_FLAGS = ("drought_leaf_loss", "groundwater_supply", "water_limited_decomposition",
-              "gpp_weather", "canopy_saturation")
+_RUN_FLAGS = ("drought_leaf_loss", "groundwater_supply", "deep_water_uptake",
+              "water_limited_decomposition", "gpp_weather", "canopy_saturation")
 RUN_MODEL_OPTIONS = ("model", "water_stress", "evapotranspiration", "phenology") + _RUN_FLAGS
 # Options that calibration records of earlier versions lack, with the value they implied.
 _RUN_OPTION_DEFAULTS = {"gpp_weather": False, "canopy_saturation": False,
-                        "groundwater_supply": False}
+                        "groundwater_supply": False, "deep_water_uptake": False}
 
 
 def _calibration_run(run: Path) -> dict:
@@ -256,6 +260,10 @@ def simulate(
     groundwater_supply: Annotated[bool, typer.Option(
         "--groundwater-supply", help="The soil-water bucket receives groundwater_supply_rate "
                                      "every day besides precipitation.")] = False,
+    deep_water_uptake: Annotated[bool, typer.Option(
+        "--deep-water-uptake", help="Plant-unavailable water rises back into the "
+                                    "plant-available bucket while it is dry (site model).")
+    ] = False,
     water_limited_decomposition: Annotated[bool, typer.Option(
         "--water-limited-decomposition", help="Decomposition slows in dry soil.")] = False,
     gpp_weather: Annotated[bool, typer.Option(
@@ -274,6 +282,7 @@ def simulate(
              "evapotranspiration": evapotranspiration, "phenology": phenology,
              "drought_leaf_loss": drought_leaf_loss or None,
              "groundwater_supply": groundwater_supply or None,
+             "deep_water_uptake": deep_water_uptake or None,
              "water_limited_decomposition": water_limited_decomposition or None,
              "gpp_weather": gpp_weather or None,
              "canopy_saturation": canopy_saturation or None,
@@ -298,6 +307,7 @@ def simulate(
                    "evapotranspiration": evapotranspiration or "uwue",
                    "phenology": phenology or "calendar", "drought_leaf_loss": drought_leaf_loss,
                    "groundwater_supply": groundwater_supply,
+                   "deep_water_uptake": deep_water_uptake,
                    "water_limited_decomposition": water_limited_decomposition,
                    "gpp_weather": gpp_weather, "canopy_saturation": canopy_saturation}
     with tempfile.TemporaryDirectory() as scratch:
@@ -372,6 +382,10 @@ def calibrate_site_command(
         "--groundwater-supply/--no-groundwater-supply",
         help="Calibrate a daily groundwater supply to the soil water (default: the "
              "config's, off).")] = None,
+    deep_water_uptake: Annotated[bool | None, typer.Option(
+        "--deep-water-uptake/--no-deep-water-uptake",
+        help="Calibrate the rise of plant-unavailable water into the dry root zone "
+             "(default: the config's, off).")] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
     float64: Annotated[bool, typer.Option("--float64", help="Compute in float64.")] = False,
 ) -> None:
@@ -384,7 +398,8 @@ def calibrate_site_command(
                                        evapotranspiration=evapotranspiration,
                                        phenology=phenology, gpp_weather=gpp_weather,
                                        canopy_saturation=canopy_saturation,
-                                       groundwater_supply=groundwater_supply)
+                                       groundwater_supply=groundwater_supply,
+                                       deep_water_uptake=deep_water_uptake)
     if float64:
         enable_float64()
     metrics = calibrate_site(driver, out, settings, progress=progress)

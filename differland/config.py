@@ -279,6 +279,7 @@ Phenology = CalendarPhenology | ClimatePhenology
 # model without the option ignores that parameter).
 OPTION_PARAMETERS = {"drought_leaf_loss": "drought_leaf_loss_rate",
                      "groundwater_supply": "groundwater_supply_rate",
+                     "deep_water_uptake": "deep_water_uptake_rate",
                      "water_limited_decomposition": "decomposition_water_sensitivity",
                      "canopy_saturation": "canopy_lai_half_saturation"}
 
@@ -305,6 +306,15 @@ class ModelConfig:
             drought (a shallow water table, deep-rooted trees). The supply drains away with
             the bucket's own drainage when the soil is wet; reported as the output
             ``groundwater_supply``.
+        deep_water_uptake: (site model) plant-unavailable water (PUW) rises back into the
+            plant-available bucket (PAW): capillary rise from the deeper soil, or roots
+            reaching it, while the root zone is drier than its drainage focal point Q,
+            ``PUW x deep_water_uptake_rate x max(0, 1 - PAW / Q)`` [mm d-1]. Without it
+            PUW is a sink, and what drains below the roots in a wet year is lost to the
+            plants of the next dry one. The water only moves between the buckets, so the
+            store is finite (no external source) and it stops rising once PAW reaches Q,
+            so the exchange cannot hold PAW above what the drainage allows. Reported as
+            the output ``deep_water_uptake``.
         water_limited_decomposition: decomposition (litter and SOM respiration, litter ->
             SOM) slows in dry soil: its rates are multiplied by ``1 - s x (1 - beta)`` with
             ``s = decomposition_water_sensitivity`` (the precipitation term of the reference
@@ -337,6 +347,7 @@ class ModelConfig:
     gpp_weather: NeuralWeatherFactor | None = None
     drought_leaf_loss: bool = False
     groundwater_supply: bool = False
+    deep_water_uptake: bool = False
     water_limited_decomposition: bool = False
     canopy_saturation: bool = False
     reference_mode: bool = False
@@ -358,6 +369,12 @@ class ModelConfig:
                                                            NeuralWeatherFactor):
             raise TypeError(f"gpp_weather must be None or NeuralWeatherFactor(), "
                             f"got {self.gpp_weather!r}")
+        if self.deep_water_uptake and not isinstance(self.model, SiteModel):
+            raise ValueError("deep_water_uptake needs the site model: the global model has "
+                             "one soil-water bucket and no plant-unavailable store")
+        if self.deep_water_uptake and self.reference_mode:
+            raise ValueError("deep_water_uptake is not part of the published model; it "
+                             "cannot be combined with reference_mode")
         if self.checkpoint_every is not None and self.checkpoint_every < 1:
             raise ValueError("checkpoint_every must be a positive number of steps")
         if self.scan_unroll is not None and (

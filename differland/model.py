@@ -371,15 +371,21 @@ def _water_input(f, common):
 def _site_water(p, state, f, carbon, et, config, common):
     args = (state.soil_water, state.deep_water, _water_input(f, common), et,
             p.paw_runoff_focal_point, p.puw_runoff_focal_point, p.paw_to_puw_fraction, f.delta_t)
+    uptake = None
+    if config.deep_water_uptake:
+        uptake = water.deep_water_uptake(state.soil_water, state.deep_water,
+                                         p.deep_water_uptake_rate, p.paw_runoff_focal_point,
+                                         f.delta_t)
     if config.reference_mode:
         result = water.two_bucket_update_reference(*args, *_water_bounds(config))
     else:
-        result = water.two_bucket_update(*args)
+        result = water.two_bucket_update(*args, uptake=0.0 if uptake is None else uptake)
     paw, puw, et, paw_runoff, paw_to_puw, puw_runoff, penalty = result
     next_state = State(carbon.labile, carbon.foliar, carbon.root, carbon.wood, carbon.litter,
                        carbon.som, soil_water=paw, deep_water=puw)
     outputs = StepOutputs(**common, et=et, water_violation_penalty=penalty,
-                          paw_runoff=paw_runoff, puw_runoff=puw_runoff, paw_to_puw=paw_to_puw)
+                          paw_runoff=paw_runoff, puw_runoff=puw_runoff, paw_to_puw=paw_to_puw,
+                          deep_water_uptake=uptake)
     return next_state, outputs
 
 

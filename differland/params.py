@@ -161,6 +161,10 @@ REGISTRY: tuple[ParameterSpec, ...] = (
                   "Water the soil-water bucket receives every day besides precipitation "
                   "(option groundwater_supply): capillary rise or lateral inflow from a water "
                   "table, or deep roots' access to water below the bucket.", _BOTH, {}),
+    ParameterSpec("deep_water_uptake_rate", "(none)", "d-1", 1e-5, 0.1,
+                  "Rate at which plant-unavailable water rises back into PAW while PAW is "
+                  "below its drainage focal point (option deep_water_uptake): PUW x rate x "
+                  "(1 - PAW / PAW_Qmax).", _SITE, {}),
     ParameterSpec("growing_season_temperature", "(none)", "K", 263.15, 288.15,
                   "Daily minimum temperature (in kelvin: -10 to 15 degC) at which the "
                   "temperature factor of the growing-season index is one half (option climate "

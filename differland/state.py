@@ -88,6 +88,7 @@ class StepOutputs:
         paw_runoff: drainage leaving the system from PAW [mm d-1] (site).
         puw_runoff: drainage leaving the system from PUW [mm d-1] (site).
         paw_to_puw: PAW -> PUW transfer [mm d-1] (site).
+        deep_water_uptake: PUW -> PAW rise [mm d-1] (site, option ``deep_water_uptake``).
         runoff: drainage leaving the single bucket [mm d-1] (global).
         fire_combustion_*: carbon emitted by fire from each pool [gC m-2 d-1] (global).
         fire_transfer_*: fire-killed carbon moved to dead pools [gC m-2 d-1] (global).
@@ -123,6 +124,7 @@ class StepOutputs:
     paw_runoff: jax.Array | None = None
     puw_runoff: jax.Array | None = None
     paw_to_puw: jax.Array | None = None
+    deep_water_uptake: jax.Array | None = None
     runoff: jax.Array | None = None
     fire_combustion_labile: jax.Array | None = None
     fire_combustion_foliar: jax.Array | None = None
@@ -156,6 +158,7 @@ UNITS: dict[str, str] = {
     "litter_to_som": FLUX, "nee": FLUX, "beta": "1", "water_violation_penalty": "mm d-1",
     "gpp_weather_factor": "1", "groundwater_supply": "mm d-1",
     "paw_runoff": "mm d-1", "puw_runoff": "mm d-1", "paw_to_puw": "mm d-1", "runoff": "mm d-1",
+    "deep_water_uptake": "mm d-1",
     "fire_combustion_labile": FLUX, "fire_combustion_foliar": FLUX,
     "fire_combustion_root": FLUX, "fire_combustion_wood": FLUX,
     "fire_combustion_litter": FLUX, "fire_combustion_som": FLUX,

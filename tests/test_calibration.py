@@ -243,6 +243,8 @@ def test_periods_split_train_validation_test():
     ({"drought_leaf_loss": 1}, "drought_leaf_loss must be true or false"),
     ({"canopy_saturation": "on"}, "canopy_saturation must be true or false"),
     ({"groundwater_supply": "no"}, "groundwater_supply must be true or false"),
+    ({"deep_water_uptake": "yes"}, "deep_water_uptake must be true or false"),
+    ({"deep_water_uptake": True, "model": "global"}, "deep_water_uptake needs model"),
 ])
 def test_bad_configuration_is_a_clear_error(values, pattern):
     with pytest.raises(CalibrationConfigError, match=pattern):
@@ -549,17 +551,20 @@ def test_free_parameters_follow_the_process_options():
         evapotranspiration="uwue", water_limited_decomposition=False)))
     assert {"underlying_water_use_efficiency", "radiation_et_coefficient"} <= default
     assert not default & {"field_capacity", "drought_leaf_loss_rate",
-                          "decomposition_water_sensitivity", "groundwater_supply_rate"}
+                          "decomposition_water_sensitivity", "groundwater_supply_rate",
+                          "deep_water_uptake_rate"}
     neural = set(free_parameter_names(SiteCalibrationConfig(
         evapotranspiration="neural", water_limited_decomposition=False)))
     assert default - neural == {"underlying_water_use_efficiency", "radiation_et_coefficient"}
     options = SiteCalibrationConfig(water_stress="beta", drought_leaf_loss=True,
                                     water_limited_decomposition=True, groundwater_supply=True,
+                                    deep_water_uptake=True,
                                     evapotranspiration="neural_evaporation")
     assert set(free_parameter_names(options)) - default == {
         "field_capacity", "wilting_point_fraction", "drought_leaf_loss_rate",
-        "decomposition_water_sensitivity", "groundwater_supply_rate"}
+        "decomposition_water_sensitivity", "groundwater_supply_rate", "deep_water_uptake_rate"}
     assert options.model_config.groundwater_supply
+    assert options.model_config.deep_water_uptake
     assert default - set(free_parameter_names(options)) == {"radiation_et_coefficient"}
     # the default calibration slows decomposition in dry soil
     assert "decomposition_water_sensitivity" in free_parameter_names(SiteCalibrationConfig())

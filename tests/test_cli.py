@@ -104,6 +104,27 @@ def test_groundwater_supply_from_the_command_line(tmp_path, capsys, fluxsites_di
     assert dataset["groundwater_supply"].attrs["units"] == "mm d-1"
 
 
+def test_deep_water_uptake_from_the_command_line(tmp_path, capsys, fluxsites_dir):
+    params = tmp_path / "params.json"
+    params.write_text(json.dumps({"deep_water_uptake_rate": 0.01,
+                                  "initial_plant_unavailable_water": 300.0}))
+    driver = fluxsites_dir / "US-SRG.nc"
+    status, _, err = run(capsys, "simulate", "--driver", driver, "--params", params,
+                         "--out", tmp_path / "off.nc")
+    assert status == 2 and "--deep-water-uptake" in err
+    status, _, err = run(capsys, "simulate", "--driver", driver, "--params", params,
+                         "--deep-water-uptake", "--out", tmp_path / "on.nc")
+    assert status == 0, err
+    dataset = xr.load_dataset(tmp_path / "on.nc")
+    assert dataset.attrs["deep_water_uptake"] == 1
+    assert dataset["deep_water_uptake"].attrs["units"] == "mm d-1"
+    assert float(dataset["deep_water_uptake"].max()) > 0.0
+    status, _, err = run(capsys, "simulate", "--model", "global", "--deep-water-uptake",
+                         "--out", tmp_path / "global.nc")
+    assert status == 2 and len(err.strip().splitlines()) == 1
+    assert "site model" in err and not (tmp_path / "global.nc").exists()
+
+
 def _modified_driver(tmp_path, fluxsites_dir, change):
     dataset = xr.load_dataset(fluxsites_dir / "US-Var.nc", decode_times=False)
     dataset = change(dataset)

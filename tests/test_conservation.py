@@ -222,3 +222,51 @@ def test_groundwater_supply_conserves_and_carries_the_vegetation_through_a_droug
     trace = params.replace(groundwater_supply_rate=1e-12)
     np.testing.assert_allclose(simulate(trace, forcing, supplied).outputs.gpp,
                                simulate(trace, forcing, plain).outputs.gpp, rtol=1e-9)
+
+
+def test_deep_water_uptake_conserves_and_carries_the_vegetation_through_a_drought(
+        fluxsites_dir):
+    """The rise of deep water only moves water between the buckets (each closes with it) and
+    lets the vegetation live on what drained below the roots: with the rain cut off after
+    the first year, the plain model's PAW empties within weeks while its PUW only drains
+    away; with the rise the vegetation transpires the PUW store through the second year,
+    and the rise stops wherever PAW is above Q."""
+    forcing = site_forcing(fluxsites_dir, "US-Var", n_steps=1095)
+    rain = np.asarray(forcing.precipitation)
+    forcing = forcing.replace(precipitation=jnp.asarray(np.where(np.arange(rain.size) < 365,
+                                                                 rain, 0.0)))
+    params = default_parameters("site").replace(
+        initial_plant_available_water=100.0, initial_plant_unavailable_water=400.0,
+        paw_runoff_focal_point=150.0, puw_runoff_focal_point=1e5, paw_to_puw_fraction=0.9,
+        field_capacity=20.0, wilting_point_fraction=0.05, deep_water_uptake_rate=0.01)
+    plain = ModelConfig(model=SiteModel(), water_stress=LinearBeta())
+    rising = ModelConfig(model=SiteModel(), water_stress=LinearBeta(), deep_water_uptake=True)
+    with_rise = check_site_budgets(params, forcing, rising)
+    without = check_site_budgets(params, forcing, plain)
+    assert without.outputs.deep_water_uptake is None
+    o, dt = with_rise.outputs, np.asarray(forcing.delta_t)
+    states = _prepend(initial_state(params, rising), with_rise.states)
+    paw, puw = states.soil_water, states.deep_water
+    np.testing.assert_allclose(np.diff(paw), (forcing.precipitation + o.deep_water_uptake - o.et
+                                              - o.paw_runoff - o.paw_to_puw) * dt, atol=1e-9)
+    np.testing.assert_allclose(np.diff(puw), (o.paw_to_puw - o.puw_runoff
+                                              - o.deep_water_uptake) * dt, atol=1e-9)
+    assert o.deep_water_uptake.min() >= 0.0
+    np.testing.assert_array_equal(o.deep_water_uptake[paw[:-1] >= 150.0], 0.0)
+    second_year = slice(365, 730)
+    assert without.outputs.et[second_year].mean() < 0.1
+    assert with_rise.outputs.et[second_year].mean() > 0.3
+    assert without.outputs.beta[second_year].mean() < 0.03
+    assert with_rise.outputs.beta[second_year].mean() > 0.05
+    assert with_rise.states.deep_water[-1] < 0.1 * without.states.deep_water[-1]
+    # a negligible rate is the model without the option
+    trace = params.replace(deep_water_uptake_rate=1e-12)
+    np.testing.assert_allclose(simulate(trace, forcing, rising).outputs.gpp,
+                               simulate(trace, forcing, plain).outputs.gpp, rtol=1e-6)
+
+
+def test_deep_water_uptake_needs_the_site_model_and_the_default_mode():
+    with pytest.raises(ValueError, match="deep_water_uptake needs the site model"):
+        ModelConfig(model=GlobalModel(), deep_water_uptake=True)
+    with pytest.raises(ValueError, match="reference_mode"):
+        ModelConfig(model=SiteModel(), deep_water_uptake=True, reference_mode=True)

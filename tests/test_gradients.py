@@ -65,6 +65,23 @@ def test_gradient_of_the_groundwater_supply_matches_finite_differences(fluxsites
     check_against_finite_differences(jax.jit(loss), params)
 
 
+def test_gradient_of_the_deep_water_uptake_matches_finite_differences(fluxsites_dir):
+    """In the dry summer, where the rise from PUW sets the soil water, beta and so GPP and
+    ET (PAW below its focal point throughout, so the rise is on)."""
+    forcing = site_forcing(fluxsites_dir, "US-Var", n_steps=60, start=180)
+    config = ModelConfig(model=SiteModel(), water_stress=LinearBeta(), deep_water_uptake=True)
+    params = default_parameters("site").replace(
+        initial_plant_available_water=40.0, initial_plant_unavailable_water=300.0,
+        paw_runoff_focal_point=200.0, field_capacity=100.0, deep_water_uptake_rate=0.005)
+
+    def loss(p):
+        out = simulate(p, forcing, config).outputs
+        return jnp.sum(out.nee) + 0.1 * jnp.sum(out.et)
+
+    assert float(jax.grad(loss)(params).deep_water_uptake_rate) != 0.0
+    check_against_finite_differences(jax.jit(loss), params)
+
+
 def test_global_gradients_match_finite_differences(golden_dir):
     _, params, forcing = load(golden_dir / "dalec993_synthetic_mid.nc")
     forcing = jax.tree.map(lambda x: x[1:3, :24], forcing)  # two burning pixels, two years

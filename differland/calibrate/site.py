@@ -90,10 +90,11 @@ class SiteCalibrationConfig:
             water; see :class:`~differland.config.CalendarPhenology`).
         gpp_weather: GPP x a hybrid factor of air temperature and VPD (a small network,
             :class:`~differland.config.NeuralWeatherFactor`; default off).
-        drought_leaf_loss, groundwater_supply, water_limited_decomposition,
+        drought_leaf_loss, groundwater_supply, deep_water_uptake, water_limited_decomposition,
         canopy_saturation: process options of :class:`~differland.config.ModelConfig`
             (default: decomposition slows in dry soil, no drought leaf loss, no groundwater
-            supply, the ACM's canopy quantum-yield saturation calibrated).
+            supply, no rise of deep water, the ACM's canopy quantum-yield saturation
+            calibrated).
         streams: observed streams in the loss (names of observation operators; default GPP,
             RECO, ET and LAI: NEE is evaluated, not fitted).
         weights: per-stream weight (streams not listed weigh 1; default GPP, RECO and LAI
@@ -142,6 +143,7 @@ class SiteCalibrationConfig:
     gpp_weather: bool = False
     drought_leaf_loss: bool = False
     groundwater_supply: bool = False
+    deep_water_uptake: bool = False
     water_limited_decomposition: bool = True
     canopy_saturation: bool = True
     streams: tuple[str, ...] = ("gpp", "reco", "et", "lai")
@@ -173,10 +175,14 @@ class SiteCalibrationConfig:
         if self.phenology not in PHENOLOGY_OPTIONS:
             raise CalibrationConfigError(f"config: unknown phenology {self.phenology!r}")
         for flag in ("gpp_weather", "drought_leaf_loss", "groundwater_supply",
-                     "water_limited_decomposition", "canopy_saturation"):
+                     "deep_water_uptake", "water_limited_decomposition", "canopy_saturation"):
             if not isinstance(getattr(self, flag), bool):
                 raise CalibrationConfigError(
                     f"config: {flag} must be true or false, not {getattr(self, flag)!r}")
+        if self.deep_water_uptake and self.model != "site":
+            raise CalibrationConfigError(
+                "config: deep_water_uptake needs model \"site\" (the global model has no "
+                "plant-unavailable store)")
         if self.steady_state_form not in STEADY_STATE_FORMS:
             raise CalibrationConfigError(
                 f"config: unknown steady_state_form {self.steady_state_form!r}")
@@ -248,6 +254,7 @@ class SiteCalibrationConfig:
                            gpp_weather=NeuralWeatherFactor() if self.gpp_weather else None,
                            drought_leaf_loss=self.drought_leaf_loss,
                            groundwater_supply=self.groundwater_supply,
+                           deep_water_uptake=self.deep_water_uptake,
                            water_limited_decomposition=self.water_limited_decomposition,
                            canopy_saturation=self.canopy_saturation)
 

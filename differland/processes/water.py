@@ -13,6 +13,7 @@ import jax.numpy as jnp
 
 from differland.config import LinearBeta, NeuralBeta, NeuralET, NoWaterStress, WaterStress
 from differland.constants import VIOLATION_FACTOR
+from differland.processes.decomposition import loss_rate
 from differland.processes.neural import dense, mlp, mlp_from_first_layer, network_term
 from differland.processes.pools import outflow_scale
 
@@ -115,25 +116,39 @@ def neural_evapotranspiration(forcing_part, lai, water, gpp, layers: list[dict],
 # the ET that the water balance allowed and the violation penalty (0.01 x forced shortfall).
 
 
+def deep_water_uptake(paw, puw, rate, paw_focal_point, delta_t) -> jax.Array:
+    """PUW -> PAW flux [mm d-1]: capillary rise while the root zone is below its focal point.
+
+    ``PUW x k``, k the per-day coefficient that removes ``1 - (1 - r)^dt`` of PUW in a step,
+    ``r = rate x max(0, 1 - PAW / Q)``; never more than PUW holds.
+    """
+    dryness = jnp.maximum(1.0 - paw / paw_focal_point, 0.0)
+    return puw * loss_rate(rate * dryness, delta_t)
+
+
 def two_bucket_update(paw, puw, precipitation, et, paw_focal_point, puw_focal_point,
-                      transfer_fraction, delta_t):
+                      transfer_fraction, delta_t, uptake=0.0):
     """Mass-conserving PAW/PUW update (default site model).
 
     PAW drains D(PAW); a fraction ``transfer_fraction`` of D feeds PUW, the rest runs off.
     When ET + D would empty PAW, both are scaled down together; the penalty is 0.01 x the
-    shortfall [mm d-1]. Returns ``(paw, puw, et, paw_runoff, paw_to_puw, puw_runoff, penalty)``.
+    shortfall [mm d-1]. ``uptake`` [mm d-1, at most PUW / dt] moves from PUW to PAW
+    (:func:`deep_water_uptake`). Returns ``(paw, puw, et, paw_runoff, paw_to_puw,
+    puw_runoff, penalty)``.
     """
+    paw_inflow = precipitation + uptake
     paw_drainage = drainage(paw, paw_focal_point, delta_t)
     demand = et + paw_drainage
-    scale = outflow_scale(paw, precipitation, demand, delta_t)
+    scale = outflow_scale(paw, paw_inflow, demand, delta_t)
     et_actual = et * scale
     paw_runoff = paw_drainage * scale * (1.0 - transfer_fraction)
     paw_to_puw = paw_drainage * scale * transfer_fraction
     penalty = VIOLATION_FACTOR * demand * (1.0 - scale)
-    paw_next = paw + (precipitation - et_actual - paw_runoff - paw_to_puw) * delta_t
+    paw_next = paw + (paw_inflow - et_actual - paw_runoff - paw_to_puw) * delta_t
     puw_potential = drainage(puw, puw_focal_point, delta_t)
-    puw_runoff = puw_potential * outflow_scale(puw, paw_to_puw, puw_potential, delta_t)
-    puw_next = puw + (paw_to_puw - puw_runoff) * delta_t
+    puw_left = puw - uptake * delta_t
+    puw_runoff = puw_potential * outflow_scale(puw_left, paw_to_puw, puw_potential, delta_t)
+    puw_next = puw_left + (paw_to_puw - puw_runoff) * delta_t
     return paw_next, puw_next, et_actual, paw_runoff, paw_to_puw, puw_runoff, penalty
 
 
