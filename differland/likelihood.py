@@ -197,3 +197,37 @@ def steady_state_edcs(outputs, states: State, initial: State, year_end: jax.Arra
                        + jax.nn.softplus(sharpness * (jnp.abs(ratio - in_out) - 0.1)))
         penalties[f"edc_steady_{pool}"] = penalty
     return penalties
+
+
+WATER_POOLS = ("soil_water", "deep_water")
+
+
+def water_steady_state_edcs(states: State, initial: State, year_end: jax.Array,
+                            offset: float = 1.0) -> dict[str, jax.Array]:
+    """Drift constraints on the water stores: (ln R / ln 2)^2 per store, R = (mean of the store
+    at year ends + ``offset``) / (initial store + ``offset``).
+
+    The water counterpart of the quadratic :func:`steady_state_edcs`, without the in/out
+    ratio (the stores turn over within a season, so their drift is the trend alone). It
+    holds the initial water near the run's mean and keeps a store from filling year after
+    year when the calibration shuts its drainage, which would take the water stress and ET
+    terms beyond the soil water they were fitted on. Stores the model does not have
+    (``None``) are left out.
+
+    Args:
+        states: end-of-step states over the run (time last).
+        initial: the initial state.
+        year_end: ``(T,)`` 1 at the last step of each year, else 0.
+        offset: [mm] added to both sides, so that a store starting near empty costs a
+            bounded amount.
+    """
+    weights = year_end / jnp.maximum(jnp.sum(year_end), 1.0)
+    penalties = {}
+    for pool in WATER_POOLS:
+        water = getattr(states, pool)
+        if water is None:
+            continue
+        mean = jnp.sum(water * weights, axis=-1)
+        ratio = (mean + offset) / (getattr(initial, pool) + offset)
+        penalties[f"edc_steady_{pool}"] = (jnp.log(ratio) / jnp.log(2.0)) ** 2
+    return penalties

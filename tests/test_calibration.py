@@ -227,6 +227,8 @@ def test_periods_split_train_validation_test():
     ({"gradient": {"lr": 0.1}}, "unknown gradient key"),
     ({"bogus": 1}, "unknown key"),
     ({"steady_state_form": "cubic"}, "steady_state_form"),
+    ({"water_steady_state_weight": -0.1}, "water_steady_state_weight must be a number >= 0"),
+    ({"water_steady_state_weight": "0.02"}, "water_steady_state_weight must be a number"),
     ({"steady_state_pool_weights": {"leaves": 2.0}}, "steady_state_pool_weights"),
     ({"steady_state_pool_weights": [1.0]}, "steady_state_pool_weights must be an object"),
     ({"parameter_scales": {"leaf_lifespan": "sqrt"}}, "leaf_lifespan has unknown scale"),
@@ -486,6 +488,45 @@ def test_steady_state_term_weights_each_pool(fluxsites_dir):
         term = problem.loss_terms(theta, problem.calibration_steps)["edc_steady_state"]
         np.testing.assert_allclose(float(term), float(expected), rtol=1e-6)
         assert float(penalties["edc_steady_foliar_carbon"]) >= 0.0
+
+
+def test_water_steady_state_term_holds_a_filling_store(fluxsites_dir):
+    """With the drainage shut (a huge focal point, all of it to PUW) PAW fills year after
+    year from a near-empty start; the water term is then large, its gradient pulls the
+    initial water up, and it is absent with weight 0 (the default of the older runs)."""
+    from differland.likelihood import water_steady_state_edcs
+    from differland.model import initial_state
+
+    _, base = twin_problem(fluxsites_dir, GradientSettings())
+    config = dataclasses.replace(
+        base.config, water_steady_state_weight=0.5,
+        parameter_values={**dict(base.config.parameter_values),
+                          "paw_runoff_focal_point": 1e5, "paw_to_puw_fraction": 0.999,
+                          "initial_plant_available_water": 5.0})
+    problem = dataclasses.replace(base, config=config)
+    theta = jax.tree.map(lambda x: x[0], problem.initial_guesses(1, seed=3))
+    params = problem.physical(theta)
+    trajectory = simulate(params, problem.forcing, config.model_config)
+    penalties = water_steady_state_edcs(trajectory.states,
+                                        initial_state(params, config.model_config),
+                                        jnp.asarray(problem.periods.year_end))
+    assert float(penalties["edc_steady_soil_water"]) > 4.0, "PAW more than 4x its start"
+    terms = problem.loss_terms(theta, problem.calibration_steps)
+    expected = 0.5 * sum(penalties.values())
+    np.testing.assert_allclose(float(terms["edc_water_steady_state"]), float(expected),
+                               rtol=1e-6)
+    assert "edc_water_steady_state" not in base.loss_terms(theta, base.calibration_steps)
+
+    def water_term(initial_water):
+        state = initial_state(params.replace(initial_plant_available_water=initial_water),
+                              config.model_config)
+        run = simulate(params.replace(initial_plant_available_water=initial_water),
+                       problem.forcing, config.model_config)
+        return water_steady_state_edcs(run.states, state,
+                                       jnp.asarray(problem.periods.year_end)
+                                       )["edc_steady_soil_water"]
+
+    assert float(jax.grad(water_term)(jnp.asarray(5.0))) < 0.0
 
 
 def test_training_window_ends_with_the_calibration_period(fluxsites_dir):

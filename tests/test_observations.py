@@ -21,6 +21,7 @@ from differland.likelihood import (
     parameter_edcs,
     pool_balance_ratios,
     steady_state_edcs,
+    water_steady_state_edcs,
 )
 from differland.metrics import skill
 from differland.observations import (
@@ -169,6 +170,29 @@ def test_steady_state_forms_inside_and_outside_tolerance():
     assert quadratic_in == pytest.approx((np.log(1.04 + 1e-3) / np.log(2.0)) ** 2, rel=1e-6)
     with pytest.raises(ValueError, match="form"):
         steady_state_edcs(*inside, form="linear")
+
+
+def test_water_steady_state_edcs_by_hand():
+    """(ln((mean year-end + 1) / (initial + 1)) / ln 2)^2 per water store; a store the model
+    lacks is left out; 0 when the year ends average the initial store."""
+    year_end = np.zeros(730)
+    year_end[[364, 729]] = 1.0
+    paw = np.full(730, 50.0)
+    paw[[364, 729]] = [99.0, 299.0]  # mean year end 199 = 2^3 x 25 - 1 with initial 24
+    puw = np.full(730, 7.0)
+    puw[[364, 729]] = [5.0, 9.0]  # mean 7 = initial: no drift
+    states = SimpleNamespace(soil_water=jnp.asarray(paw), deep_water=jnp.asarray(puw))
+    initial = SimpleNamespace(soil_water=jnp.asarray(24.0), deep_water=jnp.asarray(7.0))
+    penalties = water_steady_state_edcs(states, initial, jnp.asarray(year_end))
+    assert float(penalties["edc_steady_soil_water"]) == pytest.approx(9.0, rel=1e-5)
+    assert float(penalties["edc_steady_deep_water"]) == pytest.approx(0.0, abs=1e-10)
+    one_store = SimpleNamespace(soil_water=jnp.asarray(paw), deep_water=None)
+    assert set(water_steady_state_edcs(one_store, initial, jnp.asarray(year_end))) == {
+        "edc_steady_soil_water"}
+    # an empty initial store costs a bounded amount: (log2(200))^2
+    empty = SimpleNamespace(soil_water=jnp.asarray(0.0), deep_water=jnp.asarray(7.0))
+    assert float(water_steady_state_edcs(states, empty, jnp.asarray(year_end))[
+        "edc_steady_soil_water"]) == pytest.approx(np.log2(200.0) ** 2, rel=1e-5)
 
 
 def test_skill_scores_by_hand():

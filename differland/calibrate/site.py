@@ -35,6 +35,7 @@ from differland.likelihood import (
     nnse_loss,
     parameter_edcs,
     steady_state_edcs,
+    water_steady_state_edcs,
 )
 from differland.model import initial_state, simulate
 from differland.observations import OPERATORS, predict
@@ -112,6 +113,8 @@ class SiteCalibrationConfig:
             slow pools that may carry a sink.
         steady_state_form: ``"quadratic"`` or ``"tolerance"`` (see
             :func:`differland.likelihood.steady_state_edcs`).
+        water_steady_state_weight: weight of the water stores' drift constraints
+            (:func:`differland.likelihood.water_steady_state_edcs`); 0 leaves them out.
         violation_weight: weight of the mean water-violation penalty.
         free_parameters: names to calibrate (default: every parameter the model
             configuration uses); the others stay at ``parameter_values`` or their defaults.
@@ -155,6 +158,7 @@ class SiteCalibrationConfig:
     steady_state_weight: float = 0.02
     steady_state_pool_weights: tuple[tuple[str, float], ...] = ()
     steady_state_form: str = "quadratic"
+    water_steady_state_weight: float = 0.0
     violation_weight: float = 1.0
     free_parameters: tuple[str, ...] | None = None
     parameter_values: tuple[tuple[str, float], ...] = ()
@@ -186,6 +190,11 @@ class SiteCalibrationConfig:
         if self.steady_state_form not in STEADY_STATE_FORMS:
             raise CalibrationConfigError(
                 f"config: unknown steady_state_form {self.steady_state_form!r}")
+        if not (isinstance(self.water_steady_state_weight, (int, float))
+                and self.water_steady_state_weight >= 0.0):
+            raise CalibrationConfigError(
+                "config: water_steady_state_weight must be a number >= 0, not "
+                f"{self.water_steady_state_weight!r}")
         if self.objective not in OBJECTIVES:
             raise CalibrationConfigError(f"config: unknown objective {self.objective!r}")
         if self.uncertainty not in UNCERTAINTY_POLICIES:
@@ -433,6 +442,12 @@ class SiteProblem:
         pool_weights = dict(self.config.steady_state_pool_weights)
         terms["edc_steady_state"] = ramp * self.config.steady_state_weight * sum(
             pool_weights.get(pool, 1.0) * steady[f"edc_steady_{pool}"] for pool in CARBON_POOLS)
+        if self.config.water_steady_state_weight > 0.0:
+            water_steady = water_steady_state_edcs(
+                trajectory.states, initial_state(params, self.config.model_config),
+                jnp.asarray(self.periods.year_end))
+            terms["edc_water_steady_state"] = (
+                ramp * self.config.water_steady_state_weight * sum(water_steady.values()))
         penalty = trajectory.outputs.water_violation_penalty
         terms["water_violation"] = self.config.violation_weight * jnp.sum(penalty * steps) / (
             jnp.maximum(jnp.sum(steps), 1.0))
