@@ -385,7 +385,7 @@ def calibrate_site_command(
     deep_water_uptake: Annotated[bool | None, typer.Option(
         "--deep-water-uptake/--no-deep-water-uptake",
         help="Calibrate the rise of plant-unavailable water into the dry root zone "
-             "(default: the config's, off).")] = None,
+             "(default: the config's, on for the site model).")] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
     float64: Annotated[bool, typer.Option("--float64", help="Compute in float64.")] = False,
 ) -> None:

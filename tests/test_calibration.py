@@ -65,8 +65,9 @@ def twin_problem(fluxsites_dir, settings: GradientSettings, noise: float = 0.03)
                                     mask)
     config = SiteCalibrationConfig(
         water_stress="none", evapotranspiration="uwue", streams=("gpp", "reco", "et", "lai"),
-        validation_days=120,
+        validation_days=120, deep_water_uptake=False,  # the truth's model
         edc_weight=0.0, steady_state_weight=0.0,  # identifiability alone
+        water_steady_state_weight=0.0,
         free_parameters=TWIN_FREE,
         parameter_values={k: float(v) for k, v in truth.items() if k not in TWIN_FREE},
         gradient=settings)
@@ -229,6 +230,7 @@ def test_periods_split_train_validation_test():
     ({"steady_state_form": "cubic"}, "steady_state_form"),
     ({"water_steady_state_weight": -0.1}, "water_steady_state_weight must be a number >= 0"),
     ({"water_steady_state_weight": "0.02"}, "water_steady_state_weight must be a number"),
+    ({"water_steady_state_weight": True}, "water_steady_state_weight must be a number"),
     ({"steady_state_pool_weights": {"leaves": 2.0}}, "steady_state_pool_weights"),
     ({"steady_state_pool_weights": [1.0]}, "steady_state_pool_weights must be an object"),
     ({"parameter_scales": {"leaf_lifespan": "sqrt"}}, "leaf_lifespan has unknown scale"),
@@ -297,14 +299,15 @@ def test_calibrate_site_command_smoke(fluxsites_dir, tmp_path, capsys, monkeypat
     calibrated = xr.load_dataset(out / "simulation.nc")
     np.testing.assert_allclose(again["nee"], calibrated["nee"], rtol=1e-9, atol=1e-9)
     assert again.attrs["water_limited_decomposition"] == 1 and again.attrs["gpp_weather"] == 0
-    assert again.attrs["canopy_saturation"] == 1
+    assert again.attrs["canopy_saturation"] == 1 and again.attrs["deep_water_uptake"] == 1
     capsys.readouterr()
     # params.json holds the calibrated canopy saturation: simulating it by hand without the
     # option would silently run another model
     assert main(["simulate", "--driver", str(fluxsites_dir / "US-Var.nc"), "--params",
                  str(out / "params.json"), "--network", str(out / "network.json"),
                  "--water-stress", "neural", "--evapotranspiration", "neural",
-                 "--water-limited-decomposition", "--out", str(tmp_path / "off.nc")]) == 2
+                 "--water-limited-decomposition", "--deep-water-uptake",
+                 "--out", str(tmp_path / "off.nc")]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "canopy_lai_half_saturation" in err
     assert "--canopy-saturation" in err and "params.json" in err
@@ -493,7 +496,7 @@ def test_steady_state_term_weights_each_pool(fluxsites_dir):
 def test_water_steady_state_term_holds_a_filling_store(fluxsites_dir):
     """With the drainage shut (a huge focal point, all of it to PUW) PAW fills year after
     year from a near-empty start; the water term is then large, its gradient pulls the
-    initial water up, and it is absent with weight 0 (the default of the older runs)."""
+    initial water up, and it is absent with weight 0."""
     from differland.likelihood import water_steady_state_edcs
     from differland.model import initial_state
 
@@ -589,13 +592,15 @@ def test_free_parameters_follow_the_process_options():
     from differland.calibrate.site import free_parameter_names
 
     default = set(free_parameter_names(SiteCalibrationConfig(
-        evapotranspiration="uwue", water_limited_decomposition=False)))
+        evapotranspiration="uwue", water_limited_decomposition=False,
+        deep_water_uptake=False)))
     assert {"underlying_water_use_efficiency", "radiation_et_coefficient"} <= default
     assert not default & {"field_capacity", "drought_leaf_loss_rate",
                           "decomposition_water_sensitivity", "groundwater_supply_rate",
                           "deep_water_uptake_rate"}
     neural = set(free_parameter_names(SiteCalibrationConfig(
-        evapotranspiration="neural", water_limited_decomposition=False)))
+        evapotranspiration="neural", water_limited_decomposition=False,
+        deep_water_uptake=False)))
     assert default - neural == {"underlying_water_use_efficiency", "radiation_et_coefficient"}
     options = SiteCalibrationConfig(water_stress="beta", drought_leaf_loss=True,
                                     water_limited_decomposition=True, groundwater_supply=True,
@@ -607,8 +612,14 @@ def test_free_parameters_follow_the_process_options():
     assert options.model_config.groundwater_supply
     assert options.model_config.deep_water_uptake
     assert default - set(free_parameter_names(options)) == {"radiation_et_coefficient"}
-    # the default calibration slows decomposition in dry soil
-    assert "decomposition_water_sensitivity" in free_parameter_names(SiteCalibrationConfig())
+    # the default site calibration slows decomposition in dry soil and lets deep water rise;
+    # the global model, which has no deep store, is calibrated without the rise
+    assert {"decomposition_water_sensitivity", "deep_water_uptake_rate"} <= set(
+        free_parameter_names(SiteCalibrationConfig()))
+    assert SiteCalibrationConfig().model_config.deep_water_uptake
+    assert not SiteCalibrationConfig(model="global").deep_water_uptake
+    assert SiteCalibrationConfig.from_dict(
+        SiteCalibrationConfig().to_dict()) == SiteCalibrationConfig()
 
 
 def test_free_parameters_follow_the_phenology():

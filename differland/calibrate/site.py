@@ -94,8 +94,9 @@ class SiteCalibrationConfig:
         drought_leaf_loss, groundwater_supply, deep_water_uptake, water_limited_decomposition,
         canopy_saturation: process options of :class:`~differland.config.ModelConfig`
             (default: decomposition slows in dry soil, no drought leaf loss, no groundwater
-            supply, no rise of deep water, the ACM's canopy quantum-yield saturation
-            calibrated).
+            supply, deep water rises back to the roots in the site model (``None``: on for
+            ``"site"``, off for ``"global"``, which has no deep store), the ACM's canopy
+            quantum-yield saturation calibrated).
         streams: observed streams in the loss (names of observation operators; default GPP,
             RECO, ET and LAI: NEE is evaluated, not fitted).
         weights: per-stream weight (streams not listed weigh 1; default GPP, RECO and LAI
@@ -146,7 +147,7 @@ class SiteCalibrationConfig:
     gpp_weather: bool = False
     drought_leaf_loss: bool = False
     groundwater_supply: bool = False
-    deep_water_uptake: bool = False
+    deep_water_uptake: bool | None = None
     water_limited_decomposition: bool = True
     canopy_saturation: bool = True
     streams: tuple[str, ...] = ("gpp", "reco", "et", "lai")
@@ -178,6 +179,8 @@ class SiteCalibrationConfig:
                 f"config: unknown evapotranspiration {self.evapotranspiration!r}")
         if self.phenology not in PHENOLOGY_OPTIONS:
             raise CalibrationConfigError(f"config: unknown phenology {self.phenology!r}")
+        if self.deep_water_uptake is None:
+            object.__setattr__(self, "deep_water_uptake", self.model == "site")
         for flag in ("gpp_weather", "drought_leaf_loss", "groundwater_supply",
                      "deep_water_uptake", "water_limited_decomposition", "canopy_saturation"):
             if not isinstance(getattr(self, flag), bool):
@@ -190,8 +193,8 @@ class SiteCalibrationConfig:
         if self.steady_state_form not in STEADY_STATE_FORMS:
             raise CalibrationConfigError(
                 f"config: unknown steady_state_form {self.steady_state_form!r}")
-        if not (isinstance(self.water_steady_state_weight, (int, float))
-                and self.water_steady_state_weight >= 0.0):
+        weight = self.water_steady_state_weight
+        if isinstance(weight, bool) or not (isinstance(weight, (int, float)) and weight >= 0.0):
             raise CalibrationConfigError(
                 "config: water_steady_state_weight must be a number >= 0, not "
                 f"{self.water_steady_state_weight!r}")
