@@ -229,7 +229,8 @@ def test_calibrated_network_round_trips_through_the_cli(fluxsites_dir, tmp_path,
     network = json.loads((out / "network.json").read_text())
     assert set(network) == {"water_stress", "evapotranspiration", "gpp_weather"}
     options = ["--water-stress", "neural", "--evapotranspiration", "neural_evaporation",
-               "--water-limited-decomposition", "--gpp-weather", "--canopy-saturation"]
+               "--water-limited-decomposition", "--gpp-weather", "--canopy-saturation",
+               "--deep-water-uptake"]
     status = main(["simulate", "--driver", driver, "--params", str(out / "params.json"),
                    *options, "--network", str(out / "network.json"),
                    "--out", str(tmp_path / "again.nc")])
