@@ -139,6 +139,12 @@ POOL_OUTFLOWS = {
 STEADY_STATE_FORMS = ("quadratic", "tolerance")
 
 
+def year_end_mean(series: jax.Array, year_end: jax.Array) -> jax.Array:
+    """Mean of ``series`` (time last) over the steps where ``year_end`` is 1."""
+    weights = year_end / jnp.maximum(jnp.sum(year_end), 1.0)
+    return jnp.sum(series * weights, axis=-1)
+
+
 def pool_balance_ratios(outputs, states: State, initial: State, year_end: jax.Array
                         ) -> dict[str, tuple[jax.Array, jax.Array]]:
     """Per carbon pool, ``(Rm, Rs)``: Rm = sum of inflows / sum of outflows over the run, and
@@ -150,7 +156,6 @@ def pool_balance_ratios(outputs, states: State, initial: State, year_end: jax.Ar
         initial: the initial state.
         year_end: ``(T,)`` 1 at the last step of each year, else 0.
     """
-    weights = year_end / jnp.maximum(jnp.sum(year_end), 1.0)
     ratios = {}
     for pool in CARBON_POOLS:
         inflow = sum(jnp.sum(getattr(outputs, n), axis=-1) for n in POOL_INFLOWS[pool]
@@ -158,7 +163,7 @@ def pool_balance_ratios(outputs, states: State, initial: State, year_end: jax.Ar
         outflow = sum(jnp.sum(getattr(outputs, n), axis=-1) for n in POOL_OUTFLOWS[pool]
                       if getattr(outputs, n, None) is not None)
         in_out = inflow / jnp.maximum(outflow, 1e-3)
-        trend = jnp.sum(getattr(states, pool) * weights, axis=-1) / getattr(initial, pool)
+        trend = year_end_mean(getattr(states, pool), year_end) / getattr(initial, pool)
         ratios[pool] = (in_out, in_out * trend)
     return ratios
 
@@ -221,13 +226,12 @@ def water_steady_state_edcs(states: State, initial: State, year_end: jax.Array,
         offset: [mm] added to both sides, so that a store starting near empty costs a
             bounded amount.
     """
-    weights = year_end / jnp.maximum(jnp.sum(year_end), 1.0)
     penalties = {}
     for pool in WATER_POOLS:
         water = getattr(states, pool)
         if water is None:
             continue
-        mean = jnp.sum(water * weights, axis=-1)
+        mean = year_end_mean(water, year_end)
         ratio = (mean + offset) / (getattr(initial, pool) + offset)
         penalties[f"edc_steady_{pool}"] = (jnp.log(ratio) / jnp.log(2.0)) ** 2
     return penalties

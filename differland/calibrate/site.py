@@ -438,17 +438,15 @@ class SiteProblem:
                 terms[name] = gaussian_misfit(prediction, restricted)
         edcs = parameter_edcs(params)
         terms["edc_parameters"] = ramp * self.config.edc_weight * sum(edcs.values())
-        steady = steady_state_edcs(trajectory.outputs, trajectory.states,
-                                   initial_state(params, self.config.model_config),
-                                   jnp.asarray(self.periods.year_end),
+        initial = initial_state(params, self.config.model_config)
+        year_end = jnp.asarray(self.periods.year_end)
+        steady = steady_state_edcs(trajectory.outputs, trajectory.states, initial, year_end,
                                    form=self.config.steady_state_form)
         pool_weights = dict(self.config.steady_state_pool_weights)
         terms["edc_steady_state"] = ramp * self.config.steady_state_weight * sum(
             pool_weights.get(pool, 1.0) * steady[f"edc_steady_{pool}"] for pool in CARBON_POOLS)
         if self.config.water_steady_state_weight > 0.0:
-            water_steady = water_steady_state_edcs(
-                trajectory.states, initial_state(params, self.config.model_config),
-                jnp.asarray(self.periods.year_end))
+            water_steady = water_steady_state_edcs(trajectory.states, initial, year_end)
             terms["edc_water_steady_state"] = (
                 ramp * self.config.water_steady_state_weight * sum(water_steady.values()))
         penalty = trajectory.outputs.water_violation_penalty
