@@ -235,3 +235,38 @@ def water_steady_state_edcs(states: State, initial: State, year_end: jax.Array,
         ratio = (mean + offset) / (getattr(initial, pool) + offset)
         penalties[f"edc_steady_{pool}"] = (jnp.log(ratio) / jnp.log(2.0)) ** 2
     return penalties
+
+
+def water_drift_edc(states: State, year_end: jax.Array, annual_precipitation,
+                    tolerance: float = 1.0 / 3.0) -> jax.Array:
+    """Drift constraint on the total water store, in years of precipitation.
+
+    D = (mean of the total store (PAW, plus PUW where the model has it) at the year ends of
+    the later half of the run - the same over the earlier half) / ``annual_precipitation``;
+    the cost is (max(|D| - ``tolerance``, 0) / ``tolerance``)^2. The first year end is left
+    out: it carries the adjustment of the initial water, which this constraint leaves free
+    (unlike :func:`water_steady_state_edcs`). Wet and dry spells move the store between the
+    halves by a fraction of a year's precipitation; a calibration that closes the drainage
+    loop (PAW drains to PUW and rises back) fills it by about a year's precipitation or more,
+    beyond the soil water the water-stress and ET terms were fitted on. Zero with fewer than
+    three year ends.
+
+    Args:
+        states: end-of-step states over the run (time last).
+        year_end: ``(T,)`` 1 at the last step of each year, else 0.
+        annual_precipitation: mean precipitation of the run [mm yr-1].
+        tolerance: drift the constraint leaves free [years of precipitation].
+    """
+    water = sum(getattr(states, pool) for pool in WATER_POOLS
+                if getattr(states, pool) is not None)
+    count = jnp.cumsum(year_end)
+    later = count - 1.0  # the first year end is number 0
+    n = jnp.sum(year_end) - 1.0
+    half = jnp.floor(n / 2.0)
+    early = year_end * (later >= 1.0) * (later <= half)
+    late = year_end * (later > n - half)
+    mean_early = jnp.sum(water * early, axis=-1) / jnp.maximum(jnp.sum(early), 1.0)
+    mean_late = jnp.sum(water * late, axis=-1) / jnp.maximum(jnp.sum(late), 1.0)
+    drift = (mean_late - mean_early) / annual_precipitation
+    excess = jnp.maximum(jnp.abs(drift) - tolerance, 0.0) / tolerance
+    return jnp.where(half >= 1.0, excess ** 2, 0.0)

@@ -67,7 +67,7 @@ def twin_problem(fluxsites_dir, settings: GradientSettings, noise: float = 0.03)
         water_stress="none", evapotranspiration="uwue", streams=("gpp", "reco", "et", "lai"),
         validation_days=120, deep_water_uptake=False,  # the truth's model
         edc_weight=0.0, steady_state_weight=0.0,  # identifiability alone
-        water_steady_state_weight=0.0,
+        water_steady_state_weight=0.0, water_drift_weight=0.0,
         free_parameters=TWIN_FREE,
         parameter_values={k: float(v) for k, v in truth.items() if k not in TWIN_FREE},
         gradient=settings)
@@ -231,6 +231,8 @@ def test_periods_split_train_validation_test():
     ({"water_steady_state_weight": -0.1}, "water_steady_state_weight must be a number >= 0"),
     ({"water_steady_state_weight": "0.02"}, "water_steady_state_weight must be a number"),
     ({"water_steady_state_weight": True}, "water_steady_state_weight must be a number"),
+    ({"water_drift_weight": -1}, "water_drift_weight must be a number >= 0"),
+    ({"water_drift_weight": None}, "water_drift_weight must be a number"),
     ({"steady_state_pool_weights": {"leaves": 2.0}}, "steady_state_pool_weights"),
     ({"steady_state_pool_weights": [1.0]}, "steady_state_pool_weights must be an object"),
     ({"parameter_scales": {"leaf_lifespan": "sqrt"}}, "leaf_lifespan has unknown scale"),
@@ -506,9 +508,12 @@ def test_water_steady_state_term_holds_a_filling_store(fluxsites_dir):
         parameter_values={**dict(base.config.parameter_values),
                           "paw_runoff_focal_point": 1e5, "paw_to_puw_fraction": 0.999,
                           "initial_plant_available_water": 5.0})
-    problem = dataclasses.replace(base, config=config)
+    shut = {"paw_runoff_focal_point": 1e5, "paw_to_puw_fraction": 0.999,
+            "initial_plant_available_water": 5.0}
+    problem = dataclasses.replace(base, config=config, fixed=base.fixed.replace(**shut))
     theta = jax.tree.map(lambda x: x[0], problem.initial_guesses(1, seed=3))
     params = problem.physical(theta)
+    assert float(params.paw_runoff_focal_point) == pytest.approx(1e5, rel=1e-6)
     trajectory = simulate(params, problem.forcing, config.model_config)
     penalties = water_steady_state_edcs(trajectory.states,
                                         initial_state(params, config.model_config),
@@ -530,6 +535,45 @@ def test_water_steady_state_term_holds_a_filling_store(fluxsites_dir):
                                        )["edc_steady_soil_water"]
 
     assert float(jax.grad(water_term)(jnp.asarray(5.0))) < 0.0
+
+
+def test_water_drift_term_holds_a_filling_store(fluxsites_dir):
+    """With the drainage loop closed (PAW drains to PUW and rises back, PUW hardly runs off)
+    the total water fills by more than the tolerated third of a year's precipitation between
+    the halves of the run: the drift term is then weight x the EDC, and absent with weight 0.
+    A run with open drainage costs nothing."""
+    from differland.likelihood import water_drift_edc
+
+    _, twin = twin_problem(fluxsites_dir, GradientSettings())
+    n_steps = 5 * 365 + 1  # five year ends: the halves compare two years each
+    forcing = site_forcing(fluxsites_dir, "RU-Fyo", n_steps=n_steps, start=0)
+    dates = np.arange("2003-01-01", "2008-01-01", dtype="datetime64[D]")
+    observations = {name: Record(np.ones(n_steps), np.ones(n_steps, bool))
+                    for name in twin.config.streams}
+    closed = {"paw_runoff_focal_point": 1e5, "paw_to_puw_fraction": 0.9999,
+              "puw_runoff_focal_point": 1e5, "deep_water_uptake_rate": 0.08,
+              "initial_plant_available_water": 5.0, "initial_plant_unavailable_water": 1.0,
+              "underlying_water_use_efficiency": 30.0, "radiation_et_coefficient": 0.01}
+    config = dataclasses.replace(
+        twin.config, water_drift_weight=0.1, deep_water_uptake=True,
+        free_parameters=("litter_respiration_rate",),
+        parameter_values={**dict(twin.config.parameter_values), **closed})
+    problem = make_site_problem(forcing, observations, dates, 3 * 365, config)
+    base = make_site_problem(forcing, observations, dates, 3 * 365,
+                             dataclasses.replace(config, water_drift_weight=0.0))
+    theta = jax.tree.map(lambda x: x[0], problem.initial_guesses(1, seed=3))
+    params = problem.physical(theta)
+    annual = 365.25 * float(np.mean(np.asarray(problem.forcing.precipitation)))
+    year_end = jnp.asarray(problem.periods.year_end)
+    edc = water_drift_edc(simulate(params, problem.forcing, config.model_config).states,
+                          year_end, annual)
+    assert float(edc) > 1.0, "the closed loop should fill the store"
+    terms = problem.loss_terms(theta, problem.calibration_steps)
+    np.testing.assert_allclose(float(terms["edc_water_drift"]), 0.1 * float(edc), rtol=1e-6)
+    assert "edc_water_drift" not in base.loss_terms(theta, base.calibration_steps)
+    open_params = params.replace(paw_runoff_focal_point=200.0, paw_to_puw_fraction=0.01)
+    open_run = simulate(open_params, problem.forcing, config.model_config)
+    assert float(water_drift_edc(open_run.states, year_end, annual)) == 0.0
 
 
 def test_training_window_ends_with_the_calibration_period(fluxsites_dir):

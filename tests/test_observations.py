@@ -21,6 +21,7 @@ from differland.likelihood import (
     parameter_edcs,
     pool_balance_ratios,
     steady_state_edcs,
+    water_drift_edc,
     water_steady_state_edcs,
 )
 from differland.metrics import skill
@@ -193,6 +194,41 @@ def test_water_steady_state_edcs_by_hand():
     empty = SimpleNamespace(soil_water=jnp.asarray(0.0), deep_water=jnp.asarray(7.0))
     assert float(water_steady_state_edcs(states, empty, jnp.asarray(year_end))[
         "edc_steady_soil_water"]) == pytest.approx(np.log2(200.0) ** 2, rel=1e-5)
+
+
+def test_water_drift_edc_by_hand():
+    """(max(|D| - 1/3, 0) / (1/3))^2 with D the later half's mean year-end total water minus
+    the earlier half's, in years of precipitation; the first year end left out."""
+    year_end = np.zeros(50)
+    ends = [9, 19, 29, 39, 49]
+    year_end[ends] = 1.0
+    paw = np.full(50, 80.0)
+    paw[ends] = [1000.0, 60.0, 70.0, 260.0, 280.0]  # first end (spin-up) left out
+    puw = np.full(50, 3.0)
+    puw[ends] = [500.0, 40.0, 40.0, 140.0, 140.0]
+    states = SimpleNamespace(soil_water=jnp.asarray(paw), deep_water=jnp.asarray(puw))
+    flags = jnp.asarray(year_end)
+    # total: early (100 + 110) / 2 = 105, late (400 + 420) / 2 = 410: D = 305 / 300
+    excess = (305.0 / 300.0 - 1.0 / 3.0) / (1.0 / 3.0)
+    assert float(water_drift_edc(states, flags, 300.0)) == pytest.approx(excess ** 2, rel=1e-5)
+    # drying costs as filling does
+    paw_dry, puw_dry = paw.copy(), puw.copy()
+    paw_dry[ends] = [1000.0, 260.0, 280.0, 60.0, 70.0]
+    puw_dry[ends] = [500.0, 140.0, 140.0, 40.0, 40.0]
+    dry = SimpleNamespace(soil_water=jnp.asarray(paw_dry), deep_water=jnp.asarray(puw_dry))
+    assert float(water_drift_edc(dry, flags, 300.0)) == pytest.approx(excess ** 2, rel=1e-5)
+    # within the tolerance (D = 305 / 1000), one store only, and with too few year ends: 0
+    assert float(water_drift_edc(states, flags, 1000.0)) == 0.0
+    one_store = SimpleNamespace(soil_water=jnp.asarray(paw), deep_water=None)
+    # PAW alone: early 65, late 270: D = 205 / 300
+    assert float(water_drift_edc(one_store, flags, 300.0)) == pytest.approx(
+        ((205.0 / 300.0 - 1.0 / 3.0) * 3.0) ** 2, rel=1e-5)
+    short = np.zeros(50)
+    short[[9, 49]] = 1.0
+    assert float(water_drift_edc(states, jnp.asarray(short), 1.0)) == 0.0
+    gradient = jax.grad(lambda w: water_drift_edc(
+        SimpleNamespace(soil_water=w, deep_water=None), flags, 300.0))(jnp.asarray(paw))
+    assert np.all(np.isfinite(np.asarray(gradient)))
 
 
 def test_skill_scores_by_hand():

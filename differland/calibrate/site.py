@@ -35,6 +35,7 @@ from differland.likelihood import (
     nnse_loss,
     parameter_edcs,
     steady_state_edcs,
+    water_drift_edc,
     water_steady_state_edcs,
 )
 from differland.model import initial_state, simulate
@@ -116,6 +117,10 @@ class SiteCalibrationConfig:
             :func:`differland.likelihood.steady_state_edcs`).
         water_steady_state_weight: weight of the water stores' drift constraints
             (:func:`differland.likelihood.water_steady_state_edcs`); 0 leaves them out.
+        water_drift_weight: weight of the constraint on the drift of the total water store
+            between the earlier and later halves of the run, beyond a third of a year's
+            precipitation (:func:`differland.likelihood.water_drift_edc`; default 0.1); 0
+            leaves it out.
         violation_weight: weight of the mean water-violation penalty.
         free_parameters: names to calibrate (default: every parameter the model
             configuration uses); the others stay at ``parameter_values`` or their defaults.
@@ -160,6 +165,7 @@ class SiteCalibrationConfig:
     steady_state_pool_weights: tuple[tuple[str, float], ...] = ()
     steady_state_form: str = "quadratic"
     water_steady_state_weight: float = 0.0
+    water_drift_weight: float = 0.1
     violation_weight: float = 1.0
     free_parameters: tuple[str, ...] | None = None
     parameter_values: tuple[tuple[str, float], ...] = ()
@@ -193,11 +199,12 @@ class SiteCalibrationConfig:
         if self.steady_state_form not in STEADY_STATE_FORMS:
             raise CalibrationConfigError(
                 f"config: unknown steady_state_form {self.steady_state_form!r}")
-        weight = self.water_steady_state_weight
-        if isinstance(weight, bool) or not (isinstance(weight, (int, float)) and weight >= 0.0):
-            raise CalibrationConfigError(
-                "config: water_steady_state_weight must be a number >= 0, not "
-                f"{self.water_steady_state_weight!r}")
+        for key in ("water_steady_state_weight", "water_drift_weight"):
+            weight = getattr(self, key)
+            if isinstance(weight, bool) or not (isinstance(weight, (int, float))
+                                                and weight >= 0.0):
+                raise CalibrationConfigError(
+                    f"config: {key} must be a number >= 0, not {weight!r}")
         if self.objective not in OBJECTIVES:
             raise CalibrationConfigError(f"config: unknown objective {self.objective!r}")
         if self.uncertainty not in UNCERTAINTY_POLICIES:
@@ -449,6 +456,11 @@ class SiteProblem:
             water_steady = water_steady_state_edcs(trajectory.states, initial, year_end)
             terms["edc_water_steady_state"] = (
                 ramp * self.config.water_steady_state_weight * sum(water_steady.values()))
+        if self.config.water_drift_weight > 0.0:
+            annual_precipitation = 365.25 * jnp.maximum(jnp.mean(self.forcing.precipitation),
+                                                        1e-3)
+            terms["edc_water_drift"] = ramp * self.config.water_drift_weight * water_drift_edc(
+                trajectory.states, year_end, annual_precipitation)
         penalty = trajectory.outputs.water_violation_penalty
         terms["water_violation"] = self.config.violation_weight * jnp.sum(penalty * steps) / (
             jnp.maximum(jnp.sum(steps), 1.0))
