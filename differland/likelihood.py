@@ -247,9 +247,9 @@ def water_drift_edc(states: State, year_end: jax.Array, annual_precipitation,
     out: it carries the adjustment of the initial water, which this constraint leaves free
     (unlike :func:`water_steady_state_edcs`). Wet and dry spells move the store between the
     halves by a fraction of a year's precipitation; a calibration that closes the drainage
-    loop (PAW drains to PUW and rises back) fills it by about a year's precipitation or more,
-    beyond the soil water the water-stress and ET terms were fitted on. Zero with fewer than
-    three year ends.
+    loop (PAW drains to PUW and rises back) can fill it by more than half a year's
+    precipitation, beyond the soil water the water-stress and ET terms were fitted on. Zero
+    with fewer than three year ends.
 
     Args:
         states: end-of-step states over the run (time last).
