@@ -503,13 +503,11 @@ def test_water_steady_state_term_holds_a_filling_store(fluxsites_dir):
     from differland.model import initial_state
 
     _, base = twin_problem(fluxsites_dir, GradientSettings())
-    config = dataclasses.replace(
-        base.config, water_steady_state_weight=0.5,
-        parameter_values={**dict(base.config.parameter_values),
-                          "paw_runoff_focal_point": 1e5, "paw_to_puw_fraction": 0.999,
-                          "initial_plant_available_water": 5.0})
     shut = {"paw_runoff_focal_point": 1e5, "paw_to_puw_fraction": 0.999,
             "initial_plant_available_water": 5.0}
+    config = dataclasses.replace(
+        base.config, water_steady_state_weight=0.5,
+        parameter_values={**dict(base.config.parameter_values), **shut})
     problem = dataclasses.replace(base, config=config, fixed=base.fixed.replace(**shut))
     theta = jax.tree.map(lambda x: x[0], problem.initial_guesses(1, seed=3))
     params = problem.physical(theta)
