@@ -265,8 +265,6 @@ def water_drift_edc(states: State, year_end: jax.Array, annual_precipitation,
     half = jnp.floor(n / 2.0)
     early = year_end * (later >= 1.0) * (later <= half)
     late = year_end * (later > n - half)
-    mean_early = jnp.sum(water * early, axis=-1) / jnp.maximum(jnp.sum(early), 1.0)
-    mean_late = jnp.sum(water * late, axis=-1) / jnp.maximum(jnp.sum(late), 1.0)
-    drift = (mean_late - mean_early) / annual_precipitation
+    drift = (year_end_mean(water, late) - year_end_mean(water, early)) / annual_precipitation
     excess = jnp.maximum(jnp.abs(drift) - tolerance, 0.0) / tolerance
     return jnp.where(half >= 1.0, excess ** 2, 0.0)
