@@ -84,9 +84,10 @@ def summary_rows(results: dict[str, dict], errors: dict[str, str] | None = None)
     return [*rows, median]
 
 
-def write_summary(out: Path, rows: list[dict], seconds: float, overrides: dict) -> None:
+def write_summary(out: Path, rows: list[dict], seconds: float, overrides: dict, seed: int,
+                  config_path: str | None = None) -> None:
     """``summary.csv``, ``summary.md`` and ``summary.json`` (missing values as empty cells,
-    dashes and nulls)."""
+    dashes and nulls), with the seed, the configuration file and the wall time of the run."""
     with open(out / "summary.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=["site", *VARIABLES, "status"])
         writer.writeheader()
@@ -104,8 +105,8 @@ def write_summary(out: Path, rows: list[dict], seconds: float, overrides: dict) 
         lines.append(f"| {name} | {cells} |")
     lines.append("")
     sites, median = rows[:-1], rows[-1]
-    lines.append(f"Test-period NSE; median over {median['status']}; wall time "
-                 f"{seconds / 60:.1f} min.")
+    lines.append(f"Test-period NSE; median over {median['status']}; seed {seed}; "
+                 f"configuration {config_path or 'default'}; wall time {seconds / 60:.1f} min.")
     failed = [row for row in sites if row["status"] != "ok"]
     if failed:
         lines.append("")
@@ -114,8 +115,8 @@ def write_summary(out: Path, rows: list[dict], seconds: float, overrides: dict) 
     json_rows = [{k: None if isinstance(v, float) and not math.isfinite(v) else v
                   for k, v in row.items()} for row in rows]
     (out / "summary.json").write_text(json.dumps(
-        {"rows": json_rows, "wall_seconds": seconds, "overrides": overrides}, indent=2,
-        allow_nan=False))
+        {"rows": json_rows, "wall_seconds": seconds, "seed": seed, "config": config_path,
+         "overrides": overrides}, indent=2, allow_nan=False))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -158,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     from differland.cli import CliError
 
     try:  # every site runs the same configuration: refuse a bad one before any starts
-        site_config(config_path, overrides, refine_iterations)
+        seed = site_config(config_path, overrides, refine_iterations).gradient.seed
     except (CliError, ValueError) as error:  # ValueError: CalibrationConfigError included
         print(f"sites.py: error: {error}", file=sys.stderr)
         return 2
@@ -200,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, previous_handler)
     pool.shutdown()
     rows = summary_rows(results, errors)
-    write_summary(args.out, rows, time.perf_counter() - started, overrides)
+    write_summary(args.out, rows, time.perf_counter() - started, overrides, seed, config_path)
     print((args.out / "summary.md").read_text())
     return 1 if errors else 0
 

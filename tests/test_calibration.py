@@ -390,6 +390,10 @@ def test_sites_script_smoke(fluxsites_dir, tmp_path):
                        if line.startswith("| **median**"))
     gpp_median = float(summary[-1].split(",")[1])
     assert f"| {gpp_median:.3f} |" in median_line  # not rounded to the two decimals of a site
+    assert "; seed 0; configuration default; wall time " in (tmp_path / "summary.md").read_text()
+    recorded = json.loads((tmp_path / "summary.json").read_text())
+    assert recorded["seed"] == 0 and recorded["config"] is None
+    assert recorded["overrides"] == {"n_starts": 2, "max_iterations": 20, "chunk": 10}
 
 
 def _process_state(pid: int) -> list[str] | None:
