@@ -6,11 +6,11 @@ Each site gets a run directory ``OUT/SITE`` (see ``differland calibrate site``);
 ``OUT/summary.csv``, ``OUT/summary.md`` and ``OUT/summary.json`` list the test-period NSE per
 variable and site, each site's status (``ok`` or why it failed), and the median over the sites
 that ran. Sites run in parallel worker processes; a site that fails is reported and the others
-go on, and the script then exits with status 1. A rerun resumes every site from its
-checkpoints (a finished site repeats only its deterministic refinement and evaluation, to the
-same result). A configuration that cannot be run is refused before any site starts (exit
-status 2). SIGTERM or Ctrl-C stops the workers with the script (exit status 143 or 130);
-rerunning the command then resumes from the checkpoints.
+go on, and the script then exits with status 1. A rerun resumes unfinished sites from their
+checkpoints and reuses the results of finished ones (``--overwrite`` calibrates them again;
+a finished run of another configuration is refused). A configuration that cannot be run is
+refused before any site starts (exit status 2). SIGTERM or Ctrl-C stops the workers with the
+script (exit status 143 or 130); rerunning the command then resumes from the checkpoints.
 """
 
 from __future__ import annotations
@@ -55,14 +55,36 @@ def site_config(config_path: str | None, overrides: dict, refine_iterations: int
 
 
 def _calibrate(driver: str, out: str, config_path: str | None, overrides: dict,
-               float64: bool, refine_iterations: int | None = None) -> dict:
+               float64: bool, refine_iterations: int | None = None,
+               overwrite: bool = False) -> dict:
     from differland import enable_float64
     from differland.workflows import calibrate_site
 
     if float64:
         enable_float64()
     config = site_config(config_path, overrides, refine_iterations)
-    return calibrate_site(driver, out, config, progress=False)
+    inputs = (Path(config_path),) if config_path else ()
+    return calibrate_site(driver, out, config, progress=False, overwrite=overwrite,
+                          inputs=inputs)
+
+
+def finished_metrics(run: Path, calibration: dict) -> dict | None:
+    """The metrics of a finished run directory (its completion record), else ``None``.
+
+    Raises:
+        ValueError: the run finished with another calibration configuration.
+    """
+    from differland.workflows import COMPLETION_RECORD
+
+    try:
+        metrics = json.loads((run / COMPLETION_RECORD).read_text(encoding="utf-8"))
+        record = json.loads((run / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if record.get("calibration") != calibration:
+        raise ValueError(f"{run}: finished with another configuration; pass --overwrite to "
+                         "calibrate it again, or choose another --out")
+    return metrics
 
 
 def summary_rows(results: dict[str, dict], errors: dict[str, str] | None = None) -> list[dict]:
@@ -88,11 +110,16 @@ def write_summary(out: Path, rows: list[dict], seconds: float, overrides: dict, 
                   config_path: str | None = None) -> None:
     """``summary.csv``, ``summary.md`` and ``summary.json`` (missing values as empty cells,
     dashes and nulls), with the seed, the configuration file and the wall time of the run."""
-    with open(out / "summary.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=["site", *VARIABLES, "status"])
-        writer.writeheader()
-        writer.writerows({k: "" if isinstance(v, float) and not math.isfinite(v) else v
-                          for k, v in row.items()} for row in rows)
+    from differland.io import write_atomically, write_json
+
+    def write_csv(target: Path) -> None:
+        with open(target, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=["site", *VARIABLES, "status"])
+            writer.writeheader()
+            writer.writerows({k: "" if isinstance(v, float) and not math.isfinite(v) else v
+                              for k, v in row.items()} for row in rows)
+
+    write_atomically(out / "summary.csv", write_csv)
     lines = ["| site | " + " | ".join(v.upper() for v in VARIABLES) + " |",
              "|---|" + "---|" * len(VARIABLES)]
     for row in rows:
@@ -111,12 +138,12 @@ def write_summary(out: Path, rows: list[dict], seconds: float, overrides: dict, 
     if failed:
         lines.append("")
         lines.extend(f"- {row['site']} {row['status']}" for row in failed)
-    (out / "summary.md").write_text("\n".join(lines) + "\n")
+    text = "\n".join(lines) + "\n"
+    write_atomically(out / "summary.md", lambda target: target.write_text(text, encoding="utf-8"))
     json_rows = [{k: None if isinstance(v, float) and not math.isfinite(v) else v
                   for k, v in row.items()} for row in rows]
-    (out / "summary.json").write_text(json.dumps(
-        {"rows": json_rows, "wall_seconds": seconds, "seed": seed, "config": config_path,
-         "overrides": overrides}, indent=2, allow_nan=False))
+    write_json(out / "summary.json", {"rows": json_rows, "wall_seconds": seconds, "seed": seed,
+                                      "config": config_path, "overrides": overrides})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -133,6 +160,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--float64", action="store_true", help="compute in float64")
     parser.add_argument("--smoke", action="store_true",
                         help="one site, a few iterations (a quick end-to-end check)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="calibrate finished sites again, replacing their runs (otherwise "
+                             "their results are reused)")
     args = parser.parse_args(argv)
 
     drivers = sorted(args.sites_dir.glob("*.nc"))
@@ -157,11 +187,21 @@ def main(argv: list[str] | None = None) -> int:
     refine_iterations = SMOKE_REFINE_ITERATIONS if args.smoke else None
     config_path = str(args.config) if args.config else None
     from differland.cli import CliError
+    from differland.io import check_writable_location, read_sites_rows
 
     try:  # every site runs the same configuration: refuse a bad one before any starts
-        seed = site_config(config_path, overrides, refine_iterations).gradient.seed
-    except (CliError, ValueError) as error:  # ValueError: CalibrationConfigError included
-        print(f"sites.py: error: {error}", file=sys.stderr)
+        config = site_config(config_path, overrides, refine_iterations)
+        seed = config.gradient.seed
+        if (args.sites_dir / "sites.csv").is_file():
+            read_sites_rows(args.sites_dir / "sites.csv")
+        if args.out.exists() and not args.out.is_dir():
+            raise ValueError(f"{args.out}: --out is a file; give a folder")
+        check_writable_location(args.out / "summary.csv")
+        finished = {} if args.overwrite else {
+            d.stem: finished_metrics(args.out / d.stem, json.loads(json.dumps(config.to_dict())))
+            for d in drivers}
+    except (CliError, ValueError) as error:  # ValueError: the differland errors included
+        print(f"sites.py: error: {' '.join(str(error).split())}", file=sys.stderr)
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
 
@@ -171,9 +211,16 @@ def main(argv: list[str] | None = None) -> int:
     context = multiprocessing.get_context("spawn")
     pool = ProcessPoolExecutor(max_workers=max(1, args.workers), mp_context=context)
     previous_handler = signal.signal(signal.SIGTERM, _raise_terminated)
+    for driver in list(drivers):  # finished sites keep their results
+        if finished.get(driver.stem) is not None:
+            results[driver.stem] = finished[driver.stem]
+            drivers.remove(driver)
+            print(f"{driver.stem}: finished earlier, results reused (--overwrite to "
+                  "calibrate it again)", flush=True)
     try:
         futures = {pool.submit(_calibrate, str(d), str(args.out / d.stem), config_path,
-                               overrides, args.float64, refine_iterations): d.stem
+                               overrides, args.float64, refine_iterations,
+                               args.overwrite): d.stem
                    for d in drivers}
         for future in as_completed(futures):
             site = futures[future]

@@ -1,8 +1,9 @@
-"""Build a daily site driver from a FLUXNET2015 / ONEFlux FULLSET daily (DD) CSV.
+"""Build a daily site driver from a FLUXNET daily (DD) CSV: FLUXNET2015, ONEFlux or FluxDataKit.
 
     python data_recipes/fluxnet.py FLX_US-Ha1_FLUXNET2015_FULLSET_DD_1991-2012_1-4.csv \\
         --site-info sites.csv --out US-Ha1.nc [--partitioning NT|DT] [--lai LAI.csv|LAI.nc] \\
-        [--qc-threshold 0.7] [--fill-forcing-gaps DAYS]
+        [--qc-threshold 0.7] [--fill-forcing-gaps DAYS] [--carbon-units auto|gC|umol] \\
+        [--overwrite]
 
 The output is the CARDAMOM-style site driver that :func:`differland.io.read_site_driver` reads:
 an int64 ``time`` coordinate of days since 2001-01-01, the forcing T2M_MIN, T2M_MAX, SSRD, CO2,
@@ -10,6 +11,14 @@ DOY, VPD, TOTAL_PREC, PA, the scalars LAT and LON, and the observations GPP, REC
 LAI when ``--lai`` is given) with their ``*unc`` uncertainties; gaps are NaN. Name the output
 ``<SITE_ID>.nc``: the reader takes the site id from the file name. ``docs/drivers.md`` describes
 every variable and every rule used here.
+
+Accepted layouts, detected per file: the date column ``TIMESTAMP`` (or ``date``) holds
+``YYYYMMDD`` integers or ISO ``YYYY-MM-DD`` dates; each quantity is read from the first column
+present among its alternates (:data:`FORCING_ALTERNATES`, :data:`OBSERVATION_ALTERNATES`, e.g.
+``TA_F`` else ``TA_F_MDS``); gaps are -9999, empty, ``NA`` or ``NaN``. This covers the
+FLUXNET2015 and ONEFlux FULLSET DD files and the FluxDataKit ``FLX_<SITE>_FLUXDATAKIT_FULLSET_DD``
+files, whose carbon fluxes are daily means in umol CO2 m-2 s-1 (``--carbon-units``). A file
+without a CO2 column gets the global-mean background record shipped with differland.
 """
 
 from __future__ import annotations
@@ -27,7 +36,13 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 from recipe_common import (
+    RecipeParser,
+    add_overwrite_option,
+    background_co2,
+    check_output,
+    co2_record_path,
     linear_conversion,
+    note,
     provenance_attrs,
     recipe_error,
     replace_atomically,
@@ -39,10 +54,13 @@ from differland.io import OBSERVATION_VARIABLES, DriverError, read_site_driver, 
 from differland.io.site import FORCING_SERIES, LATITUDE_VARIABLE, MODEL_EPOCH, TIME
 
 RECIPE = "fluxnet"
+PROG = "fluxnet.py"
 LIBRARIES = ("cf-xarray", "pint")
 """Distributions whose versions the provenance record lists (unit handling)."""
 MISSING_VALUE = -9999.0
 """FLUXNET fill value of missing data."""
+MISSING_TEXT = ("-9999", "-9999.0", "-9999.00", "NA", "NaN", "nan", "")
+"""Spellings of a missing value in the CSV files (FLUXNET fill value; R and pandas gaps)."""
 
 SECONDS_PER_DAY = 86400.0
 """[s d-1]"""
@@ -50,6 +68,10 @@ LATENT_HEAT_OF_VAPORISATION = 2.45e6
 """Latent heat of vaporisation of water near 20 degC [J kg-1] (Allen et al. 1998, FAO-56)."""
 LATENT_HEAT_TO_ET = SECONDS_PER_DAY / LATENT_HEAT_OF_VAPORISATION
 """Latent heat flux [W m-2] -> evapotranspiration [mm d-1] (1 kg m-2 of water = 1 mm)."""
+CARBON_MOLAR_MASS = 12.011
+"""Molar mass of carbon [g mol-1] (IUPAC conventional atomic weight)."""
+UMOL_TO_GC_PER_DAY = CARBON_MOLAR_MASS * 1e-6 * SECONDS_PER_DAY
+"""Carbon flux [umol CO2 m-2 s-1] -> [gC m-2 d-1] (one C atom per CO2 molecule)."""
 SINE_DAY_NIGHT_FACTOR = math.pi / 4.0
 """Half diurnal range / (daytime mean - night-time mean) of a sinusoidal daily cycle with equal
 day and night: the half-period means of ``A sin`` are ``+-2A/pi``."""
@@ -62,28 +84,59 @@ DEFAULT_LAI_MAX_GAP = 32
 PA_UNITS = "kPa"
 """Units of the PA variable (air pressure, unused by the model)."""
 
-TIMESTAMP = "TIMESTAMP"
-DATE_FORMAT = "%Y%m%d"
-FORCING_COLUMNS: dict[str, str] = {
-    "TA_F": "degC",
-    "SW_IN_F": "W m-2",
-    "VPD_F": "hPa",
-    "P_F": "mm d-1",
-    "CO2_F_MDS": "umol mol-1",
+DATE_COLUMNS = ("TIMESTAMP", "date")
+"""Columns tried for the day of each row (``date`` in any letter case)."""
+DATE_FORMATS: dict[str, tuple[re.Pattern[str], str]] = {
+    "YYYYMMDD": (re.compile(r"\d{8}"), "%Y%m%d"),
+    "YYYY-MM-DD": (re.compile(r"\d{4}-\d{2}-\d{2}"), "%Y-%m-%d"),
 }
-"""Required gap-filled forcing columns of a DD file and their units (FLUXNET2015 format)."""
-OPTIONAL_FORCING_COLUMNS: dict[str, str] = {"PA_F": PA_UNITS}
-"""Forcing columns used when present."""
-DRIVER_FORCING_COLUMNS: dict[str, str] = {"SSRD": "SW_IN_F", "CO2": "CO2_F_MDS", "VPD": "VPD_F",
-                                          "TOTAL_PREC": "P_F"}
-"""Driver forcing variable -> the column it is converted from."""
+"""Accepted date spellings -> (whole-value pattern, strptime format); one per file."""
+SUB_DAILY_COLUMNS = ("TIMESTAMP_START", "TIMESTAMP_END")
+"""Date columns of half-hourly and hourly files (refused: the recipe needs a daily file)."""
+
+FORCING_ALTERNATES: dict[str, tuple[str, ...]] = {
+    "TA": ("TA_F", "TA_F_MDS"),
+    "SW_IN": ("SW_IN_F", "SW_IN_F_MDS"),
+    "VPD": ("VPD_F", "VPD_F_MDS"),
+    "P": ("P_F", "P_F_MDS"),
+}
+"""Required forcing quantity -> accepted columns, in order of preference (the consolidated
+``_F`` columns first, then the ``_F_MDS`` gap-filled measurements)."""
+OPTIONAL_FORCING_ALTERNATES: dict[str, tuple[str, ...]] = {
+    "CO2": ("CO2_F_MDS", "CO2_F", "CO2_MDS"),
+    "PA": ("PA_F", "PA_F_MDS"),
+}
+"""Optional forcing quantity -> accepted columns (no CO2 column: background CO2 record)."""
+FORCING_UNITS: dict[str, str] = {"TA": "degC", "SW_IN": "W m-2", "VPD": "hPa", "P": "mm d-1",
+                                 "CO2": "umol mol-1", "PA": PA_UNITS}
+"""Units of the forcing columns of a daily file (the same in every accepted layout)."""
+DRIVER_FORCING: dict[str, str] = {"SSRD": "SW_IN", "CO2": "CO2", "VPD": "VPD",
+                                  "TOTAL_PREC": "P"}
+"""Driver forcing variable -> the forcing quantity it is converted from."""
 _FORCING_FIELD = {name: field for field, name in FORCING_SERIES.items()}
-DAY_NIGHT_COLUMNS = ("TA_F_DAY", "TA_F_NIGHT")
-MIN_MAX_COLUMNS = ("TMIN", "TMAX")
-NEE_COLUMN = "NEE_VUT_REF"
-LE_COLUMN = "LE_F_MDS"
+MIN_MAX_ALTERNATES: tuple[tuple[str, str], ...] = (("TMIN_F_MDS", "TMAX_F_MDS"),
+                                                   ("TMIN_F", "TMAX_F"), ("TMIN", "TMAX"))
+"""Column pairs of daily minimum and maximum air temperature [degC], in order of preference."""
+DAY_NIGHT_SUFFIXES = ("_DAY", "_NIGHT")
+"""Suffixes of the daytime and night-time means of the air temperature column (``TA_F_DAY``)."""
+OBSERVATION_ALTERNATES: dict[str, tuple[str, ...]] = {
+    "NEE": ("NEE_VUT_REF",),
+    "GPP": ("GPP_{method}_VUT_REF",),
+    "RECO": ("RECO_{method}_VUT_REF",),
+    "LE": ("LE_F_MDS", "LE_F"),
+}
+"""Observed quantity -> accepted columns (``{method}``: the --partitioning, NT or DT)."""
+QC_SUFFIX = "_QC"
+"""Suffix of the daily QC fraction of a column (``NEE_VUT_REF_QC``)."""
+CARBON_UNITS: dict[str, str] = {"gC": "gC m-2 d-1", "umol": "umol CO2 m-2 s-1 (daily mean)"}
+"""``--carbon-units`` choice -> the units of NEE, GPP and RECO in the file."""
+_MEAN_FLUX_NAME = re.compile(r"_(?:FLUXDATAKIT|PLUMBER)_", re.IGNORECASE)
+"""File names of daily files whose carbon fluxes are daily means in umol m-2 s-1."""
 SITE_INFO_COLUMNS = ("SITE_ID", "LAT", "LON")
-_SITE_IN_NAME = re.compile(r"^(?:[A-Z]{2,4}_)?(?P<site>[A-Z]{2}-[A-Za-z0-9]{3})_FLUXNET")
+BACKGROUND_CO2_RULE = "background global-mean CO2 record"
+"""Start of the ``source`` attribute of CO2 taken from the background record."""
+_SITE_IN_NAME = re.compile(r"^(?:[A-Z]{2,8}_)?(?P<site>[A-Z]{2}-[A-Za-z0-9]{3})_"
+                           r"(?:FLUXNET|FLUXDATAKIT|PLUMBER)")
 
 
 @dataclass(frozen=True)
@@ -97,6 +150,9 @@ class RecipeOptions:
         fill_forcing_gaps: longest forcing gap filled by linear interpolation [d]; 0: none.
         diurnal_range: diurnal temperature range used without day/night means [degC].
         lai_max_gap: longest interval between LAI samples interpolated across [d].
+        carbon_units: units of NEE, GPP and RECO in the file: ``"gC"`` (gC m-2 d-1,
+            FLUXNET2015/ONEFlux DD), ``"umol"`` (daily mean umol CO2 m-2 s-1, FluxDataKit DD) or
+            ``"auto"`` (``umol`` when the file name says FLUXDATAKIT or PLUMBER, else ``gC``).
     """
 
     partitioning: str = "NT"
@@ -104,6 +160,7 @@ class RecipeOptions:
     fill_forcing_gaps: int = 0
     diurnal_range: float = DEFAULT_DIURNAL_RANGE
     lai_max_gap: int = DEFAULT_LAI_MAX_GAP
+    carbon_units: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -123,41 +180,111 @@ class SiteInfo:
     igbp: str = ""
 
 
+@dataclass(frozen=True)
+class Columns:
+    """The columns of one daily file that the driver is made from.
+
+    Attributes:
+        date: the date column (``TIMESTAMP`` or ``date``).
+        forcing: forcing quantity (TA, SW_IN, VPD, P, and CO2 and PA when present) -> column.
+        min_max: daily minimum and maximum air temperature columns, if present.
+        day_night: daytime and night-time mean air temperature columns, if present.
+        observations: observed quantity (NEE, GPP, RECO, LE) -> column.
+        qc: observed quantity -> its QC column, where present.
+        carbon_units: ``"gC"`` or ``"umol"``: units of NEE, GPP and RECO in the file.
+    """
+
+    date: str
+    forcing: dict[str, str]
+    min_max: tuple[str, str] | None
+    day_night: tuple[str, str] | None
+    observations: dict[str, str]
+    qc: dict[str, str]
+    carbon_units: str
+
+
 # --- reading ----------------------------------------------------------------------------------
 
 
-def read_fluxnet_table(path: Path) -> pd.DataFrame:
-    """Read a FLUXNET DD CSV: -9999 becomes NaN, rows are indexed by date.
+def date_column(columns: Sequence[str], path: Path) -> str | None:
+    """The column holding the day of each row, or ``None`` when there is none.
+
+    Raises:
+        RecipeError: a sub-daily file (``TIMESTAMP_START`` without a date column).
+    """
+    if DATE_COLUMNS[0] in columns:
+        return DATE_COLUMNS[0]
+    lower = {str(name).lower(): name for name in columns}
+    if DATE_COLUMNS[1] in lower:
+        return lower[DATE_COLUMNS[1]]
+    if any(name in columns for name in SUB_DAILY_COLUMNS):
+        raise recipe_error(path, "a half-hourly or hourly file (TIMESTAMP_START); give the "
+                                 "daily (DD) file", SUB_DAILY_COLUMNS[0])
+    return None
+
+
+def parse_dates(values: pd.Series, path: Path, column: str) -> pd.DatetimeIndex:
+    """Days of the rows, in the format of the first row (see :data:`DATE_FORMATS`).
+
+    Raises:
+        RecipeError: no rows, or a row whose date is missing or not in the file's format
+            (naming the row, counting the header as row 1).
+    """
+    text = values.astype("string").str.strip()
+    if text.size == 0:
+        raise recipe_error(path, "no rows", column)
+    first = text.iloc[0]
+    expected = " or ".join(DATE_FORMATS)
+    label = next((name for name, (pattern, _) in DATE_FORMATS.items()
+                  if not pd.isna(first) and pattern.fullmatch(first)), None)
+    if label is None:
+        raise recipe_error(path, f"row 2 ({first!r}) is not a {expected} date (is this a "
+                                 "daily DD file?)", column)
+    pattern, date_format = DATE_FORMATS[label]
+    matches = text.str.fullmatch(pattern.pattern).fillna(False).to_numpy(bool)
+    dates = pd.to_datetime(text.where(matches), format=date_format, errors="coerce")
+    bad = np.asarray(dates.isna())
+    if bad.any():
+        row = int(np.argmax(bad))
+        raise recipe_error(path, f"row {row + 2} ({text.iloc[row]!r}) is not a {label} date "
+                                 "like the first row", column)
+    return pd.DatetimeIndex(dates, name="date")
+
+
+def read_fluxnet_table(path: Path, options: RecipeOptions | None = None
+                       ) -> tuple[pd.DataFrame, str]:
+    """Read a daily FLUXNET-style CSV: gaps become NaN, rows are indexed by date.
 
     Args:
         path: the CSV file.
+        options: recipe options; without a date column, the error lists every required column
+            the file lacks for these options (see :func:`resolve_columns`).
 
     Returns:
-        Float columns indexed by a daily ``DatetimeIndex`` named ``date``.
+        ``(float columns indexed by a daily DatetimeIndex named date, name of the date
+        column)``; -9999, empty, ``NA``, ``NaN`` and infinite values are NaN.
 
     Raises:
-        RecipeError: unreadable file, no TIMESTAMP column, bad dates, or a time axis that is
-            not strictly increasing by exactly one day.
+        RecipeError: unreadable file, no date column, bad dates, or a time axis that is not
+            strictly increasing by exactly one day.
     """
     try:
-        table = pd.read_csv(path, dtype={TIMESTAMP: str}, na_values=["-9999", "-9999.0"],
-                            low_memory=False)
+        table = pd.read_csv(path, dtype=str, na_values=list(MISSING_TEXT),
+                            keep_default_na=True, encoding="utf-8-sig", low_memory=False)
     except (OSError, ValueError, pd.errors.ParserError) as error:
-        raise recipe_error(path, f"cannot read as CSV ({type(error).__name__}: {error})"
+        message = " ".join(str(error).split())[:200]
+        raise recipe_error(path, f"cannot read as CSV ({type(error).__name__}: {message})"
                            ) from error
-    if TIMESTAMP not in table.columns:
-        raise recipe_error(path, "missing column (a daily FLUXNET file has TIMESTAMP "
-                                 "YYYYMMDD)", TIMESTAMP)
-    dates = pd.to_datetime(table.pop(TIMESTAMP).str.strip(), format=DATE_FORMAT,
-                           errors="coerce")
-    if dates.isna().any():
-        row = int(np.argmax(dates.isna().to_numpy()))
-        raise recipe_error(path, f"row {row + 2} is not a YYYYMMDD date (is this a daily DD "
-                                 "file?)", TIMESTAMP)
-    check_daily_axis(dates.to_numpy(), path, TIMESTAMP)
-    table.index = pd.DatetimeIndex(dates, name="date")
-    numeric = table.apply(pd.to_numeric, errors="coerce")
-    return numeric.astype(np.float64)
+    table.columns = [str(name).strip() for name in table.columns]
+    column = date_column(list(table.columns), path)
+    if column is None:
+        resolve_columns(table, None, options or RecipeOptions(), path)
+    dates = parse_dates(table.pop(column), path, column)
+    check_daily_axis(dates.to_numpy(), path, column)
+    numeric = table.apply(pd.to_numeric, errors="coerce").astype(np.float64)
+    values = numeric.to_numpy(copy=True)
+    values[~np.isfinite(values) | (values == MISSING_VALUE)] = np.nan
+    return pd.DataFrame(values, index=dates, columns=numeric.columns), column
 
 
 def check_daily_axis(dates: np.ndarray, source: Path, column: str) -> None:
@@ -181,15 +308,78 @@ def check_daily_axis(dates: np.ndarray, source: Path, column: str) -> None:
                                    f"{days[i]} and {days[i + 1]}", column)
 
 
-def require_columns(table: pd.DataFrame, columns: Sequence[str], source: Path) -> None:
-    """Raise a one-line error naming the first of ``columns`` that ``table`` lacks."""
-    for column in columns:
-        if column not in table.columns:
-            raise recipe_error(source, "missing column", column)
+def _first_present(table: pd.DataFrame, alternates: Sequence[str]) -> str | None:
+    """The first of ``alternates`` that holds a value, else the first present, else None."""
+    present = [name for name in alternates if name in table.columns]
+    filled = (name for name in present if table[name].notna().any())
+    return next(filled, present[0] if present else None)
+
+
+def carbon_units_of(path: Path, choice: str) -> str:
+    """``"gC"`` or ``"umol"``: the units of the carbon fluxes of ``path`` (see RecipeOptions)."""
+    if choice != "auto":
+        return choice
+    return "umol" if _MEAN_FLUX_NAME.search(path.name) else "gC"
+
+
+def resolve_columns(table: pd.DataFrame, date: str | None, options: RecipeOptions,
+                    source: Path) -> Columns:
+    """Choose the column of each quantity among its alternates.
+
+    ``date`` is the date column found by :func:`date_column`; ``None`` (no date column) is
+    reported with the other missing columns.
+
+    The first alternate present that holds at least one value is chosen (else the first
+    present). QC columns (``<column>_QC``) of NEE and LE are required when
+    ``options.qc_threshold`` is above 0.
+
+    Raises:
+        RecipeError: one line listing every missing required column, each with its accepted
+            alternates in parentheses.
+    """
+    missing: list[str] = [] if date is not None else [
+        f"{DATE_COLUMNS[0]} (or {DATE_COLUMNS[1]}) with YYYYMMDD or YYYY-MM-DD dates"]
+
+    def choose(alternates: Sequence[str]) -> str | None:
+        column = _first_present(table, alternates)
+        if column is None:
+            others = f" (or {', '.join(alternates[1:])})" if len(alternates) > 1 else ""
+            missing.append(alternates[0] + others)
+        return column
+
+    forcing = {quantity: choose(alternates) for quantity, alternates in FORCING_ALTERNATES.items()}
+    for quantity, alternates in OPTIONAL_FORCING_ALTERNATES.items():
+        column = _first_present(table, alternates)
+        if column is not None:
+            forcing[quantity] = column
+    method = options.partitioning
+    observations = {quantity: choose([name.format(method=method) for name in alternates])
+                    for quantity, alternates in OBSERVATION_ALTERNATES.items()}
+    qc = {}
+    for quantity, column in observations.items():
+        if column is None:
+            continue
+        if column + QC_SUFFIX in table.columns:
+            qc[quantity] = column + QC_SUFFIX
+        elif quantity in ("NEE", "LE") and options.qc_threshold > 0:
+            missing.append(column + QC_SUFFIX)
+    if missing:
+        raise recipe_error(source, f"missing {len(missing)} required column(s): "
+                                   f"{'; '.join(missing)}")
+    min_max = next((pair for pair in MIN_MAX_ALTERNATES
+                    if all(name in table.columns for name in pair)), None)
+    mean = forcing["TA"]
+    pairs = [tuple(name + suffix for suffix in DAY_NIGHT_SUFFIXES)
+             for name in (mean, *FORCING_ALTERNATES["TA"])]
+    day_night = next((pair for pair in pairs if all(name in table.columns for name in pair)),
+                     None)
+    return Columns(date, forcing, min_max, day_night, observations, qc,
+                   carbon_units_of(source, options.carbon_units))
 
 
 def site_from_file_name(path: Path) -> str | None:
-    """Site id in an official file name (``FLX_US-Ha1_FLUXNET2015_FULLSET_DD_...``), if any."""
+    """Site id in an official file name (``FLX_US-Ha1_FLUXNET2015_FULLSET_DD_...``,
+    ``FLX_CH-Lae_FLUXDATAKIT_FULLSET_DD_...``, ``AMF_US-Ha1_FLUXNET_...``), if any."""
     match = _SITE_IN_NAME.match(path.name)
     return match["site"] if match else None
 
@@ -203,22 +393,22 @@ def read_site_info(path: Path, site_id: str) -> SiteInfo:
         RecipeError: unreadable file, missing column, site not listed or a bad coordinate.
     """
     try:
-        with path.open(newline="", encoding="utf-8") as stream:
+        with path.open(newline="", encoding="utf-8-sig") as stream:
             reader = csv.DictReader(stream)
             names = {name.strip().upper(): name for name in reader.fieldnames or []}
             rows = list(reader)
     except (OSError, UnicodeDecodeError, csv.Error) as error:
         raise recipe_error(path, f"cannot read as CSV ({error})") from error
-    for column in SITE_INFO_COLUMNS:
-        if column not in names:
-            raise recipe_error(path, "missing column", column)
-    matches = [row for row in rows if row[names["SITE_ID"]].strip() == site_id]
+    absent = [column for column in SITE_INFO_COLUMNS if column not in names]
+    if absent:
+        raise recipe_error(path, f"missing column(s): {', '.join(absent)}")
+    matches = [row for row in rows if (row[names["SITE_ID"]] or "").strip() == site_id]
     if not matches:
         raise recipe_error(path, f"site {site_id} is not listed", "SITE_ID")
     row = matches[0]
     latitude = _coordinate(row[names["LAT"]], -90.0, 90.0, path, "LAT")
     longitude = _coordinate(row[names["LON"]], -180.0, 360.0, path, "LON")
-    igbp = row[names["IGBP"]].strip() if "IGBP" in names else ""
+    igbp = (row[names["IGBP"]] or "").strip() if "IGBP" in names else ""
     return SiteInfo(site_id, latitude, longitude, igbp)
 
 
@@ -291,68 +481,132 @@ def gap_free(table: pd.DataFrame, column: str, max_fill: int, source: Path
     return values, int(np.isnan(raw).sum())
 
 
-def temperature_range(table: pd.DataFrame, mean: np.ndarray, diurnal_range: float
+def _has_range(low: np.ndarray, high: np.ndarray) -> bool:
+    """Whether ``high > low`` on at least one day where both are known."""
+    known = np.isfinite(low) & np.isfinite(high)
+    return bool(np.any(high[known] > low[known]))
+
+
+def temperature_range(table: pd.DataFrame, mean: np.ndarray, columns: Columns,
+                      diurnal_range: float, warnings: list[str] | None = None
                       ) -> tuple[np.ndarray, np.ndarray, str]:
     """Daily minimum and maximum air temperature [degC].
 
-    Rule: TMIN/TMAX when the file has them; else, each day, ``TA_F -+ (pi/4) (TA_F_DAY -
-    TA_F_NIGHT)`` (a sinusoidal daily cycle with equal day and night, whose half-period means
-    are ``TA_F +- 2A/pi``; a negative day-night difference counts as 0); else, and on days where
-    TA_F_DAY or TA_F_NIGHT is missing, ``TA_F -+ diurnal_range / 2``.
+    Rule, day by day: the minimum/maximum columns (``TMIN_F_MDS``/``TMAX_F_MDS``, ...) where
+    both are known; else ``TA -+ (pi/4) (TA_DAY - TA_NIGHT)`` where the daytime and night-time
+    means are known (a sinusoidal daily cycle with equal day and night, whose half-period means
+    are ``TA +- 2A/pi``; a negative day-night difference counts as 0); else
+    ``TA -+ diurnal_range / 2``. A pair of columns that never differ (no diurnal range) is not
+    used.
 
     Args:
         table: the DD table.
-        mean: gap-free daily mean air temperature (TA_F) [degC].
+        mean: gap-free daily mean air temperature [degC].
+        columns: the columns chosen (:func:`resolve_columns`).
         diurnal_range: fallback daily maximum minus minimum [degC].
+        warnings: list that receives a warning when a pair of columns has no diurnal range,
+            or when the result has none or comes from the mean alone on every day.
 
     Returns:
         ``(t_min, t_max, description of the rule applied)``.
     """
-    if all(column in table.columns for column in MIN_MAX_COLUMNS):
-        t_min, t_max = (table[column].to_numpy() for column in MIN_MAX_COLUMNS)
-        if not (np.isnan(t_min).any() or np.isnan(t_max).any()):
-            return t_min, t_max, "TMIN and TMAX columns"
-    half_range = np.full(mean.shape, diurnal_range / 2.0)
-    rule = f"TA_F -+ {diurnal_range / 2.0:g} degC (fixed diurnal range)"
-    if all(column in table.columns for column in DAY_NIGHT_COLUMNS):
-        day, night = (table[column].to_numpy() for column in DAY_NIGHT_COLUMNS)
-        known = np.isfinite(day) & np.isfinite(night)
-        from_day_night = SINE_DAY_NIGHT_FACTOR * np.maximum(day - night, 0.0)
-        half_range = np.where(known, from_day_night, half_range)
-        rule = (f"TA_F -+ (pi/4)(TA_F_DAY - TA_F_NIGHT); fixed diurnal range "
-                f"{diurnal_range:g} degC on {int((~known).sum())} day(s) without day/night "
-                "means")
-    return mean - half_range, mean + half_range, rule
+    warnings = [] if warnings is None else warnings
+    name = columns.forcing["TA"]
+    half = diurnal_range / 2.0
+    t_min, t_max = mean - half, mean + half
+    sources = np.full(mean.shape, 2, np.int8)
+    rules = {2: f"{name} -+ {half:g} degC (fixed diurnal range)"}
+    if columns.day_night is not None:
+        day, night = (table[column].to_numpy() for column in columns.day_night)
+        if _has_range(night, day):
+            known = np.isfinite(day) & np.isfinite(night)
+            amplitude = SINE_DAY_NIGHT_FACTOR * np.maximum(day - night, 0.0)
+            t_min = np.where(known, mean - amplitude, t_min)
+            t_max = np.where(known, mean + amplitude, t_max)
+            sources[known] = 1
+            rules[1] = f"{name} -+ (pi/4)({columns.day_night[0]} - {columns.day_night[1]})"
+        else:
+            warnings.append(f"{columns.day_night[0]} is never above {columns.day_night[1]} (no "
+                         "diurnal range); not used")
+    if columns.min_max is not None:
+        low, high = (table[column].to_numpy() for column in columns.min_max)
+        if _has_range(low, high):
+            known = np.isfinite(low) & np.isfinite(high)
+            t_min = np.where(known, low, t_min)
+            t_max = np.where(known, high, t_max)
+            sources[known] = 0
+            rules[0] = f"{columns.min_max[0]} and {columns.min_max[1]}"
+        else:
+            warnings.append(f"{columns.min_max[0]} equals {columns.min_max[1]} on every day (no "
+                         "diurnal range); not used")
+    counts = np.bincount(sources, minlength=3)
+    rule = "; ".join(f"{rules[index]} on {counts[index]} day(s)" for index in sorted(rules)
+                     if counts[index])
+    if not np.any(t_max > t_min):
+        warnings.append(f"T2M_MIN equals T2M_MAX on every day (no diurnal range): {rule}")
+    elif counts[2] == mean.size:
+        warnings.append(f"no daily minimum/maximum or day/night air temperature columns with a "
+                     f"diurnal range; T2M_MIN and T2M_MAX are {name} -+ {half:g} degC "
+                     f"(--diurnal-range {diurnal_range:g}) on every day")
+    return t_min, t_max, rule
 
 
-def forcing_variables(table: pd.DataFrame, options: RecipeOptions, source: Path
+def forcing_variables(table: pd.DataFrame, columns: Columns, options: RecipeOptions,
+                      source: Path, notes: list[tuple[str, str]] | None = None
                       ) -> dict[str, tuple[np.ndarray, str]]:
     """Driver forcing series from the gap-filled columns, in model units.
+
+    Without a CO2 column (or with one holding no value), CO2 is the background record
+    (:func:`recipe_common.background_co2`) and ``notes`` receives a ``("note", text)`` saying
+    so; the warnings of :func:`temperature_range` arrive as ``("warning", text)``.
 
     Returns:
         Driver variable -> ``(values, how it was derived)``.
 
     Raises:
-        RecipeError: a required column is missing or a gap remains after filling.
+        RecipeError: a gap remains after filling, or the record lies outside the years of the
+            background CO2 record when it is needed.
     """
-    require_columns(table, list(FORCING_COLUMNS), source)
-    units = {**FORCING_COLUMNS, **OPTIONAL_FORCING_COLUMNS}
+    notes = [] if notes is None else notes
+    chosen = dict(columns.forcing)
+    co2_column = chosen.get("CO2")
+    if co2_column is not None and not np.isfinite(table[co2_column].to_numpy()).any():
+        notes.append(("note", f"{source}: {co2_column} holds no value; CO2 is the "
+                              "background record"))
+        del chosen["CO2"]
     values, filled = {}, {}
-    for column in (column for column in units if column in table.columns):
-        values[column], count = gap_free(table, column, options.fill_forcing_gaps, source)
-        filled[column] = f"; {count} day(s) linearly interpolated" if count else ""
-    mean = converted(values["TA_F"], units["TA_F"], "t_min", source, "TA_F")
-    t_min, t_max, rule = temperature_range(table, mean, options.diurnal_range)
-    out = {"T2M_MIN": (t_min, rule + filled["TA_F"]), "T2M_MAX": (t_max, rule + filled["TA_F"])}
-    for name, column in DRIVER_FORCING_COLUMNS.items():
+    for quantity, column in chosen.items():
+        values[quantity], count = gap_free(table, column, options.fill_forcing_gaps, source)
+        filled[quantity] = f"; {count} day(s) linearly interpolated" if count else ""
+    ta = chosen["TA"]
+    mean = converted(values["TA"], FORCING_UNITS["TA"], "t_min", source, ta)
+    warnings: list[str] = []
+    t_min, t_max, rule = temperature_range(table, mean, columns, options.diurnal_range,
+                                           warnings)
+    notes.extend(("warning", f"{source}: {text}") for text in warnings)
+    out = {"T2M_MIN": (t_min, rule + filled["TA"]), "T2M_MAX": (t_max, rule + filled["TA"])}
+    for name, quantity in DRIVER_FORCING.items():
         field = _FORCING_FIELD[name]
-        out[name] = (converted(values[column], units[column], field, source, column),
-                     f"{column} [{units[column]}] in {FORCING_VARIABLES[field].units}"
-                     f"{filled[column]}")
+        if quantity not in chosen:
+            continue
+        column, units = chosen[quantity], FORCING_UNITS[quantity]
+        out[name] = (converted(values[quantity], units, field, source, column),
+                     f"{column} [{units}] in {FORCING_VARIABLES[field].units}"
+                     f"{filled[quantity]}")
+    if "CO2" not in chosen:
+        record = co2_record_path()
+        out["CO2"] = (background_co2(table.index.to_numpy()),
+                      f"{BACKGROUND_CO2_RULE} differland/data/{record.name} (annual means, "
+                      "linear in time between mid-years)")
+        if co2_column is None:
+            accepted = ", ".join(OPTIONAL_FORCING_ALTERNATES["CO2"])
+            notes.append(("note", f"{source}: no CO2 column ({accepted}); CO2 is the "
+                                  f"global-mean background record differland/data/"
+                                  f"{record.name} (CMIP6 historical + SSP2-4.5)"))
     out["DOY"] = (table.index.day_of_year.to_numpy().astype(np.float64),
-                  "day of year of TIMESTAMP")
-    if "PA_F" in values:
-        out["PA"] = (values["PA_F"], f"PA_F [{PA_UNITS}]{filled['PA_F']}")
+                  f"day of year of {columns.date}")
+    if "PA" in values:
+        out["PA"] = (values["PA"], f"{chosen['PA']} [{PA_UNITS}]{filled['PA']}")
     return out
 
 
@@ -381,41 +635,48 @@ def percentile_spread(table: pd.DataFrame, stem: str) -> np.ndarray | None:
     return None
 
 
-def observation_variables(table: pd.DataFrame, options: RecipeOptions, source: Path
+def observation_variables(table: pd.DataFrame, columns: Columns, options: RecipeOptions
                           ) -> dict[str, tuple[np.ndarray, str]]:
     """GPP, RECO, NBE, ET and their uncertainties, QC-masked, in model units.
+
+    Carbon fluxes in umol CO2 m-2 s-1 (``columns.carbon_units == "umol"``) are converted with
+    :data:`UMOL_TO_GC_PER_DAY`. GPP and RECO use their own QC column where present, else that of
+    NEE; with ``qc_threshold`` 0 a missing QC column masks nothing.
 
     Returns:
         Driver variable -> ``(values, how it was derived)``; uncertainty variables only where
         their columns exist.
-
-    Raises:
-        RecipeError: a required column is missing.
     """
-    method = options.partitioning
-    gpp, reco = f"GPP_{method}_VUT_REF", f"RECO_{method}_VUT_REF"
-    nee_qc, le_qc = f"{NEE_COLUMN}_QC", f"{LE_COLUMN}_QC"
-    require_columns(table, [NEE_COLUMN, nee_qc, gpp, reco, LE_COLUMN, le_qc], source)
     threshold = options.qc_threshold
-    qc = {name: table[f"{name}_QC"].to_numpy() if f"{name}_QC" in table.columns
-          else table[nee_qc].to_numpy() for name in (gpp, reco)}
-    out = {
-        "NBE": (qc_masked(table[NEE_COLUMN].to_numpy(), table[nee_qc].to_numpy(), threshold),
-                f"{NEE_COLUMN} where {nee_qc} >= {threshold:g}"),
-        "GPP": (qc_masked(table[gpp].to_numpy(), qc[gpp], threshold),
-                f"{gpp} where its QC >= {threshold:g}"),
-        "RECO": (qc_masked(table[reco].to_numpy(), qc[reco], threshold),
-                 f"{reco} where its QC >= {threshold:g}"),
-        "ET": (qc_masked(table[LE_COLUMN].to_numpy() * LATENT_HEAT_TO_ET,
-                         table[le_qc].to_numpy(), threshold),
-               f"{LE_COLUMN} x 86400 / 2.45e6 where {le_qc} >= {threshold:g}"),
-    }
+    names = columns.observations
+    scale = UMOL_TO_GC_PER_DAY if columns.carbon_units == "umol" else 1.0
+    unit_rule = (f" [{CARBON_UNITS['umol']}] x {UMOL_TO_GC_PER_DAY:.6g}" if scale != 1.0
+                 else "")
+    ones = np.ones(len(table))
+
+    def qc_of(quantity: str) -> tuple[np.ndarray, str]:
+        column = columns.qc.get(quantity, columns.qc.get("NEE"))
+        if column is None:
+            return ones, "no QC column"
+        return table[column].to_numpy(), column
+
+    out = {}
+    for name, quantity in (("NBE", "NEE"), ("GPP", "GPP"), ("RECO", "RECO")):
+        qc, qc_name = qc_of(quantity)
+        out[name] = (qc_masked(table[names[quantity]].to_numpy() * scale, qc, threshold),
+                     f"{names[quantity]}{unit_rule} where {qc_name} >= {threshold:g}")
+    le_qc, le_qc_name = (table[columns.qc["LE"]].to_numpy(), columns.qc["LE"]) \
+        if "LE" in columns.qc else (ones, "no QC column")
+    out["ET"] = (qc_masked(table[names["LE"]].to_numpy() * LATENT_HEAT_TO_ET, le_qc, threshold),
+                 f"{names['LE']} x 86400 / 2.45e6 where {le_qc_name} >= {threshold:g}")
+    nee, gpp, reco = names["NEE"], names["GPP"], names["RECO"]
     uncertainties = {
-        "NBEunc": (_column(table, f"{NEE_COLUMN}_JOINTUNC"), f"{NEE_COLUMN}_JOINTUNC"),
-        "GPPunc": (percentile_spread(table, gpp.removesuffix("_REF")),
-                   f"({gpp[:-4]}_84 - {gpp[:-4]}_16) / 2"),
-        "RECOunc": (percentile_spread(table, reco.removesuffix("_REF")),
-                    f"({reco[:-4]}_84 - {reco[:-4]}_16) / 2"),
+        "NBEunc": (_scaled(_column(table, f"{nee}_JOINTUNC"), scale),
+                   f"{nee}_JOINTUNC{unit_rule}"),
+        "GPPunc": (_scaled(percentile_spread(table, gpp.removesuffix("_REF")), scale),
+                   f"({gpp[:-4]}_84 - {gpp[:-4]}_16) / 2{unit_rule}"),
+        "RECOunc": (_scaled(percentile_spread(table, reco.removesuffix("_REF")), scale),
+                    f"({reco[:-4]}_84 - {reco[:-4]}_16) / 2{unit_rule}"),
         "ETunc": (_scaled(_column(table, "LE_RANDUNC"), LATENT_HEAT_TO_ET),
                   "LE_RANDUNC x 86400 / 2.45e6"),
     }
@@ -610,12 +871,25 @@ def site_dataset(dates: pd.DatetimeIndex, series: dict[str, tuple[np.ndarray, st
 
 
 def qc_summary(observations: dict[str, tuple[np.ndarray, str]], table: pd.DataFrame,
-               options: RecipeOptions) -> dict[str, int]:
+               columns: Columns) -> dict[str, int]:
     """Number of days per observation that the QC threshold turned into gaps."""
-    raw = {"NBE": NEE_COLUMN, "GPP": f"GPP_{options.partitioning}_VUT_REF",
-           "RECO": f"RECO_{options.partitioning}_VUT_REF", "ET": LE_COLUMN}
-    return {name: int((table[column].notna() & np.isnan(observations[name][0])).sum())
-            for name, column in raw.items()}
+    raw = {"NBE": "NEE", "GPP": "GPP", "RECO": "RECO", "ET": "LE"}
+    return {name: int((table[columns.observations[quantity]].notna()
+                       & np.isnan(observations[name][0])).sum())
+            for name, quantity in raw.items()}
+
+
+OBSERVATION_STREAMS = ("GPP", "RECO", "NBE", "ET", "LAI")
+"""Observation variables counted in the summary line."""
+
+
+def summary_line(dataset: xr.Dataset, out: Path) -> str:
+    """One line describing a written driver: site, path, dates, days, valid days per stream."""
+    days = MODEL_EPOCH + dataset[TIME].to_numpy().astype("timedelta64[D]")
+    streams = ", ".join(f"{name} {int(np.isfinite(dataset[name].to_numpy()).sum())}"
+                        for name in OBSERVATION_STREAMS if name in dataset)
+    return (f"{PROG}: wrote {dataset.attrs['site_id']} to {out}: {days[0]} to {days[-1]}, "
+            f"{days.size} days; valid days per observation: {streams}")
 
 
 def write_validated(path: Path, dataset: xr.Dataset) -> None:
@@ -633,38 +907,53 @@ def write_validated(path: Path, dataset: xr.Dataset) -> None:
             message = str(error).removeprefix(f"{target}: ")
             raise recipe_error(path, f"the driver fails validation: {message}") from error
 
-    replace_atomically(path, write)
+    replace_atomically(path, write, RECIPE)
 
 
 def build_site_driver(csv_path: Path, site: SiteInfo, out: Path, options: RecipeOptions,
-                      lai_path: Path | None = None, site_info_path: Path | None = None
-                      ) -> xr.Dataset:
-    """Convert a FLUXNET DD CSV (and optional LAI) to a site driver file.
+                      lai_path: Path | None = None, site_info_path: Path | None = None,
+                      notes: list[tuple[str, str]] | None = None) -> xr.Dataset:
+    """Convert a daily FLUXNET-style CSV (and optional LAI) to a site driver file.
+
+    The caller checks beforehand that ``out`` may be written (:func:`recipe_common.check_output`).
 
     Args:
-        csv_path: the FLUXNET2015 / ONEFlux FULLSET DD CSV.
+        csv_path: the FLUXNET2015 / ONEFlux / FluxDataKit daily CSV.
         site: tower identity and location.
         out: output NetCDF path.
         options: recipe options.
         lai_path: optional LAI CSV or NetCDF.
         site_info_path: the site table the location came from (for provenance).
+        notes: list that receives ``(kind, text)`` notices (``"note"``) and warnings
+            (``"warning"``) for the user, one line each.
 
     Returns:
         The dataset written.
 
     Raises:
-        RecipeError: malformed input (see the individual readers).
+        RecipeError: malformed input (see the individual readers); every check runs before
+            the output is written.
     """
-    table = read_fluxnet_table(csv_path)
-    series = forcing_variables(table, options, csv_path)
-    observations = observation_variables(table, options, csv_path)
+    notes = [] if notes is None else notes
+    table, date = read_fluxnet_table(csv_path, options)
+    columns = resolve_columns(table, date, options, csv_path)
+    if options.carbon_units == "auto" and columns.carbon_units == "umol":
+        notes.append(("note", f"{csv_path}: NEE, GPP and RECO read as daily means in umol CO2 "
+                              "m-2 s-1 (FluxDataKit file name); pass --carbon-units gC if they "
+                              "are gC m-2 d-1"))
+    series = forcing_variables(table, columns, options, csv_path, notes)
+    observations = observation_variables(table, columns, options)
     series.update(observations)
     if lai_path is not None:
         series.update(lai_variables(lai_path, table.index.to_numpy(), options.lai_max_gap))
+    background = series["CO2"][1].startswith(BACKGROUND_CO2_RULE)
+    co2_record = co2_record_path() if background else None
     provenance = provenance_attrs(
-        RECIPE, {"fluxnet_csv": csv_path, "site_info": site_info_path, "lai": lai_path},
-        {**asdict(options), **asdict(site)}, LIBRARIES)
-    attrs = {**provenance, "qc_masked_days": json.dumps(qc_summary(observations, table, options)),
+        RECIPE, {"fluxnet_csv": csv_path, "site_info": site_info_path, "lai": lai_path,
+                 "co2_background": co2_record},
+        {**asdict(options), **asdict(site), "columns": asdict(columns)}, LIBRARIES)
+    attrs = {**provenance, "qc_masked_days": json.dumps(qc_summary(observations, table,
+                                                                   columns)),
              "nbe_sign": "positive = carbon to the atmosphere (FLUXNET NEE convention)"}
     dataset = site_dataset(table.index, series, site, attrs)
     write_validated(out, dataset)
@@ -676,13 +965,17 @@ def build_site_driver(csv_path: Path, site: SiteInfo, out: Path, options: Recipe
 
 def build_parser() -> argparse.ArgumentParser:
     """The recipe's command-line interface."""
-    parser = argparse.ArgumentParser(
-        prog="fluxnet.py",
-        description="Convert a FLUXNET2015/ONEFlux FULLSET daily (DD) CSV into a differland "
-                    "site driver (CARDAMOM layout, read by differland.io.read_site_driver).")
-    parser.add_argument("csv", type=Path, help="FULLSET DD CSV (TIMESTAMP YYYYMMDD, -9999 gaps)")
+    parser = RecipeParser(
+        prog=PROG,
+        description="Convert a daily FLUXNET CSV (FLUXNET2015/ONEFlux FULLSET DD or FluxDataKit "
+                    "FULLSET DD) into a differland site driver (CARDAMOM layout, read by "
+                    "differland.io.read_site_driver).")
+    parser.add_argument("csv", type=Path,
+                        help="daily CSV (TIMESTAMP or date as YYYYMMDD or YYYY-MM-DD; gaps "
+                             "-9999 or NA)")
     parser.add_argument("--out", type=Path, required=True,
                         help="output NetCDF; name it <SITE_ID>.nc (the reader's site id)")
+    add_overwrite_option(parser)
     parser.add_argument("--site-info", type=Path,
                         help="CSV with SITE_ID, LAT, LON (optional IGBP) listing the site")
     parser.add_argument("--lat", type=float, help="site latitude [degrees_north]")
@@ -692,13 +985,18 @@ def build_parser() -> argparse.ArgumentParser:
                         help="GPP/RECO partitioning method (default: NT)")
     parser.add_argument("--qc-threshold", type=float, default=DEFAULT_QC_THRESHOLD,
                         help="daily QC fraction below which an observation becomes a gap "
-                             f"(default {DEFAULT_QC_THRESHOLD})")
+                             f"(default {DEFAULT_QC_THRESHOLD}; 0: QC columns optional)")
     parser.add_argument("--fill-forcing-gaps", type=int, default=0, metavar="DAYS",
                         help="linearly interpolate forcing gaps of at most DAYS days inside "
                              "the record (default 0: any gap is an error)")
     parser.add_argument("--diurnal-range", type=float, default=DEFAULT_DIURNAL_RANGE,
-                        help="daily max - min temperature [degC] used where TA_F_DAY/NIGHT "
-                             f"are missing (default {DEFAULT_DIURNAL_RANGE:g})")
+                        help="daily max - min temperature [degC] used where neither TMIN/TMAX "
+                             f"nor day/night means exist (default {DEFAULT_DIURNAL_RANGE:g})")
+    parser.add_argument("--carbon-units", choices=("auto", *CARBON_UNITS), default="auto",
+                        help="units of NEE, GPP and RECO in the CSV: gC = gC m-2 d-1 "
+                             "(FLUXNET2015/ONEFlux DD), umol = daily mean umol CO2 m-2 s-1 "
+                             "(FluxDataKit DD); auto: umol when the file name contains "
+                             "FLUXDATAKIT or PLUMBER, else gC")
     parser.add_argument("--lai", type=Path,
                         help="LAI to merge: CSV (date, LAI[, LAI_unc]) or NetCDF (time, LAI)")
     parser.add_argument("--lai-max-gap", type=int, default=DEFAULT_LAI_MAX_GAP, metavar="DAYS",
@@ -729,19 +1027,35 @@ def site_from_arguments(arguments: argparse.Namespace) -> SiteInfo:
 
 
 def run(arguments: argparse.Namespace) -> None:
-    """Run the recipe on parsed arguments."""
-    for path in (arguments.csv, arguments.lai):
+    """Run the recipe on parsed arguments: check everything, write, then report.
+
+    Notices and warnings go to stderr and a one-line summary to stdout, after the output is
+    written.
+    """
+    for path in (arguments.csv, arguments.lai, arguments.site_info):
         if path is not None and not path.is_file():
-            raise recipe_error(path, "file does not exist")
+            raise recipe_error(path, "file does not exist" if not path.exists()
+                               else "not a regular file")
     if not 0.0 <= arguments.qc_threshold <= 1.0:
         raise recipe_error("--qc-threshold", f"{arguments.qc_threshold} is outside [0, 1]")
     if arguments.fill_forcing_gaps < 0 or arguments.lai_max_gap < 0:
         raise recipe_error("options", "--fill-forcing-gaps and --lai-max-gap must be >= 0")
+    if not 0.0 <= arguments.diurnal_range < 60.0:
+        raise recipe_error("--diurnal-range", f"{arguments.diurnal_range:g} degC is outside "
+                                              "[0, 60)")
+    check_output(arguments.out, RECIPE, {"fluxnet_csv": arguments.csv, "lai": arguments.lai,
+                                         "site_info": arguments.site_info},
+                 arguments.overwrite)
     options = RecipeOptions(arguments.partitioning, arguments.qc_threshold,
                             arguments.fill_forcing_gaps, arguments.diurnal_range,
-                            arguments.lai_max_gap)
-    build_site_driver(arguments.csv, site_from_arguments(arguments), arguments.out, options,
-                      arguments.lai, arguments.site_info)
+                            arguments.lai_max_gap, arguments.carbon_units)
+    site = site_from_arguments(arguments)
+    notes: list[tuple[str, str]] = []
+    dataset = build_site_driver(arguments.csv, site, arguments.out, options, arguments.lai,
+                                arguments.site_info, notes)
+    for kind, text in notes:
+        note(PROG, text, kind)
+    print(summary_line(dataset, arguments.out))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

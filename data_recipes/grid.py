@@ -4,7 +4,7 @@
         [--predictors clay.tif pft.nc ...] [--targets lai.nc ...] --grid 0.5 \\
         --out grid.zarr|grid.nc [--land-mask land.tif] [--start 2001-01 --end 2005-12] \\
         [--rename SRC=DST ...] [--mapping names.json] [--units NAME=UNITS ...] \\
-        [--categorical NAME ...] [--bbox WEST SOUTH EAST NORTH]
+        [--categorical NAME ...] [--bbox WEST SOUTH EAST NORTH] [--overwrite]
 
 Every input (CF NetCDF with a latitude/longitude grid or a projected grid with a grid mapping;
 GeoTIFF in any CRS) is opened lazily with dask, renamed to differland's canonical names,
@@ -39,8 +39,11 @@ from rasterio.errors import RasterioError
 from rasterio.warp import Resampling, calculate_default_transform, reproject
 from recipe_common import (
     GRID_CRS,
+    RecipeParser,
+    add_overwrite_option,
     cell_area,
     cell_edges,
+    check_output,
     key_value,
     linear_conversion,
     parse_units,
@@ -813,7 +816,7 @@ def write_grid(dataset: xr.Dataset, path: Path) -> None:
         with opened:
             check_forcing_ranges(opened, path)
 
-    replace_atomically(path, write)
+    replace_atomically(path, write, RECIPE)
 
 
 def check_forcing_ranges(dataset: xr.Dataset, path: Path) -> None:
@@ -853,6 +856,8 @@ def build_grid_driver(forcing: Sequence[Path], predictors: Sequence[Path],
                       targets: Sequence[Path], out: Path, options: GridOptions,
                       land_mask: Path | None = None, mapping: Path | None = None) -> xr.Dataset:
     """Build and write the grid driver.
+
+    The caller checks beforehand that ``out`` may be written (:func:`recipe_common.check_output`).
 
     Args:
         forcing: files of forcing variables (canonical names after renaming).
@@ -906,7 +911,7 @@ def build_grid_driver(forcing: Sequence[Path], predictors: Sequence[Path],
 
 def build_parser() -> argparse.ArgumentParser:
     """The recipe's command-line interface."""
-    parser = argparse.ArgumentParser(
+    parser = RecipeParser(
         prog="grid.py",
         description="Regrid NetCDF/GeoTIFF forcing, predictors and targets to one regular "
                     "latitude/longitude grid with monthly steps and write a differland grid "
@@ -922,6 +927,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="grid resolution [degree], e.g. 0.5")
     parser.add_argument("--out", type=Path, required=True,
                         help="output: NAME.zarr (Zarr store) or NAME.nc (NetCDF-4)")
+    add_overwrite_option(parser)
     parser.add_argument("--land-mask", type=Path, metavar="FILE",
                         help="0/1 or fractional land raster (NetCDF or GeoTIFF)")
     parser.add_argument("--min-land-fraction", type=float, default=DEFAULT_MIN_LAND_FRACTION,
@@ -987,10 +993,15 @@ def options_from_arguments(arguments: argparse.Namespace) -> GridOptions:
 
 
 def run(arguments: argparse.Namespace) -> None:
-    """Run the recipe on parsed arguments."""
+    """Run the recipe on parsed arguments; the output is checked before any input is read."""
+    options = options_from_arguments(arguments)
+    inputs = {"forcing": arguments.forcing, "predictors": arguments.predictors,
+              "targets": arguments.targets, "land_mask": arguments.land_mask,
+              "mapping": arguments.mapping}
+    check_output(arguments.out, RECIPE, inputs, arguments.overwrite)
     build_grid_driver(arguments.forcing, arguments.predictors, arguments.targets,
-                      arguments.out, options_from_arguments(arguments), arguments.land_mask,
-                      arguments.mapping)
+                      arguments.out, options, arguments.land_mask, arguments.mapping)
+    print(f"grid.py: wrote {arguments.out}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

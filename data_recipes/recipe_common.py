@@ -19,7 +19,7 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
-from importlib import metadata
+from importlib import metadata, resources
 from os import PathLike
 from pathlib import Path
 
@@ -78,6 +78,30 @@ def recipe_error(source: str | PathLike, problem: str, variable: str | None = No
 # --- command line ---------------------------------------------------------------------------------
 
 
+class RecipeParser(argparse.ArgumentParser):
+    """Argument parser whose usage errors are one line on stderr, with exit status 2.
+
+    The message reads ``"<prog>: error: <problem> (see --help)"``; subcommand parsers made with
+    ``add_subparsers`` are of this class too.
+    """
+
+    def error(self, message: str):
+        """Print the one-line usage error and exit with :data:`EXIT_ERROR`."""
+        self.exit(EXIT_ERROR, f"{self.prog}: error: {' '.join(message.split())} (see --help)\n")
+
+
+def add_overwrite_option(parser: argparse.ArgumentParser) -> None:
+    """Add ``--overwrite``: allow replacing an existing output that this recipe wrote."""
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing output written by this recipe (anything "
+                             "else at that path is refused)")
+
+
+def note(prog: str, message: str, kind: str = "note") -> None:
+    """Print ``"<prog>: <kind>: <message>"`` as one line on stderr (``kind``: note, warning)."""
+    print(f"{prog}: {kind}: {' '.join(message.split())}", file=sys.stderr)
+
+
 def run_main(parser: argparse.ArgumentParser, run: Callable[[argparse.Namespace], None],
              argv: Sequence[str] | None, handled: tuple[type[Exception], ...] = ()) -> int:
     """Parse ``argv``, run the recipe and turn input problems into a one-line error.
@@ -86,11 +110,13 @@ def run_main(parser: argparse.ArgumentParser, run: Callable[[argparse.Namespace]
         parser: the recipe's argument parser.
         run: the recipe body, given the parsed arguments.
         argv: command-line arguments without the program name (``None``: ``sys.argv[1:]``).
-        handled: further exception types (besides :class:`RecipeError`) that signal bad input.
+        handled: further exception types (besides :class:`RecipeError` and ``OSError``) that
+            signal bad input.
 
     Returns:
         0 on success; the argparse status for ``--help`` (0) or a usage error (2); 2 when the
-        input is malformed, after printing ``"<prog>: error: <message>"`` to stderr.
+        input is malformed or a file cannot be read or written, after printing
+        ``"<prog>: error: <message>"`` to stderr.
     """
     try:
         arguments = parser.parse_args(argv)
@@ -98,7 +124,7 @@ def run_main(parser: argparse.ArgumentParser, run: Callable[[argparse.Namespace]
         return int(exit_request.code or 0)
     try:
         run(arguments)
-    except (RecipeError, *handled) as error:
+    except (RecipeError, OSError, *handled) as error:
         message = " ".join(str(error).split())
         print(f"{parser.prog}: error: {message}", file=sys.stderr)
         return EXIT_ERROR
@@ -305,30 +331,327 @@ def provenance_attrs(recipe: str, inputs: Mapping[str, object], options: Mapping
 
 # --- output ---------------------------------------------------------------------------------------
 
+TEMPORARY_SUFFIX = ".tmp"
+"""Suffix of the temporary outputs written beside a target (``.<name>.<8 characters>.tmp``)."""
+MARKER_PREFIX = "# made by the differland data recipe "
+"""Start of the first line of a text output that carries no provenance attributes of its own."""
+NETCDF_SIGNATURES: tuple[bytes, ...] = (b"CDF\x01", b"CDF\x02", b"CDF\x05", b"\x89HDF\r\n\x1a\n")
+"""Leading bytes of NetCDF classic (CDF1/2/5) and NetCDF-4 (HDF5) files."""
+_TEMPORARY_RANDOM = r"[a-z0-9_]{8}"
+"""The random part of :mod:`tempfile` names."""
 
-def replace_atomically(path: str | PathLike, write: Callable[[Path], None]) -> None:
+
+def text_marker(recipe: str) -> str:
+    """First line of a text output of ``recipe`` (how :func:`written_by` recognises it)."""
+    return f"{MARKER_PREFIX}{recipe}.py"
+
+
+def _attributes_of(path: Path) -> Mapping[str, object] | None:
+    """Global attributes of a Zarr store, NetCDF file or JSON record; ``None`` if unreadable."""
+    try:
+        if path.is_dir():
+            if (path / ".zattrs").is_file():
+                return json.loads((path / ".zattrs").read_text(encoding="utf-8"))
+            if (path / "zarr.json").is_file():
+                record = json.loads((path / "zarr.json").read_text(encoding="utf-8"))
+                return record.get("attributes") if isinstance(record, dict) else None
+            return None
+        if path.suffix.lower() == ".json":
+            record = json.loads(path.read_text(encoding="utf-8"))
+            return record if isinstance(record, dict) else None
+        with path.open("rb") as stream:
+            if not stream.read(8).startswith(NETCDF_SIGNATURES):
+                return None
+        import netCDF4
+
+        with netCDF4.Dataset(path, "r") as dataset:
+            return {name: dataset.getncattr(name) for name in dataset.ncattrs()}
+    except (OSError, ValueError, UnicodeDecodeError, RuntimeError):
+        return None
+
+
+def written_by(path: str | PathLike, recipe: str, evidence: str | PathLike | None = None
+               ) -> bool:
+    """Whether ``path`` is recognisably an output of ``recipe``.
+
+    Recognised: a Zarr store, NetCDF file or JSON record whose global attributes hold
+    ``recipe == <recipe>`` and a ``recipe_inputs`` record (see :func:`provenance_attrs`); a text
+    file whose first line is :func:`text_marker`; or, when ``evidence`` is given (an output
+    that cannot carry attributes, such as a plain CSV table), that evidence file recognised as
+    above. A symbolic link is never recognised.
+    """
+    path = Path(path)
+    if path.is_symlink() or not path.exists():
+        return False
+    if evidence is not None:
+        return written_by(evidence, recipe)
+    attrs = _attributes_of(path)
+    if attrs is not None:
+        return attrs.get("recipe") == recipe and "recipe_inputs" in attrs
+    if not path.is_file():
+        return False
+    try:
+        with path.open(encoding="utf-8") as stream:
+            first = stream.readline().strip()
+    except (OSError, UnicodeDecodeError):
+        return False
+    return first == text_marker(recipe)
+
+
+def _input_paths(inputs: Mapping[str, str | PathLike | Iterable[str | PathLike] | None]
+                 ) -> list[tuple[str, Path]]:
+    pairs = []
+    for role, value in inputs.items():
+        if value is None:
+            continue
+        paths = [value] if isinstance(value, str | PathLike) else list(value)
+        pairs.extend((role, Path(path)) for path in paths if path is not None)
+    return pairs
+
+
+def _same_file(first: Path, second: Path) -> bool:
+    try:
+        return os.path.samefile(first, second)
+    except OSError:
+        return False
+
+
+def check_not_input(path: Path, inputs: Mapping[str, object], option: str = "--out") -> None:
+    """Refuse an output that is, contains, or lies inside one of the inputs.
+
+    Args:
+        path: the output.
+        inputs: role -> path, several paths or ``None`` (as for :func:`provenance_attrs`).
+        option: the option that named the output (for the message).
+
+    Raises:
+        RecipeError: the output resolves to an input (same path or same file), an input lies
+            inside the output folder, or the output lies inside an input folder.
+    """
+    target = path.resolve()
+    for role, source in _input_paths(inputs):
+        resolved = source.resolve()
+        if target == resolved or _same_file(path, source):
+            raise recipe_error(path, f"{option} is the {role} input {source}; choose another "
+                                     "output path")
+        if resolved.is_relative_to(target):
+            raise recipe_error(path, f"{option} contains the {role} input {source}; choose "
+                                     "another output path")
+        if resolved.is_dir() and target.is_relative_to(resolved):
+            raise recipe_error(path, f"{option} lies inside the {role} input {source}; choose "
+                                     "another output path")
+
+
+def check_writable(path: Path, option: str = "--out") -> None:
+    """Check that ``path`` can be created: its nearest existing ancestor is a writable folder.
+
+    Raises:
+        RecipeError: an ancestor is not a folder, or the process may not write in it.
+    """
+    parent = path.absolute().parent
+    ancestor = next(folder for folder in (parent, *parent.parents) if folder.exists()
+                    or folder.is_symlink())
+    if not ancestor.is_dir():
+        raise recipe_error(path, f"{option} cannot be written: {ancestor} is not a folder")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise recipe_error(path, f"{option} cannot be written: no permission to write in "
+                                 f"{ancestor}")
+
+
+def check_output(path: str | PathLike, recipe: str, inputs: Mapping[str, object],
+                 overwrite: bool, option: str = "--out",
+                 evidence: str | PathLike | None = None) -> None:
+    """Check, before any work, that the recipe may write ``path``.
+
+    Args:
+        path: the output file or folder.
+        recipe: recipe name (see :func:`written_by`).
+        inputs: role -> path(s) of every input (see :func:`check_not_input`).
+        overwrite: whether ``--overwrite`` was given.
+        option: the option that named the output (for messages).
+        evidence: for outputs without attributes of their own, the file that identifies them
+            (see :func:`written_by`).
+
+    Raises:
+        RecipeError: the output is an input (or nests with one); it exists and ``overwrite`` is
+            false; it exists but was not written by this recipe (refused even with
+            ``overwrite``); it is a symbolic link; or its location is not writable.
+    """
+    path = Path(path)
+    check_not_input(path, inputs, option)
+    if path.is_symlink():
+        raise recipe_error(path, f"{option} is a symbolic link; give the path it points to")
+    if path.exists():
+        if not overwrite:
+            raise recipe_error(path, f"{option} exists; pass --overwrite to replace it")
+        if not written_by(path, recipe, evidence):
+            what = "folder" if path.is_dir() else "file"
+            raise recipe_error(path, f"{option} is a {what} that {recipe}.py did not write (no "
+                                     f"{recipe} provenance); refusing to replace it, even with "
+                                     "--overwrite")
+    check_writable(path, option)
+
+
+def remove_stale_temporaries(path: str | PathLike) -> list[Path]:
+    """Remove the leftovers of interrupted writes of ``path``: ``.<name>.<8 chars>.tmp`` beside it.
+
+    Only entries whose whole name has the pattern of :func:`replace_atomically` (and of
+    :func:`differland.io.write_dataset`) are removed; two runs writing the same output at the
+    same time are not supported.
+
+    Returns:
+        The entries removed.
+    """
+    path = Path(path)
+    pattern = re.compile(rf"^\.{re.escape(path.name)}\.{_TEMPORARY_RANDOM}"
+                         rf"{re.escape(TEMPORARY_SUFFIX)}$")
+    removed = []
+    if not path.parent.is_dir():
+        return removed
+    for entry in path.parent.iterdir():
+        if not pattern.match(entry.name):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+        removed.append(entry)
+    return removed
+
+
+def replace_atomically(path: str | PathLike, write: Callable[[Path], None],
+                       recipe: str | None = None) -> None:
     """Write a file or a folder (a Zarr store) under a temporary name, then move it to ``path``.
 
     Readers never see a partial output: if ``write`` fails the temporary output is removed and
-    an existing ``path`` is untouched. An existing folder at ``path`` is replaced as a whole.
+    an existing ``path`` is untouched. Leftovers of earlier interrupted writes (see
+    :func:`remove_stale_temporaries`) are removed first. The caller checks beforehand that an
+    existing ``path`` may be replaced (:func:`check_output`); an existing folder is replaced as
+    a whole only when ``recipe`` wrote it.
 
     Args:
         path: destination (its parent folder is created if needed).
         write: callable that writes the complete output at the path it is given (which does
             not exist yet).
+        recipe: the recipe writing ``path``, required to replace an existing folder.
+
+    Raises:
+        RecipeError: ``path`` is an existing folder not written by ``recipe``.
     """
     path = Path(path)
+    replaces_folder = path.is_dir() and not path.is_symlink()
+    if replaces_folder and (recipe is None or not written_by(path, recipe)):
+        raise recipe_error(path, "an existing folder not written by this recipe; refusing "
+                                 "to replace it")
     path.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    remove_stale_temporaries(path)
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=TEMPORARY_SUFFIX,
+                                    dir=path.parent))
     temporary = staging / path.name
     try:
         write(temporary)
-        if path.is_dir():
+        if replaces_folder:
             retired = staging / "previous"
             os.replace(path, retired)
-        os.replace(temporary, path)
+            try:
+                os.replace(temporary, path)
+            except BaseException:
+                os.replace(retired, path)
+                raise
+        else:
+            os.replace(temporary, path)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+# --- background CO2 -------------------------------------------------------------------------------
+
+CO2_RECORD_NAME = "co2_global_annual.csv"
+"""File name of the annual global-mean CO2 record shipped in ``differland/data``."""
+CO2_RECORD_COLUMNS = ("year", "co2_ppm")
+"""Columns of the CO2 record: calendar year, annual-mean CO2 mole fraction [ppm]."""
+
+
+def co2_record_path() -> Path:
+    """Path of the background CO2 record installed with differland.
+
+    Raises:
+        RecipeError: the file is not installed as a plain file.
+    """
+    resource = resources.files("differland").joinpath("data", CO2_RECORD_NAME)
+    path = Path(os.fspath(resource)) if isinstance(resource, PathLike) else None
+    if path is None or not path.is_file():
+        raise recipe_error(f"differland/data/{CO2_RECORD_NAME}", "the background CO2 record "
+                                                                 "is not installed")
+    return path
+
+
+def read_co2_record(path: str | PathLike | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The annual global-mean CO2 record.
+
+    Args:
+        path: a CSV with ``#`` comment lines and columns :data:`CO2_RECORD_COLUMNS`; default
+            the record shipped with differland (:func:`co2_record_path`).
+
+    Returns:
+        ``(years as int64, annual-mean CO2 [ppm] as float64)``, years consecutive.
+
+    Raises:
+        RecipeError: unreadable file, missing column, or years not consecutive.
+    """
+    import pandas as pd
+
+    path = co2_record_path() if path is None else Path(path)
+    try:
+        table = pd.read_csv(path, comment="#")
+    except (OSError, ValueError, pd.errors.ParserError) as error:
+        raise recipe_error(path, f"cannot read as CSV ({error})") from error
+    for column in CO2_RECORD_COLUMNS:
+        if column not in table.columns:
+            raise recipe_error(path, "missing column", column)
+    years = pd.to_numeric(table["year"], errors="coerce").to_numpy(np.float64)
+    values = pd.to_numeric(table["co2_ppm"], errors="coerce").to_numpy(np.float64)
+    if years.size < 2 or not np.all(np.isfinite(years)) or not np.all(np.diff(years) == 1):
+        raise recipe_error(path, "years are not consecutive", "year")
+    if not np.all(np.isfinite(values)):
+        raise recipe_error(path, "missing value(s)", "co2_ppm")
+    return years.astype(np.int64), values
+
+
+def background_co2(dates: np.ndarray, path: str | PathLike | None = None) -> np.ndarray:
+    """Daily background CO2 [ppm] from the annual global-mean record.
+
+    Each annual mean is placed at the middle of its year and the daily values are linear in
+    time between consecutive middles (and continue the first and last segments to the start of
+    the first year and the end of the last year).
+
+    Args:
+        dates: days, anything ``numpy.datetime64`` reads.
+        path: the record (default: the one shipped with differland, see :func:`read_co2_record`).
+
+    Returns:
+        CO2 [ppm] for each day, float64.
+
+    Raises:
+        RecipeError: a day lies outside the years of the record.
+    """
+    years, values = read_co2_record(path)
+    days = np.asarray(dates, dtype="datetime64[D]")
+    starts = np.array([f"{year:04d}-01-01" for year in (*years, years[-1] + 1)],
+                      dtype="datetime64[D]")
+    if days.size and (days.min() < starts[0] or days.max() >= starts[-1]):
+        source = path if path is not None else f"differland/data/{CO2_RECORD_NAME}"
+        raise recipe_error(source, f"the record covers {years[0]}-{years[-1]}, the dates "
+                                   f"{days.min()} to {days.max()} do not lie inside it")
+    day_numbers = starts.astype(np.int64)
+    middles = (day_numbers[:-1] + day_numbers[1:]) / 2.0
+    target = days.astype(np.int64).astype(np.float64)
+    daily = np.interp(target, middles, values)
+    before, after = target < middles[0], target > middles[-1]
+    first_slope = (values[1] - values[0]) / (middles[1] - middles[0])
+    last_slope = (values[-1] - values[-2]) / (middles[-1] - middles[-2])
+    daily = np.where(before, values[0] + first_slope * (target - middles[0]), daily)
+    return np.where(after, values[-1] + last_slope * (target - middles[-1]), daily)
 
 
 # --- regular latitude-longitude grids -------------------------------------------------------------

@@ -1,9 +1,10 @@
 """Match flux towers to grid cells, and turn region polygons into fractional grid masks.
 
     python data_recipes/regions.py sites --sites sites.csv --land-cover igbp.tif \\
-        (--grid grid.zarr | --resolution 0.5) --out matched.csv [--min-fraction 0.25]
+        (--grid grid.zarr | --resolution 0.5) --out matched.csv [--min-fraction 0.25] \\
+        [--overwrite]
     python data_recipes/regions.py masks --regions regions.gpkg [--layer L] [--name-field F] \\
-        (--grid grid.zarr | --resolution 0.5 [--bbox W S E N]) --out masks.nc
+        (--grid grid.zarr | --resolution 0.5 [--bbox W S E N]) --out masks.nc [--overwrite]
 
 ``sites`` keeps a tower when the IGBP class of the tower covers more than ``--min-fraction`` of
 the area of its grid cell in a finer land-cover raster (MODIS IGBP codes 1-16), as in the
@@ -32,8 +33,11 @@ from pyproj.exceptions import CRSError
 from rasterio.errors import RasterioError
 from recipe_common import (
     GRID_CRS,
+    RecipeParser,
+    add_overwrite_option,
     cell_area,
     cell_edges,
+    check_output,
     provenance_attrs,
     recipe_error,
     regular_centres,
@@ -333,14 +337,20 @@ def write_sites_csv(path: Path, table: pd.DataFrame, provenance: dict[str, str])
     record = {key: json.loads(value) if key in JSON_ATTRIBUTES else value
               for key, value in provenance.items()}
     replace_atomically(provenance_path(path), lambda target: target.write_text(
-        json.dumps(record, indent=2) + "\n", encoding="utf-8"))
-    replace_atomically(path, lambda target: table.to_csv(target, index=False))
+        json.dumps(record, indent=2) + "\n", encoding="utf-8"), RECIPE)
+    replace_atomically(path, lambda target: table.to_csv(target, index=False), RECIPE)
 
 
 def run_sites(arguments: argparse.Namespace) -> None:
-    """The ``sites`` subcommand."""
+    """The ``sites`` subcommand; both outputs (CSV and JSON record) are checked first."""
     if not 0.0 <= arguments.min_fraction < 1.0:
         raise recipe_error("--min-fraction", "must be in [0, 1)")
+    inputs = {"sites": arguments.sites, "land_cover": arguments.land_cover,
+              "grid": arguments.grid}
+    record = provenance_path(arguments.out)
+    check_output(arguments.out, RECIPE, inputs, arguments.overwrite, evidence=record)
+    check_output(record, RECIPE, inputs, arguments.overwrite,
+                 option="the provenance record of --out")
     sites = read_sites(arguments.sites)
     grid = grid_from_arguments(arguments)
     raster = open_land_cover(arguments.land_cover)
@@ -353,6 +363,7 @@ def run_sites(arguments: argparse.Namespace) -> None:
         {"subcommand": "sites", "min_fraction": arguments.min_fraction,
          "resolution": arguments.resolution}, LIBRARIES)
     write_sites_csv(arguments.out, table, provenance)
+    print(f"regions.py sites: wrote {len(table)} of {len(sites)} tower(s) to {arguments.out}")
 
 
 # --- region masks -----------------------------------------------------------------------------
@@ -492,7 +503,9 @@ def masks_dataset(regions: gpd.GeoDataFrame, grid: Grid, drop_empty: bool
 
 
 def run_masks(arguments: argparse.Namespace) -> None:
-    """The ``masks`` subcommand."""
+    """The ``masks`` subcommand; the output is checked before any input is read."""
+    check_output(arguments.out, RECIPE, {"regions": arguments.regions, "grid": arguments.grid},
+                 arguments.overwrite)
     regions = read_regions(arguments.regions, arguments.layer, arguments.name_field)
     grid = grid_from_arguments(arguments)
     dataset, dropped = masks_dataset(regions, grid, arguments.drop_empty)
@@ -510,7 +523,9 @@ def run_masks(arguments: argparse.Namespace) -> None:
                             "resolution": arguments.resolution, "bbox": arguments.bbox,
                             "drop_empty": arguments.drop_empty}, LIBRARIES),
     }
-    write_dataset(arguments.out, dataset)
+    replace_atomically(arguments.out, lambda target: write_dataset(target, dataset), RECIPE)
+    print(f"regions.py masks: wrote {dataset.sizes['region']} region mask(s) to "
+          f"{arguments.out}")
 
 
 # --- command line -----------------------------------------------------------------------------
@@ -526,7 +541,7 @@ def _grid_options(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The recipe's command-line interface (two subcommands)."""
-    parser = argparse.ArgumentParser(
+    parser = RecipeParser(
         prog="regions.py",
         description="Match flux towers to grid cells (sites) or rasterise region polygons to "
                     "fractional masks on a grid (masks).")
@@ -544,7 +559,9 @@ def build_parser() -> argparse.ArgumentParser:
     sites.add_argument("--min-fraction", type=float, default=DEFAULT_MIN_FRACTION,
                        help=f"keep towers whose class covers more than this fraction of the "
                             f"cell (default {DEFAULT_MIN_FRACTION})")
-    sites.add_argument("--out", type=Path, required=True, help="output CSV")
+    sites.add_argument("--out", type=Path, required=True,
+                       help="output CSV (its provenance goes to <stem>.provenance.json)")
+    add_overwrite_option(sites)
     sites.set_defaults(run=run_sites)
     masks = commands.add_parser(
         "masks", help="fractional per-region masks on a grid",
@@ -562,6 +579,7 @@ def build_parser() -> argparse.ArgumentParser:
     masks.add_argument("--drop-empty", action="store_true",
                        help="skip regions outside the grid instead of failing")
     masks.add_argument("--out", type=Path, required=True, help="output NetCDF")
+    add_overwrite_option(masks)
     masks.set_defaults(run=run_masks)
     return parser
 

@@ -17,12 +17,31 @@ import typer
 
 from differland import __version__
 
+# Plain help (no boxes): every option and its default stay readable in 80 columns.
+_CONTEXT = {"help_option_names": ["-h", "--help"], "show_default": True}
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings=_CONTEXT,
     help="Differentiable DALEC land-surface model: simulate and calibrate carbon and water.",
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"differland {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option(
+        "--version", is_eager=True, callback=_print_version,
+        help="Print the version and exit.")] = False,
+) -> None:
+    """Differentiable DALEC land-surface model: simulate and calibrate carbon and water."""
 
 EXIT_ERROR = 2
 
@@ -80,7 +99,6 @@ def _network(path: Path | None, config):
     Returns the weights and ``config`` with the layer widths of the file.
     """
     import dataclasses
-    import json
 
     import jax.numpy as jnp
 
@@ -92,13 +110,15 @@ def _network(path: Path | None, config):
     if path is None:
         raise CliError(f"neural {', '.join(terms)} term(s) need --network (network.json of a "
                        "calibration)")
+    from differland.io import read_json
+
+    content = read_json(path)
     try:
-        content = json.loads(Path(path).read_text())
         network = {term: [{"weight": jnp.asarray(layer["weight"], float),
                            "bias": jnp.asarray(layer["bias"], float)} for layer in layers]
                    for term, layers in content.items()}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
-        raise CliError(f"{path}: not a network file: {error}") from None
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as error:
+        raise CliError(f"{path}: not a network file: {' '.join(str(error).split())}") from None
     options = {}
     for term, expected in terms.items():
         if term not in network:
@@ -200,23 +220,29 @@ _RUN_OPTION_DEFAULTS = {"gpp_weather": False, "canopy_saturation": False,
 
 
 def _calibration_run(run: Path) -> dict:
-    """Driver, parameter and network files, model options and precision of a calibration run."""
-    import json
+    """Driver, parameter and network files, model options and precision of a finished
+    calibration run."""
+    from differland.io import DriverError, read_json
+    from differland.workflows import COMPLETION_RECORD
 
     record_path = run / "config.json"
     try:
-        record = json.loads(record_path.read_text())
+        record = read_json(record_path)
         calibration = record["calibration"]
         options = {name: calibration[name] if name in calibration
                    else _RUN_OPTION_DEFAULTS[name] for name in RUN_MODEL_OPTIONS}
-    except FileNotFoundError:
-        raise CliError(f"{record_path}: not found; --run takes the directory of a calibration "
-                       "run") from None
-    except (OSError, ValueError, KeyError, TypeError) as error:
+    except DriverError as error:
+        if not record_path.exists():
+            raise CliError(f"{record_path}: not found; --run takes the directory of a "
+                           "calibration run") from None
+        raise CliError(str(error)) from None
+    except (KeyError, TypeError) as error:
         raise CliError(f"{record_path}: not a calibration record: {error!r}") from None
     params = run / "params.json"
-    if not params.is_file():
-        raise CliError(f"{params}: not found; the calibration run is incomplete")
+    for required in (params, run / COMPLETION_RECORD):
+        if not required.is_file():
+            raise CliError(f"{required}: not found; the calibration run is unfinished (rerun "
+                           "differland calibrate site with the same --out to resume it)")
     network = run / "network.json"
     # the driver as given, else its absolute path (a run rerun from another directory)
     candidates = [Path(record[key]) for key in ("driver", "driver_resolved") if key in record]
@@ -276,6 +302,8 @@ def simulate(
         "--reference-mode", help="Reproduce the published DifferLand code, quirks included.")
     ] = False,
     float64: Annotated[bool, typer.Option("--float64", help="Compute in float64.")] = False,
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", help="Replace an existing --out written by differland.")] = False,
 ) -> None:
     """Run the model over a driver and write every pool and flux as CF NetCDF."""
     given = {"model": model, "water_stress": water_stress,
@@ -310,6 +338,12 @@ def simulate(
                    "deep_water_uptake": deep_water_uptake,
                    "water_limited_decomposition": water_limited_decomposition,
                    "gpp_weather": gpp_weather, "canopy_saturation": canopy_saturation}
+    from differland.io import check_output_file, remove_stale_temporaries, written_by_differland
+
+    check_output_file(out, [driver, params, network], overwrite, written_by_differland)
+    for leftover in remove_stale_temporaries(out.parent, out.name):
+        print(f"differland: notice: removed {leftover}, left by an interrupted write",
+              file=sys.stderr)
     with tempfile.TemporaryDirectory() as scratch:
         if driver is None:
             from differland.io import write_example_site_driver
@@ -320,23 +354,34 @@ def simulate(
     typer.echo(message)
 
 
-calibrate_app = typer.Typer(no_args_is_help=True, help="Calibrate the model against observations.")
+calibrate_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, context_settings=_CONTEXT,
+                            help="Calibrate the model against observations.")
 app.add_typer(calibrate_app, name="calibrate")
 
 
-def load_calibration_config(path: Path | None, **overrides):
-    """A :class:`SiteCalibrationConfig` from an optional JSON file plus command-line overrides."""
-    import dataclasses
-    import json
+_GRADIENT_OPTIONS = {"seed": "--seed", "n_starts": "--starts", "max_iterations": "--iterations"}
 
-    from differland.calibrate.site import CalibrationConfigError, SiteCalibrationConfig
+
+def load_calibration_config(path: Path | None, **overrides):
+    """A :class:`SiteCalibrationConfig` from an optional JSON file plus command-line overrides.
+
+    Raises:
+        CliError: the file cannot be read as a JSON object.
+        CalibrationConfigError: a key or value of the file, or an override, is unknown or of the
+            wrong type or range (named in the one-line message).
+    """
+    import dataclasses
+
+    from differland.calibrate.site import (
+        CalibrationConfigError,
+        SiteCalibrationConfig,
+        gradient_settings,
+    )
+    from differland.io import read_json
 
     values: dict = {}
     if path is not None:
-        try:
-            values = json.loads(Path(path).read_text())
-        except (OSError, json.JSONDecodeError) as error:
-            raise CliError(f"{path}: cannot read the calibration config: {error}") from None
+        values = read_json(path)
         if not isinstance(values, dict):
             raise CliError(f"{path}: the calibration config must be a JSON object")
     try:
@@ -345,12 +390,31 @@ def load_calibration_config(path: Path | None, **overrides):
         if path is None:
             raise
         raise CalibrationConfigError(f"{path}: {error}") from None
-    gradient = {k: v for k, v in overrides.items()
-                if k in ("seed", "n_starts", "max_iterations") and v is not None}
-    top = {k: v for k, v in overrides.items()
-           if k not in ("seed", "n_starts", "max_iterations") and v is not None}
-    return dataclasses.replace(config, gradient=dataclasses.replace(config.gradient, **gradient),
+    gradient = {k: v for k, v in overrides.items() if k in _GRADIENT_OPTIONS and v is not None}
+    for key, value in gradient.items():
+        try:
+            gradient_settings({key: value}, config.gradient, prefix="")
+        except CalibrationConfigError as error:
+            raise CliError(f"{_GRADIENT_OPTIONS[key]}: {error}") from None
+    top = {k: v for k, v in overrides.items() if k not in _GRADIENT_OPTIONS and v is not None}
+    for key, value in top.items():
+        try:
+            dataclasses.replace(config, **{key: value})
+        except CalibrationConfigError as error:
+            option = "--" + key.replace("_", "-")
+            raise CliError(f"{option}: {str(error).removeprefix('config: ')}") from None
+    return dataclasses.replace(config, gradient=gradient_settings(gradient, config.gradient),
                                **top)
+
+
+def _stream_names(text: str | None) -> tuple[str, ...] | None:
+    """The comma-separated ``--streams`` value as names (``None`` when not given)."""
+    if text is None:
+        return None
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    if not names:
+        raise CliError("--streams: give stream names separated by commas, e.g. gpp,reco,et")
+    return names
 
 
 @calibrate_app.command("site")
@@ -386,14 +450,25 @@ def calibrate_site_command(
         "--deep-water-uptake/--no-deep-water-uptake",
         help="Calibrate the rise of plant-unavailable water into the dry root zone "
              "(default: the config's, on for the site model).")] = None,
+    streams: Annotated[str | None, typer.Option(
+        help="Observed streams in the loss, comma-separated (e.g. gpp,reco,et,lai); each must "
+             "be in the driver. Default: the config's; those the driver lacks are left out "
+             "with a notice.")] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
     float64: Annotated[bool, typer.Option("--float64", help="Compute in float64.")] = False,
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", help="Replace a finished run in --out (only the files differland "
+                            "wrote).")] = False,
 ) -> None:
-    """Calibrate at one site, evaluate on the held-out period and write a run directory."""
+    """Calibrate at one site, evaluate on the held-out period and write a run directory.
+
+    An unfinished run in --out is resumed from its checkpoints.
+    """
     from differland import enable_float64
     from differland.workflows import calibrate_site
 
-    settings = load_calibration_config(config, seed=seed, n_starts=starts,
+    chosen = _stream_names(streams)
+    settings = load_calibration_config(config, streams=chosen, seed=seed, n_starts=starts,
                                        max_iterations=iterations, water_stress=water_stress,
                                        evapotranspiration=evapotranspiration,
                                        phenology=phenology, gpp_weather=gpp_weather,
@@ -402,7 +477,11 @@ def calibrate_site_command(
                                        deep_water_uptake=deep_water_uptake)
     if float64:
         enable_float64()
-    metrics = calibrate_site(driver, out, settings, progress=progress)
+    metrics = calibrate_site(driver, out, settings, progress=progress, overwrite=overwrite,
+                             streams_required=chosen is not None, inputs=(config,))
+    if metrics["periods"]["test"] is None:
+        typer.echo(f"wrote {out}: {metrics['site']} (no test period)")
+        return
     tests = ", ".join(f"{name} {values['test']['nse']:.2f}"
                       for name, values in metrics["skill"].items())
     typer.echo(f"wrote {out}: {metrics['site']} test NSE {tests}")
@@ -413,12 +492,19 @@ def example_driver(
     out: Annotated[Path, typer.Option(help="Output NetCDF path.")],
     years: Annotated[int, typer.Option(help="Number of years.")] = 3,
     latitude: Annotated[float, typer.Option(help="Latitude [degrees_north].")] = 45.0,
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", help="Replace an existing --out written by differland.")] = False,
 ) -> None:
     """Write the embedded synthetic example site driver."""
-    from differland.io import write_example_site_driver
+    import math
+
+    from differland.io import check_output_file, write_example_site_driver, written_by_differland
 
     if years < 1:
-        raise CliError("--years must be at least 1")
+        raise CliError(f"--years must be at least 1, not {years}")
+    if not (math.isfinite(latitude) and -90.0 <= latitude <= 90.0):
+        raise CliError(f"--latitude must be in [-90, 90] degrees_north, not {latitude}")
+    check_output_file(out, [], overwrite, written_by_differland)
     typer.echo(f"wrote {write_example_site_driver(out, n_years=years, latitude=latitude)}")
 
 
@@ -434,32 +520,70 @@ def parameters(
     typer.echo(markdown_table(None if model == "all" else model))
 
 
+def _usage_error_types() -> tuple[type, ...]:
+    """The usage-error base classes of the command-line parser (typer's, and click's if
+    typer still uses the separate package)."""
+    found = [cls for cls in typer.BadParameter.__mro__ if cls.__name__ == "ClickException"]
+    try:
+        import click
+
+        found.append(click.ClickException)
+    except ImportError:  # typer without click
+        pass
+    return tuple(dict.fromkeys(found))
+
+
+def _help_text(argv: list[str]) -> str:
+    """The help of the (sub)command that ``argv`` names."""
+    command = typer.main.get_command(app)
+    words = [word for word in argv if not word.startswith("-")]
+    context = command.make_context("differland", [], resilient_parsing=True)
+    for word in words:
+        sub = getattr(command, "commands", {}).get(word)
+        if sub is None:
+            break
+        context = sub.make_context(word, [], parent=context, resilient_parsing=True)
+        command = sub
+    return command.get_help(context)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status (errors: one line on stderr, status 2)."""
-    from differland.calibrate.gradient import CheckpointMismatchError
+    from differland.calibrate.gradient import CheckpointMismatchError, NonFiniteLossError
     from differland.calibrate.site import CalibrationConfigError
     from differland.forcing import ForcingError
-    from differland.io import DriverError
+    from differland.io import DriverError, OutputError
     from differland.params import ParameterError
 
+    argv = list(sys.argv[1:] if argv is None else argv)
+    usage_errors = _usage_error_types()
     try:
-        app(args=argv, standalone_mode=False)
-    except (CliError, DriverError, ForcingError, ParameterError,
-            CalibrationConfigError, CheckpointMismatchError) as error:
-        print(f"differland: error: {error}", file=sys.stderr)
+        app(args=argv, prog_name="differland", standalone_mode=False)
+    except (CliError, DriverError, ForcingError, ParameterError, OutputError,
+            CalibrationConfigError, CheckpointMismatchError, NonFiniteLossError) as error:
+        print(f"differland: error: {' '.join(str(error).split())}", file=sys.stderr)
         return EXIT_ERROR
     except typer.Exit as done:
         return done.exit_code
-    except Exception as error:  # click usage errors and the like
-        import click
-
-        if isinstance(error, click.ClickException):
-            print(f"differland: error: {error.format_message()}", file=sys.stderr)
-            return EXIT_ERROR
-        if isinstance(error, click.exceptions.Abort):
-            return 1
+    except usage_errors as error:
+        if type(error).__name__ == "NoArgsIsHelpError":  # a command given no arguments
+            typer.echo(_help_text(argv))
+            return 0
+        message = " ".join(error.format_message().split())
+        command = " ".join(["differland", *[w for w in argv if w in _COMMAND_WORDS]])
+        print(f"differland: error: {message} (see '{command} --help')", file=sys.stderr)
+        return EXIT_ERROR
+    except (KeyboardInterrupt, typer.Abort):
+        print("differland: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:
+        if type(error).__name__ in ("Abort", "Exit") and hasattr(error, "exit_code"):
+            return int(getattr(error, "exit_code", 1) or 0)
         raise
     return 0
+
+
+_COMMAND_WORDS = ("simulate", "calibrate", "site", "example-driver", "parameters")
 
 
 def entry_point() -> None:

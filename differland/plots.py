@@ -7,8 +7,18 @@ from pathlib import Path
 
 import numpy as np
 
-UNITS = {"gpp": "gC m-2 d-1", "reco": "gC m-2 d-1", "nee": "gC m-2 d-1", "et": "mm d-1",
-         "lai": "m2 m-2", "nbe": "gC m-2 d-1", "sif": "SIF units"}
+from differland.io import write_atomically
+from differland.observations import OPERATORS
+
+
+def _units(name: str) -> str:
+    operator = OPERATORS.get(name)
+    return operator.units if operator is not None else "?"
+
+
+def _save(fig, path: Path) -> None:
+    """Save a figure as PNG atomically (never a partial file at ``path``)."""
+    write_atomically(path, lambda target: fig.savefig(target, dpi=110, format="png"))
 
 
 def _pyplot():
@@ -32,11 +42,11 @@ def time_series_figure(path: Path, dates, observed: Mapping[str, np.ndarray],
             ax.plot(dates, observed[name], ".", ms=1.5, color="0.45", label="observed")
         ax.plot(dates, simulated[name], lw=0.8, color="tab:blue", label="simulated")
         ax.axvline(split_date, color="tab:red", lw=1.0, ls="--")
-        ax.set_ylabel(f"{name.upper()}\n[{UNITS.get(name, '')}]")
+        ax.set_ylabel(f"{name.upper()}\n[{_units(name)}]")
     axes[0, 0].set_title(f"{title} (calibration | test)")
     axes[0, 0].legend(loc="upper right", fontsize=8, markerscale=4)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    _save(fig, path)
     plt.close(fig)
     return path
 
@@ -55,13 +65,18 @@ def scatter_figure(path: Path, observed: Mapping[str, np.ndarray],
         if keep.any():
             low = min(obs[keep].min(), sim[keep].min())
             high = max(obs[keep].max(), sim[keep].max())
+            pad = 0.03 * (high - low or 1.0)
+            low, high = low - pad, high + pad
             ax.plot([low, high], [low, high], "k-", lw=0.8)
+            ax.set_xlim(low, high)
+            ax.set_ylim(low, high)
+        ax.set_aspect("equal", adjustable="box")
         nse = scores.get(name, {}).get("nse", float("nan"))
         ax.set_title(f"{name.upper()}  test NSE {nse:.2f}", fontsize=9)
-        ax.set_xlabel("observed")
-        ax.set_ylabel("simulated")
+        ax.set_xlabel(f"observed [{_units(name)}]")
+        ax.set_ylabel(f"simulated [{_units(name)}]")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    _save(fig, path)
     plt.close(fig)
     return path

@@ -10,9 +10,11 @@ resumes from them).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -22,9 +24,16 @@ import numpy as np
 from differland import __version__
 from differland._pytree import as_dict
 from differland.calibrate.gradient import check_checkpoint, fit
-from differland.calibrate.site import SiteCalibrationConfig, make_site_problem
+from differland.calibrate.site import (
+    CalibrationConfigError,
+    SiteCalibrationConfig,
+    make_site_problem,
+)
 from differland.io import (
+    check_writable_location,
+    output_error,
     read_site_driver,
+    remove_stale_temporaries,
     simulation_dataset,
     write_dataset,
     write_json,
@@ -35,6 +44,115 @@ from differland.observations import predict
 from differland.plots import scatter_figure, time_series_figure
 
 EVALUATED = ("gpp", "reco", "nee", "et", "lai")
+
+COMPLETION_RECORD = "metrics.json"
+"""The file a calibration run writes last: a run directory without it is unfinished."""
+RUN_FILES = ("config.json", "params.json", "network.json", "simulation.nc", COMPLETION_RECORD)
+"""Files of a run directory that differland writes (and, with ``overwrite``, replaces)."""
+RUN_FIGURES = ("time_series.png", "scatter_test.png")
+"""Figures under ``figures/`` that differland writes."""
+CHECKPOINTS = "checkpoints"
+
+
+def notice(message: str) -> None:
+    """Tell the user something that is not an error, on one line of stderr."""
+    print(f"differland: notice: {' '.join(message.split())}", file=sys.stderr)
+
+
+def _is_run_record(path: Path) -> bool:
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(record, dict) and "differland_version" in record and "calibration" in record
+
+
+def prepare_run_directory(out: str | Path, inputs: list, overwrite: bool) -> str:
+    """Decide, before anything is computed, what a calibration may do with ``out``.
+
+    A missing or empty folder is a new run; a folder of an unfinished differland run (its
+    ``config.json``, no :data:`COMPLETION_RECORD`) is resumed from its checkpoints; a finished
+    run is replaced only with ``overwrite``, and then only the files differland wrote. A
+    folder with other content is used only with ``overwrite`` and only when none of the run's
+    file names is taken.
+
+    Args:
+        out: the run directory.
+        inputs: input paths of the run (``None`` entries skipped): none may be inside ``out``
+            where the run writes.
+        overwrite: whether the user asked to replace a finished run.
+
+    Returns:
+        ``"new"``, ``"resume"`` or ``"replace"``.
+
+    Raises:
+        OutputError: one line naming ``out`` and why it cannot be used.
+    """
+    out = Path(out)
+    owned = [out / name for name in RUN_FILES] + [out / "figures" / name for name in RUN_FIGURES]
+    for source in inputs:
+        if source is None:
+            continue
+        source = Path(source).resolve()
+        if source == out.resolve() or source in {path.resolve() for path in owned} or (
+                out.resolve() / CHECKPOINTS) in source.parents:
+            raise output_error(out, f"--out would overwrite the input {source}")
+    if out.exists() and not out.is_dir():
+        raise output_error(out, "--out is an existing file; a run directory is a folder")
+    check_writable_location(out / RUN_FILES[0])
+    if not out.exists() or not any(out.iterdir()):
+        return "new"
+    if not _is_run_record(out / "config.json"):
+        taken = [name for name in (*RUN_FILES, CHECKPOINTS) if (out / name).exists()]
+        if taken:
+            raise output_error(out, f"--out holds {', '.join(taken)} that differland did not "
+                                    "write; choose another run directory")
+        if not overwrite:
+            raise output_error(out, "--out exists and is not a differland run; pass "
+                                    "--overwrite to add the run to it (its files are kept)")
+        return "new"
+    if (out / COMPLETION_RECORD).exists() and not overwrite:
+        raise output_error(out, "--out holds a finished run; pass --overwrite to replace it")
+    return "replace" if overwrite else "resume"
+
+
+def clear_run_directory(out: Path) -> None:
+    """Remove what an earlier run wrote in ``out`` (the completion record first)."""
+    import shutil
+
+    for name in (COMPLETION_RECORD, *RUN_FILES):
+        (out / name).unlink(missing_ok=True)
+    for name in RUN_FIGURES:
+        (out / "figures" / name).unlink(missing_ok=True)
+    if (out / CHECKPOINTS).is_dir():
+        shutil.rmtree(out / CHECKPOINTS)
+
+
+def observed_streams(config: SiteCalibrationConfig, observations, source: str,
+                     required: bool):
+    """``config`` with its streams limited to those the driver observes.
+
+    Args:
+        config: the calibration configuration.
+        observations: the driver's observation records by stream name.
+        source: the driver, for messages.
+        required: whether every stream of ``config`` was asked for by name (then a missing one
+            is an error); otherwise missing streams are left out with a notice.
+
+    Raises:
+        CalibrationConfigError: a required stream is missing, or none is observed.
+    """
+    absent = [name for name in config.streams if name not in observations]
+    if not absent:
+        return config
+    kept = tuple(name for name in config.streams if name in observations)
+    if required or not kept:
+        raise CalibrationConfigError(
+            f"{source}: no observations for stream(s) {', '.join(absent)} (the driver has "
+            f"{', '.join(sorted(observations)) or 'none'}); choose others with --streams")
+    notice(f"{source}: no observations for {', '.join(absent)}; fitting "
+           f"{', '.join(kept)} only")
+    return dataclasses.replace(config, streams=kept)
 
 
 def source_digest(root: str | Path) -> str:
@@ -83,21 +201,32 @@ def refine_selected(problem, config: SiteCalibrationConfig, result, progress: bo
 
 def calibrate_site(driver_path: str | Path, out: str | Path,
                    config: SiteCalibrationConfig | None = None, progress: bool = True,
-                   stop_after_chunks: int | None = None) -> dict:
+                   stop_after_chunks: int | None = None, overwrite: bool = False,
+                   streams_required: bool = False, inputs: tuple = ()) -> dict:
     """Calibrate one site and write its run directory; returns the metrics dictionary.
 
     Args:
         driver_path: CARDAMOM-style site driver (split from a ``sites.csv`` beside it, or the
             first ceil(years/2) calendar years).
-        out: run directory (created; resumed from its checkpoints if they match the config).
+        out: run directory (created; an unfinished run there is resumed from its checkpoints
+            if they match the config; see :func:`prepare_run_directory`).
         config: calibration configuration (default: :class:`SiteCalibrationConfig()`).
         progress: show a progress bar.
         stop_after_chunks: stop the optimiser early, as if killed (tests of resumption);
             the function then returns an empty dictionary and writes no results.
+        overwrite: replace a finished run in ``out`` (only the files differland wrote).
+        streams_required: every stream of ``config`` must be observed (else streams the
+            driver lacks are left out with a notice).
+        inputs: further input files (a configuration file), which ``out`` must not replace.
+
+    Raises:
+        OutputError, DriverError, CalibrationConfigError: before anything is written.
     """
     config = config or SiteCalibrationConfig()
     out = Path(out)
+    mode = prepare_run_directory(out, [driver_path, *inputs], overwrite)
     driver = read_site_driver(driver_path)
+    config = observed_streams(config, driver.observations, str(driver_path), streams_required)
     started = time.perf_counter()
     config_record = {"driver": str(driver_path),
                      "driver_resolved": str(Path(driver_path).resolve()), "site": driver.site_id,
@@ -113,16 +242,22 @@ def calibrate_site(driver_path: str | Path, out: str | Path,
                               "differland_version": __version__,
                               "source": config_record["differland_source_sha256"]},
                              sort_keys=True)
-    check_checkpoint(out / "checkpoints", config.gradient, fingerprint)
+    if mode == "resume":
+        check_checkpoint(out / CHECKPOINTS, config.gradient, fingerprint)
     # built before anything is written: a driver that lacks a stream leaves no run directory
     problem = make_site_problem(driver.forcing, driver.observations, driver.dates,
                                 driver.calibration_end, config, source=str(driver_path))
+    if mode == "replace":
+        clear_run_directory(out)
+    for folder in (out, out / "figures"):
+        for leftover in remove_stale_temporaries(folder):
+            notice(f"removed {leftover}, left by an interrupted write")
     write_json(out / "config.json", config_record)
 
     initial = problem.initial_guesses(config.gradient.n_starts, config.gradient.seed)
     training = problem.training_problem()
     result = fit(*training.fit_arguments(), initial, config.gradient,
-                 checkpoint_dir=out / "checkpoints", progress=progress,
+                 checkpoint_dir=out / CHECKPOINTS, progress=progress,
                  description=driver.site_id, fingerprint_extra=fingerprint,
                  stop_after_chunks=stop_after_chunks)
     if not result.finished:

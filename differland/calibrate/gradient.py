@@ -18,6 +18,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +38,41 @@ EvaluationFunction = Callable[[object, object], jax.Array]
 
 class CheckpointMismatchError(ValueError):
     """A checkpoint directory holds a run made with other settings or another problem."""
+
+
+class NonFiniteLossError(ValueError):
+    """Every start of a fit ended with a non-finite loss: there is no result to report."""
+
+
+MAX_SEED = 2**32 - 1
+"""Largest seed of the random starts (seeds are unsigned 32-bit integers)."""
+
+
+class SettingsError(ValueError):
+    """A setting of the wrong type or outside its range; the message names the setting."""
+
+
+def check_integer(name: str, value, lower: int, upper: int | None = None) -> None:
+    """Refuse ``value`` unless it is an integer (not a bool) in ``[lower, upper]``."""
+    span = f">= {lower}" if upper is None else f"in [{lower}, {upper}]"
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise SettingsError(f"{name} must be an integer {span}, not {value!r}")
+    if value < lower or (upper is not None and value > upper):
+        raise SettingsError(f"{name} must be an integer {span}, not {value!r}")
+
+
+def check_number(name: str, value, lower: float, upper: float | None = None,
+                  positive: bool = False) -> None:
+    """Refuse ``value`` unless it is a finite number (not a bool) in ``[lower, upper]``
+    (``> lower`` when ``positive``)."""
+    span = (f"> {lower:g}" if positive else f">= {lower:g}") + (
+        f" and <= {upper:g}" if upper is not None else "")
+    if isinstance(value, bool) or not isinstance(value, int | float | np.number):
+        raise SettingsError(f"{name} must be a number {span}, not {value!r}")
+    if not math.isfinite(value):
+        raise SettingsError(f"{name} must be a finite number {span}, not {value!r}")
+    if value < lower or (positive and value == lower) or (upper is not None and value > upper):
+        raise SettingsError(f"{name} must be a number {span}, not {value!r}")
 
 
 @dataclass(frozen=True)
@@ -72,10 +109,14 @@ class GradientSettings:
 
     def __post_init__(self):
         for name in ("n_starts", "max_iterations", "chunk", "patience", "checkpoint_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"gradient settings: {name} must be >= 1")
-        if not self.learning_rate > 0:
-            raise ValueError("gradient settings: learning_rate must be > 0")
+            check_integer(name, getattr(self, name), 1)
+        for name in ("warmup", "edc_ramp_iterations"):
+            check_integer(name, getattr(self, name), 0)
+        check_integer("seed", self.seed, 0, MAX_SEED)
+        check_number("learning_rate", self.learning_rate, 0.0, positive=True)
+        check_number("min_improvement", self.min_improvement, 0.0)
+        check_number("final_learning_rate_fraction", self.final_learning_rate_fraction, 0.0,
+                      1.0)
 
     def optimizer(self) -> optax.GradientTransformation:
         warmup = min(self.warmup, self.max_iterations // 2)
@@ -315,6 +356,10 @@ def fit(train_loss: LossFunction, evaluation_loss: EvaluationFunction, validatio
         manager.wait_until_finished()
 
     selection = np.asarray(evaluate(state["best_theta"], selection_steps))
+    if not np.isfinite(selection).any():
+        raise NonFiniteLossError(
+            f"the loss of every start is non-finite ({int(np.sum(state['nonfinite']))} steps "
+            "skipped); check the weights, parameter values and forcing of the calibration")
     selection = np.where(np.isfinite(selection), selection, np.inf)
     best_index = int(np.argmin(selection))
     done = int(state["chunk"])
@@ -387,25 +432,59 @@ def check_checkpoint(checkpoint_dir: str | Path, settings: GradientSettings,
             _check_fingerprint(manager, settings.fingerprint(fingerprint_extra))
 
 
-def _check_fingerprint(manager, fingerprint: str) -> None:
+def _read_meta(manager, step: int) -> dict:
     import orbax.checkpoint as ocp
 
-    step = manager.latest_step()
     meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
-    if meta.get("fingerprint") != fingerprint:
-        raise CheckpointMismatchError(
-            f"checkpoint in {manager.directory} was made with other settings or another "
-            "problem; use a new output directory or delete the checkpoints")
+    if not isinstance(meta, dict):
+        raise ValueError("checkpoint metadata is not a JSON object")
+    return meta
+
+
+def _check_fingerprint(manager, fingerprint: str) -> None:
+    """Refuse checkpoints of another problem. The newest step whose metadata can be read
+    decides (a damaged newer step is left to :func:`_restore`'s fallback)."""
+    for step in sorted(manager.all_steps(), reverse=True):
+        try:
+            meta = _read_meta(manager, step)
+        except Exception:  # noqa: BLE001 - a damaged step; an older one may be readable
+            continue
+        if meta.get("fingerprint") != fingerprint:
+            raise CheckpointMismatchError(
+                f"checkpoint in {manager.directory} was made with other settings or another "
+                "problem; use a new output directory or pass --overwrite")
+        return
 
 
 def _restore(manager, template, fingerprint: str):
+    """The newest checkpoint that restores; a damaged newer one is skipped with a notice.
+
+    Raises:
+        CheckpointMismatchError: a checkpoint of another problem, or none that restores.
+    """
     import orbax.checkpoint as ocp
 
     _check_fingerprint(manager, fingerprint)
-    step = manager.latest_step()
     abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype),
                             _as_leaves(template))
-    leaves = manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract)))["state"]
     treedef = jax.tree.structure(template)
-    return jax.tree.unflatten(treedef, [jnp.asarray(leaves[k]) for k in sorted(leaves)])
+    failures = []
+    for step in sorted(manager.all_steps(), reverse=True):
+        try:
+            if _read_meta(manager, step).get("fingerprint") != fingerprint:
+                raise ValueError("fingerprint differs")
+            leaves = manager.restore(step, args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract)))["state"]
+            state = jax.tree.unflatten(treedef, [jnp.asarray(leaves[k]) for k in sorted(leaves)])
+        except Exception as error:  # noqa: BLE001 - orbax raises many types for damaged files
+            failures.append(step)
+            print(f"differland: notice: checkpoint {step} in {manager.directory} cannot be "
+                  f"read ({type(error).__name__}); trying an earlier one", file=sys.stderr)
+            continue
+        if failures:
+            print(f"differland: notice: resuming from checkpoint {step} instead of the damaged "
+                  f"{', '.join(map(str, failures))}", file=sys.stderr)
+        return state
+    raise CheckpointMismatchError(
+        f"no checkpoint in {manager.directory} can be read (steps "
+        f"{', '.join(map(str, failures))} damaged); pass --overwrite to start again")

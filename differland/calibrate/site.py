@@ -9,6 +9,7 @@ the loss only sees the calibration period.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -16,7 +17,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from differland.calibrate.gradient import GradientSettings
+from differland.calibrate.gradient import (
+    GradientSettings,
+    SettingsError,
+    check_integer,
+    check_number,
+)
 from differland.config import (
     EVAPOTRANSPIRATION_OPTIONS,
     MODEL_OPTIONS,
@@ -176,6 +182,7 @@ class SiteCalibrationConfig:
     training_window: str = "record"
 
     def __post_init__(self):
+        _check_config_types(self)
         if self.model not in MODEL_OPTIONS:
             raise CalibrationConfigError(f"config: unknown model {self.model!r}")
         if self.water_stress not in WATER_STRESS_OPTIONS:
@@ -211,13 +218,13 @@ class SiteCalibrationConfig:
             raise CalibrationConfigError(f"config: unknown uncertainty {self.uncertainty!r}")
         unknown = [s for s in self.streams if s not in OPERATORS]
         if unknown or not self.streams:
-            raise CalibrationConfigError(f"config: unknown or no streams {unknown}")
-        if self.validation_days < 0:
-            raise CalibrationConfigError("config: validation_days must be >= 0")
-        if not isinstance(self.refine_iterations, int) or self.refine_iterations < 0:
-            raise CalibrationConfigError("config: refine_iterations must be an integer >= 0")
-        if not self.refine_learning_rate > 0:
-            raise CalibrationConfigError("config: refine_learning_rate must be > 0")
+            raise CalibrationConfigError(
+                f"config: streams: {'unknown ' + ', '.join(unknown) if unknown else 'none'} "
+                f"(known: {', '.join(OPERATORS)})")
+        unknown = sorted(set(dict(self.weights)) - set(OPERATORS))
+        if unknown:
+            raise CalibrationConfigError(f"config: weights name unknown stream(s) "
+                                         f"{', '.join(unknown)} (known: {', '.join(OPERATORS)})")
         if self.training_window not in TRAINING_WINDOWS:
             raise CalibrationConfigError(
                 f"config: unknown training_window {self.training_window!r} "
@@ -252,6 +259,11 @@ class SiteCalibrationConfig:
             if bad:
                 raise CalibrationConfigError(
                     f"config: {key} names unknown for the {self.model} model: {bad}")
+        try:  # the values within their bounds
+            parameters_from_mapping(dict(self.parameter_values), self.model,
+                                    source="config: parameter_values")
+        except ValueError as error:
+            raise CalibrationConfigError(" ".join(str(error).split())) from None
 
     @property
     def refine_settings(self) -> GradientSettings:
@@ -290,29 +302,111 @@ class SiteCalibrationConfig:
 
     @classmethod
     def from_dict(cls, values: Mapping) -> SiteCalibrationConfig:
+        """The configuration from a JSON object (as :meth:`to_dict` writes it).
+
+        Raises:
+            CalibrationConfigError: an unknown key, or a value of the wrong type or range,
+                naming the key.
+        """
+        if not isinstance(values, Mapping):
+            raise CalibrationConfigError("config: must be a JSON object")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise CalibrationConfigError(f"config: unknown key(s) {', '.join(unknown)}")
+            raise CalibrationConfigError(f"config: unknown key(s) {', '.join(unknown)} "
+                                         f"(known: {', '.join(sorted(known))})")
         values = dict(values)
         if "gradient" in values:
-            gradient_known = {f.name for f in dataclasses.fields(GradientSettings)}
-            bad = sorted(set(values["gradient"]) - gradient_known)
-            if bad:
-                raise CalibrationConfigError(f"config: unknown gradient key(s) {', '.join(bad)}")
-            try:
-                values["gradient"] = GradientSettings(**values["gradient"])
-            except ValueError as error:
-                raise CalibrationConfigError(str(error)) from None
+            values["gradient"] = gradient_settings(values["gradient"])
         for key in ("weights", "steady_state_pool_weights", "parameter_values",
                     "parameter_scales"):
             if key in values:
                 if not isinstance(values[key], Mapping):
                     raise CalibrationConfigError(f"config: {key} must be an object")
                 values[key] = tuple(dict(values[key]).items())
-        if "streams" in values:
-            values["streams"] = tuple(values["streams"])
+        for key in ("streams", "free_parameters"):
+            if key in values and values[key] is not None:
+                if isinstance(values[key], str) or not isinstance(values[key], list | tuple):
+                    raise CalibrationConfigError(f"config: {key} must be a list of names, not "
+                                                 f"{values[key]!r}")
+                values[key] = tuple(values[key])
         return cls(**values)
+
+
+def gradient_settings(values: Mapping, base: GradientSettings | None = None,
+                      prefix: str = "config: gradient.") -> GradientSettings:
+    """:class:`GradientSettings` from a mapping of overrides on ``base`` (default: defaults).
+
+    Raises:
+        CalibrationConfigError: not a mapping, an unknown key, or a value of the wrong type or
+            range, naming it as ``<prefix><key>``.
+    """
+    if not isinstance(values, Mapping):
+        raise CalibrationConfigError(f"{prefix.rstrip('.')} must be an object, not {values!r}")
+    known = {f.name for f in dataclasses.fields(GradientSettings)}
+    bad = sorted(set(values) - known)
+    if bad:
+        raise CalibrationConfigError(f"{prefix.rstrip('.')}: unknown key(s) {', '.join(bad)} "
+                                     f"(known: {', '.join(sorted(known))})")
+    try:
+        return dataclasses.replace(base or GradientSettings(), **values)
+    except SettingsError as error:
+        raise CalibrationConfigError(f"{prefix}{error}") from None
+
+
+_STRING_KEYS = ("model", "water_stress", "evapotranspiration", "phenology", "objective",
+                "uncertainty", "steady_state_form", "training_window")
+_WEIGHT_KEYS = ("edc_weight", "steady_state_weight", "water_steady_state_weight",
+                "water_drift_weight", "violation_weight")
+
+
+def _check_config_types(config: SiteCalibrationConfig) -> None:
+    """Refuse values of the wrong type or range before anything else looks at them."""
+    def check(check_function, key, *args, **kwargs):
+        try:
+            check_function(key, *args, **kwargs)
+        except SettingsError as error:
+            raise CalibrationConfigError(f"config: {error}") from None
+
+    for key in _STRING_KEYS:
+        value = getattr(config, key)
+        if not isinstance(value, str):
+            raise CalibrationConfigError(f"config: {key} must be a name (a string), not "
+                                         f"{value!r}")
+    for key in _WEIGHT_KEYS:
+        check(check_number, key, getattr(config, key), 0.0)
+    check(check_integer, "validation_days", config.validation_days, 0)
+    check(check_integer, "refine_iterations", config.refine_iterations, 0)
+    check(check_number, "refine_learning_rate", config.refine_learning_rate, 0.0,
+          positive=True)
+    if not isinstance(config.gradient, GradientSettings):
+        raise CalibrationConfigError("config: gradient must be an object of optimiser settings")
+    for key in ("streams", "free_parameters"):
+        names = getattr(config, key)
+        if names is None and key == "free_parameters":
+            continue
+        if not isinstance(names, list | tuple) or not all(isinstance(n, str) for n in names):
+            shown = list(names) if isinstance(names, tuple) else names
+            raise CalibrationConfigError(f"config: {key} must be a list of names, not "
+                                         f"{shown!r}")
+        if key == "free_parameters" and not names:
+            raise CalibrationConfigError("config: free_parameters is empty; name at least one "
+                                         "parameter (or leave the key out: all of them)")
+        duplicates = sorted({n for n in names if list(names).count(n) > 1})
+        if duplicates:
+            raise CalibrationConfigError(f"config: {key} names {', '.join(duplicates)} twice")
+    for key in ("weights", "steady_state_pool_weights"):
+        for name, value in dict(getattr(config, key)).items():
+            check(check_number, f"{key}.{name}", value, 0.0)
+    for name, value in dict(config.parameter_values).items():
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(
+                value):
+            raise CalibrationConfigError(f"config: parameter_values.{name} must be a finite "
+                                         f"number, not {value!r}")
+    for name, value in dict(config.parameter_scales).items():
+        if not isinstance(value, str):
+            raise CalibrationConfigError(f"config: parameter_scales.{name} must be a name, "
+                                         f"not {value!r}")
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,16 @@ problem with an input file raises :class:`DriverError` with a one-line message
 ``"<path>: <variable>: <problem>"``.
 """
 
-from differland.io._files import write_json
-from differland.io.errors import DriverError
+from differland.io._files import (
+    check_output_file,
+    check_writable_location,
+    read_json,
+    remove_stale_temporaries,
+    write_atomically,
+    write_json,
+    written_by_differland,
+)
+from differland.io.errors import DriverError, OutputError, output_error
 from differland.io.example import example_site_dataset, write_example_site_driver
 from differland.io.netcdf import (
     cf_time_coordinate,
@@ -21,24 +29,34 @@ from differland.io.site import (
     SiteDriver,
     calibration_split_index,
     read_site_driver,
+    read_sites_rows,
     reference_climate,
 )
 
 __all__ = [
     "OBSERVATION_VARIABLES",
     "DriverError",
+    "OutputError",
     "Observation",
     "SiteDriver",
     "calibration_split_index",
+    "check_output_file",
+    "check_writable_location",
     "cf_time_coordinate",
     "example_site_dataset",
+    "read_json",
     "read_parameter_values",
+    "output_error",
     "read_site_driver",
+    "read_sites_rows",
     "reference_climate",
+    "remove_stale_temporaries",
     "simulation_dataset",
     "state_variable_name",
     "write_dataset",
+    "write_atomically",
     "write_example_site_driver",
     "write_json",
     "write_parameter_json",
+    "written_by_differland",
 ]

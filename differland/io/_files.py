@@ -10,7 +10,7 @@ from pathlib import Path
 
 import xarray as xr
 
-from differland.io.errors import driver_error, one_line
+from differland.io.errors import driver_error, one_line, output_error
 
 NETCDF_SIGNATURES: tuple[bytes, ...] = (b"CDF\x01", b"CDF\x02", b"CDF\x05", b"\x89HDF\r\n\x1a\n")
 """Leading bytes of NetCDF classic (CDF1/2/5) and NetCDF-4 (HDF5) files."""
@@ -120,3 +120,140 @@ def write_json(path: str | PathLike, content: object) -> None:
 
     text = json.dumps(clean(content), indent=2, allow_nan=False) + "\n"
     write_atomically(path, lambda target: target.write_text(text, encoding="utf-8"))
+
+
+TEMPORARY_PATTERN = ".{name}.*.tmp"
+"""Name pattern of the temporary files of :func:`write_atomically` (``name``: the target's)."""
+
+
+def remove_stale_temporaries(directory: str | PathLike, name: str = "*") -> list[Path]:
+    """Remove the temporary files that interrupted :func:`write_atomically` calls left behind.
+
+    Only files matching ``.<name>.<random>.tmp`` directly in ``directory`` are removed.
+
+    Args:
+        directory: the folder of the outputs.
+        name: the output file whose temporaries to remove (default: every output's).
+
+    Returns:
+        The removed paths.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    removed = []
+    for candidate in directory.glob(TEMPORARY_PATTERN.format(name=name)):
+        if candidate.is_file() and not candidate.is_symlink():
+            candidate.unlink(missing_ok=True)
+            removed.append(candidate)
+    return removed
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve() or (a.exists() and b.exists() and a.samefile(b))
+    except OSError:
+        return False
+
+
+def check_writable_location(path: str | PathLike) -> Path:
+    """Check, before anything is computed, that ``path`` can be created or replaced.
+
+    Raises:
+        OutputError: a component of the parent path is a file, or the nearest existing folder
+            is not writable.
+    """
+    path = Path(path)
+    ancestor = path.parent
+    while not ancestor.exists():
+        if ancestor == ancestor.parent:
+            break
+        ancestor = ancestor.parent
+    if ancestor.exists() and not ancestor.is_dir():
+        raise output_error(path, f"cannot be created: {ancestor} is a file, not a folder")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise output_error(path, f"cannot be written: no write permission in {ancestor}")
+    return path
+
+
+def check_output_file(path: str | PathLike, inputs: list, overwrite: bool,
+                      is_own: Callable[[Path], bool], option: str = "--out") -> Path:
+    """Check an output file path before anything is computed.
+
+    Args:
+        path: the output file.
+        inputs: every input path of the command (``None`` entries are skipped).
+        overwrite: whether the user asked to replace an existing output.
+        is_own: whether an existing file at ``path`` is an output of this tool (only such a
+            file is replaced, and only with ``overwrite``).
+        option: the option that named ``path``, for messages.
+
+    Returns:
+        The path.
+
+    Raises:
+        OutputError: ``path`` is an input, an existing folder, an existing file without
+            ``overwrite`` or one this tool did not write, or an unwritable location.
+    """
+    path = Path(path)
+    for source in inputs:
+        if source is not None and _same_file(path, Path(source)):
+            raise output_error(path, f"{option} is an input of this command; it would be "
+                                     "overwritten (choose another output path)")
+    if path.is_dir():
+        raise output_error(path, f"{option} is an existing folder; give a file path")
+    if path.exists() or path.is_symlink():
+        if not overwrite:
+            raise output_error(path, f"{option} exists; pass --overwrite to replace it")
+        if not is_own(path):
+            raise output_error(path, f"{option} exists and was not written by differland; "
+                                     "it is not replaced even with --overwrite")
+    return check_writable_location(path)
+
+
+def written_by_differland(path: Path) -> bool:
+    """Whether ``path`` is a NetCDF file whose ``source`` attribute names differland."""
+    if not path.is_file() or path.is_symlink() or not has_netcdf_signature(path):
+        return False
+    try:
+        with xr.open_dataset(path, decode_times=False) as dataset:
+            return str(dataset.attrs.get("source", "")).startswith("differland")
+    except (OSError, ValueError, RuntimeError):
+        return False
+
+
+def reject_duplicate_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    """``object_pairs_hook`` of :func:`json.loads` that refuses a key given twice."""
+    keys = [key for key, _ in pairs]
+    duplicates = sorted({key for key in keys if keys.count(key) > 1})
+    if duplicates:
+        raise ValueError(f"duplicate key(s) {', '.join(duplicates)}")
+    return dict(pairs)
+
+
+def read_json(path: str | PathLike, **options) -> object:
+    """Parse a UTF-8 JSON file, refusing duplicate keys.
+
+    Args:
+        path: the file.
+        **options: further arguments of :func:`json.loads` (e.g. ``parse_constant``).
+
+    Raises:
+        DriverError: the file is missing or unreadable, not UTF-8, or not valid JSON (nested
+            too deeply, a number too long, a key given twice), in one line.
+    """
+    import json
+
+    path = check_input_file(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise driver_error(path, f"not UTF-8 text (byte {err.start}: {err.reason})") from None
+    except OSError as err:
+        raise driver_error(path, f"cannot be read ({err.strerror})") from None
+    try:
+        return json.loads(text, object_pairs_hook=reject_duplicate_keys, **options)
+    except RecursionError:
+        raise driver_error(path, "invalid JSON (nested too deeply)") from None
+    except ValueError as err:
+        raise driver_error(path, f"invalid JSON ({one_line(err)[:_MAX_REASON]})") from None

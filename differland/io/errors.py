@@ -38,3 +38,15 @@ def driver_error(path: str | PathLike, problem: str, variable: str | None = None
     """
     parts = [str(path)] + ([variable] if variable else []) + [problem]
     return DriverError(one_line(": ".join(parts)))
+
+
+class OutputError(ValueError):
+    """An output path that would destroy or mix with data, or cannot be written.
+
+    The message is a single line, ``"<path>: <problem>"``.
+    """
+
+
+def output_error(path: str | PathLike, problem: str) -> OutputError:
+    """Build an :class:`OutputError` with the standard one-line message."""
+    return OutputError(one_line(f"{path}: {problem}"))

@@ -15,6 +15,7 @@ from differland.io._files import (
     check_input_file,
     has_netcdf_signature,
     load_netcdf,
+    read_json,
     write_atomically,
 )
 from differland.io.errors import driver_error
@@ -154,14 +155,6 @@ def _reject_constant(token: str) -> float:
     raise ValueError(f"{token} is not a finite number")
 
 
-def _reject_duplicates(pairs: list[tuple[str, object]]) -> dict[str, object]:
-    keys = [key for key, _ in pairs]
-    duplicates = sorted({key for key in keys if keys.count(key) > 1})
-    if duplicates:
-        raise ValueError(f"duplicate key(s) {', '.join(duplicates)}")
-    return dict(pairs)
-
-
 def finite_number(value: object) -> float | None:
     """``value`` as a finite float if it is a JSON number (not a boolean), else ``None``."""
     if isinstance(value, bool) or not isinstance(value, int | float):
@@ -174,11 +167,7 @@ def finite_number(value: object) -> float | None:
 
 
 def _parameters_from_json(path: Path) -> dict[str, float]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"), parse_constant=_reject_constant,
-                          object_pairs_hook=_reject_duplicates)
-    except ValueError as err:
-        raise driver_error(path, f"invalid JSON ({err})") from err
+    data = read_json(path, parse_constant=_reject_constant)
     if not isinstance(data, dict):
         raise driver_error(path, "expected a JSON object mapping parameter names to numbers, "
                                  f"got {type(data).__name__}")

@@ -20,9 +20,10 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from differland.forcing import Forcing, ForcingError, make_forcing
+from differland.forcing import FORCING_VARIABLES, Forcing, ForcingError, make_forcing
 from differland.io._files import check_input_file, load_netcdf
 from differland.io.errors import DriverError, driver_error
+from differland.io.units import UnitsError, convert, likely_unit_mistake
 
 MODEL_EPOCH = np.datetime64("2001-01-01", "D")
 """Origin of the site model clock (``Forcing.time`` is days since this date)."""
@@ -249,12 +250,35 @@ def _numeric(variable: xr.DataArray, name: str, path: Path) -> np.ndarray:
     return np.asarray(variable.values, dtype=np.float64)
 
 
-def _series(dataset: xr.Dataset, name: str, path: Path) -> np.ndarray:
+def _series(dataset: xr.Dataset, name: str, path: Path, units: str | None = None,
+            units_of: str | None = None) -> np.ndarray:
+    """A time series of the driver, in ``units`` when given.
+
+    Declared units (the variable's ``units`` attribute, else that of ``units_of``) are
+    converted to ``units``; without any, values that cannot be in ``units`` are refused.
+    """
     variable = dataset[name]
     if variable.dims != (TIME,):
         raise driver_error(path, f"wrong shape: dimensions {variable.dims}, shape "
                                  f"{variable.shape}; expected 1-D along time", name)
-    return _numeric(variable, name, path)
+    values = _numeric(variable, name, path)
+    if units is None:
+        return values
+    declared = variable.attrs.get("units")
+    if declared is None and units_of is not None:
+        declared = dataset[units_of].attrs.get("units")
+    if declared is None or not str(declared).strip():
+        mistake = likely_unit_mistake(name, values) if units_of is None else None
+        if mistake:
+            raise driver_error(path, f"no units attribute, and {mistake} (declare its units)",
+                               name)
+        return values
+    missing = (values == MISSING_VALUE) | ~np.isfinite(values)
+    try:
+        converted = convert(np.where(missing, np.nan, values), str(declared), units)
+    except UnitsError as error:
+        raise driver_error(path, str(error), name) from None
+    return np.where(missing, values, converted)
 
 
 def _scalar(dataset: xr.Dataset, name: str, path: Path) -> float:
@@ -314,22 +338,77 @@ def _check_time_axis(time: np.ndarray, path: Path) -> None:
                                  f"and {i + 1} (every step must be exactly 1 day)", TIME)
 
 
+SITES_ID_COLUMN = "SITE_ID"
+"""Column of ``sites.csv`` that names the site (the driver's file stem)."""
+
+
+def read_sites_rows(table: str | PathLike) -> list[dict[str, str]]:
+    """Rows of a ``sites.csv`` (UTF-8, a ``SITE_ID`` column, one row per site).
+
+    Raises:
+        DriverError: the file cannot be read as UTF-8 CSV, has no ``SITE_ID`` column (a
+            differently spelled id column is named), or lists a site twice.
+    """
+    table = Path(table)
+    try:
+        with table.open(newline="", encoding="utf-8-sig") as stream:
+            reader = csv.DictReader(stream)
+            rows = list(reader)
+            columns = list(reader.fieldnames or [])
+    except UnicodeDecodeError as err:
+        raise driver_error(table, f"not UTF-8 text (byte {err.start}: {err.reason})") from None
+    except (OSError, csv.Error) as err:
+        raise driver_error(table, f"cannot read the table: {err}") from None
+    if SITES_ID_COLUMN not in columns:
+        near = [c for c in columns if c.strip().lower().replace("-", "_") in
+                ("site_id", "siteid", "site", "id")]
+        hint = f" (found {near[0]!r}; rename it {SITES_ID_COLUMN})" if near else ""
+        raise driver_error(table, f"no {SITES_ID_COLUMN} column{hint}", SITES_ID_COLUMN)
+    seen: set[str] = set()
+    for row in rows:
+        site = (row.get(SITES_ID_COLUMN) or "").strip()
+        if site in seen:
+            raise driver_error(table, f"site {site!r} is listed twice", SITES_ID_COLUMN)
+        seen.add(site)
+    return rows
+
+
 def _table_split_index(path: Path, dates: np.ndarray) -> int | None:
     """Calibration end from a ``sites.csv`` next to the driver, if it lists the site."""
     table = path.parent / SITES_TABLE
     if not table.is_file():
         return None
-    with table.open(newline="", encoding="utf-8") as stream:
-        rows = [row for row in csv.DictReader(stream) if row.get("SITE_ID") == path.stem]
+    rows = [row for row in read_sites_rows(table)
+            if (row.get(SITES_ID_COLUMN) or "").strip() == path.stem]
     if not rows:
         return None
     value = rows[0].get("test_start")
+    if value is None:
+        raise driver_error(table, f"no test_start column (needed for site {path.stem})",
+                           "test_start")
     try:
         test_start = np.datetime64(str(value).strip(), "D")
     except ValueError as err:
         raise driver_error(table, f"invalid date {value!r} for site {path.stem}",
                            "test_start") from err
+    if np.isnat(test_start):
+        raise driver_error(table, f"no date for site {path.stem}", "test_start")
+    if test_start > dates[-1]:
+        raise driver_error(table, f"{test_start} for site {path.stem} is after the record's "
+                                  f"last day {dates[-1]}: the test period would be empty",
+                           "test_start")
     return int(np.searchsorted(dates, test_start, side="left"))
+
+
+def _check_day_of_year(doy: np.ndarray, dates: np.ndarray, path: Path) -> None:
+    """Refuse a DOY series that disagrees with the time axis by more than a day."""
+    expected = (dates - dates.astype("datetime64[Y]")).astype(np.int64) + 1
+    off = np.abs(doy - expected) > 1.0
+    if off.any():
+        i = int(np.argmax(off))
+        raise driver_error(path, f"disagrees with the time axis: {doy[i]:g} at index {i}, "
+                                 f"where the date {dates[i]} is day {expected[i]}",
+                           FORCING_SERIES["doy"])
 
 
 def _driver_error_from(error: ForcingError, path: Path) -> DriverError:
@@ -345,10 +424,11 @@ def _observations(dataset: xr.Dataset, path: Path) -> dict[str, Observation]:
     for key, spec in OBSERVATION_VARIABLES.items():
         if spec.variable not in dataset.variables:
             continue
-        values = _series(dataset, spec.variable, path)
+        values = _series(dataset, spec.variable, path, spec.units)
         uncertainty = None
         if spec.uncertainty is not None and spec.uncertainty in dataset.variables:
-            uncertainty = _series(dataset, spec.uncertainty, path)
+            uncertainty = _series(dataset, spec.uncertainty, path, spec.units,
+                                  units_of=spec.variable)
         observations[key] = make_observation(values, uncertainty, spec.units)
     return observations
 
@@ -381,7 +461,10 @@ def read_site_driver(path: str | PathLike) -> SiteDriver:
     time = _model_time(dataset, path)
     _check_time_axis(time, path)
     dates = dates_from_model_time(time)
-    series = {field: _series(dataset, name, path) for field, name in FORCING_SERIES.items()}
+    series = {field: _series(dataset, name, path,
+                             None if field == "doy" else FORCING_VARIABLES[field].units)
+              for field, name in FORCING_SERIES.items()}
+    _check_day_of_year(series["doy"], dates, path)
     latitude = _scalar(dataset, LATITUDE_VARIABLE, path)
     burned_area = (_series(dataset, BURNED_AREA_VARIABLE, path)
                    if BURNED_AREA_VARIABLE in dataset.variables else np.zeros_like(time))
