@@ -106,6 +106,9 @@ def _network(path: Path | None, config):
 
     terms = config.network_sizes
     if not terms:
+        if path is not None:
+            raise CliError(f"--network {path}: the model options use no neural term (add "
+                           "e.g. --water-stress neural, or drop --network)")
         return None, config
     if path is None:
         raise CliError(f"neural {', '.join(terms)} term(s) need --network (network.json of a "

@@ -158,5 +158,8 @@ def validate_forcing(forcing: Forcing, source: str = "forcing") -> None:
                 f"{source}: variable {name} spans [{low:.4g}, {high:.4g}] {spec.units}, outside "
                 f"the plausible range [{spec.lower:g}, {spec.upper:g}] {spec.units} "
                 "(wrong units?)")
-    if np.any(np.asarray(forcing.t_max) < np.asarray(forcing.t_min) - 1e-6):
-        raise ForcingError(f"{source}: t_max < t_min at some time steps")
+    swapped = np.asarray(forcing.t_max) < np.asarray(forcing.t_min) - 1e-6
+    if swapped.any():
+        first = int(np.argwhere(swapped)[0][-1])
+        raise ForcingError(f"{source}: variable t_max is below t_min at {int(swapped.sum())} "
+                           f"time step(s) (first at time index {first}); are they swapped?")

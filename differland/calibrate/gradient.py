@@ -15,9 +15,11 @@ uninterrupted run.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
+import logging
 import math
 import sys
 from collections.abc import Callable
@@ -432,6 +434,18 @@ def check_checkpoint(checkpoint_dir: str | Path, settings: GradientSettings,
             _check_fingerprint(manager, settings.fingerprint(fingerprint_extra))
 
 
+@contextlib.contextmanager
+def _quiet_orbax():
+    """Silence the absl logger orbax reports through while a damaged step is tried."""
+    logger = logging.getLogger("absl")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def _read_meta(manager, step: int) -> dict:
     import orbax.checkpoint as ocp
 
@@ -446,8 +460,9 @@ def _check_fingerprint(manager, fingerprint: str) -> None:
     decides (a damaged newer step is left to :func:`_restore`'s fallback)."""
     for step in sorted(manager.all_steps(), reverse=True):
         try:
-            meta = _read_meta(manager, step)
-        except Exception:  # noqa: BLE001 - a damaged step; an older one may be readable
+            with _quiet_orbax():
+                meta = _read_meta(manager, step)
+        except Exception:  # a damaged step; an older one may be readable
             continue
         if meta.get("fingerprint") != fingerprint:
             raise CheckpointMismatchError(
@@ -471,12 +486,13 @@ def _restore(manager, template, fingerprint: str):
     failures = []
     for step in sorted(manager.all_steps(), reverse=True):
         try:
-            if _read_meta(manager, step).get("fingerprint") != fingerprint:
-                raise ValueError("fingerprint differs")
-            leaves = manager.restore(step, args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(abstract)))["state"]
+            with _quiet_orbax():  # a damaged step is reported once, below, not as a log trace
+                if _read_meta(manager, step).get("fingerprint") != fingerprint:
+                    raise ValueError("fingerprint differs")
+                leaves = manager.restore(step, args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore(abstract)))["state"]
             state = jax.tree.unflatten(treedef, [jnp.asarray(leaves[k]) for k in sorted(leaves)])
-        except Exception as error:  # noqa: BLE001 - orbax raises many types for damaged files
+        except Exception as error:  # orbax raises many types for damaged files
             failures.append(step)
             print(f"differland: notice: checkpoint {step} in {manager.directory} cannot be "
                   f"read ({type(error).__name__}); trying an earlier one", file=sys.stderr)

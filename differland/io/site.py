@@ -383,9 +383,11 @@ def _table_split_index(path: Path, dates: np.ndarray) -> int | None:
     if not rows:
         return None
     value = rows[0].get("test_start")
-    if value is None:
+    if "test_start" not in rows[0]:
         raise driver_error(table, f"no test_start column (needed for site {path.stem})",
                            "test_start")
+    if value is None or not str(value).strip():
+        raise driver_error(table, f"no date for site {path.stem}", "test_start")
     try:
         test_start = np.datetime64(str(value).strip(), "D")
     except ValueError as err:
@@ -474,7 +476,8 @@ def read_site_driver(path: str | PathLike) -> SiteDriver:
         calibration_end = calibration_split_index(dates)
     if calibration_end < 1:
         raise driver_error(path, f"the calibration period is empty (the {SITES_TABLE} "
-                                 "test_start precedes the record)")
+                                 f"test_start is on or before the record's first day "
+                                 f"{dates[0]})")
     mean_temperature, mean_precipitation = reference_climate(
         series["t_min"], series["t_max"], series["precipitation"], calibration_end)
     try:

@@ -49,13 +49,39 @@ def outflow_scale(pool, inflow, outflow, delta_t) -> jax.Array:
     """Factor in [0, 1] that keeps ``pool + (inflow - scale*outflow) dt`` non-negative.
 
     available / outflow when the outflow exceeds what is available (pool / dt + inflow),
-    exactly 1 otherwise (0 when both are 0). Written as one division whose result is the
-    factor, so that compiled code computes it once rather than re-deriving the limiter's
-    condition in every flux that uses it.
+    exactly 1 otherwise (0 when both are 0). Its derivative is that of available / outflow
+    where the limit is active and 0 elsewhere (see :func:`_limit_factor`).
     """
-    available = jnp.maximum(pool / delta_t + inflow, 0.0)
+    return _limit_factor(jnp.maximum(pool / delta_t + inflow, 0.0), outflow)
+
+
+@jax.custom_jvp
+def _limit_factor(available, outflow):
+    """available / max(outflow, available), 0 where both are 0.
+
+    Written as one division whose result is the factor, so that compiled code computes it
+    once rather than re-deriving the limiter's condition in every flux that uses it. Its
+    derivative is given explicitly (:func:`_limit_factor_jvp`): differentiated as written,
+    available / available (the limit inactive) would have the derivative 1 / a - a / a^2,
+    rounding noise growing as 1 / a that turns into inf - inf once a^2 underflows (a pool
+    below ~1e-19 gC m-2 in float32).
+    """
     largest = jnp.maximum(outflow, available)
     return available / jnp.where(largest > 0.0, largest, 1.0)
+
+
+@_limit_factor.defjvp
+def _limit_factor_jvp(primals, tangents):
+    """0 where the limit is inactive (the factor is 1 there); where it is active,
+    (d available - factor x d outflow) / outflow, the derivative of available / outflow in a
+    form that stays finite for any normal outflow (a plain division's derivative with
+    respect to its denominator, numerator x denominator^-2, overflows below ~1e-19)."""
+    available, outflow = primals
+    d_available, d_outflow = tangents
+    factor = _limit_factor(available, outflow)
+    limited = outflow > available
+    rate = (d_available - factor * d_outflow) / jnp.where(limited, outflow, 1.0)
+    return factor, jnp.where(limited, rate, 0.0)
 
 
 def limit_outflows(pools: CarbonPools, production, potential: CarbonFluxes,
