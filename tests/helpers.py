@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from differland.forcing import Forcing
@@ -23,3 +24,12 @@ def site_forcing(fluxsites_dir: Path, site: str = "US-Var", n_steps: int | None 
 def take(tree, index):
     """Leaf-wise ``x[index]`` of a pytree."""
     return jax.tree.map(lambda x: x[index], tree)
+
+
+def as_float32(tree):
+    """The pytree with its floating-point leaves in float32 (the default precision; the tests
+    run JAX with float64 enabled)."""
+    def cast(x):
+        x = jnp.asarray(x)
+        return x.astype(jnp.float32) if jnp.issubdtype(x.dtype, jnp.floating) else x
+    return jax.tree.map(cast, tree)

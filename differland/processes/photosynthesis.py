@@ -92,36 +92,37 @@ def canopy_terms(t_min, t_max, ssrd, co2, doy, latitude, canopy_efficiency,
 def gpp_from_canopy_terms(lai, terms: CanopyTerms) -> jax.Array:
     """ACM GPP [gC m-2 d-1] for leaf area index ``lai`` [m2 m-2] given the canopy terms.
 
-    The ACM's co-limitation e0 I pd / (e0 I + pd) (Williams et al. 1997), with the light
-    term e0 I = c1 LAI^2 / (c2 + LAI^2) I and the diffusion term pd = gc (Ca - ci), ci the
-    larger root of the ACM's quadratic ci^2 - (Ca + q - p) ci + Ca q - p theta = 0 with
-    p = LAI x ``p_per_lai`` and q = theta - k.
+    The ACM's co-limitation (Williams et al. 1997; reference-dalec.md) times the day-length
+    factor: e0 I pd / (e0 I + pd), with the light term e0 I = c1 LAI^2 / (c2 + LAI^2) SSRD
+    and the diffusion term pd = gc (Ca - ci), ci the larger root of
+    ci^2 - (Ca + q - p) ci + Ca q - p theta = 0, p = LAI x ``p_per_lai``, q = theta - k.
 
-    Evaluated in a form that is exact in real arithmetic and stays accurate and
-    differentiable as LAI -> 0 (a canopy that has shed its leaves):
+    Evaluated in a form that is the same function in exact arithmetic and stays accurate
+    and differentiable as LAI -> 0 (a canopy that has shed its leaves), for Ca > theta
+    (4.2 ppm; forcing CO2 is at least 150 ppm):
 
-    * Ca - ci is the smaller root of d^2 - (Ca - q + p) d + p (Ca - theta) = 0 (the same
-      quadratic in d = Ca - ci, same discriminant), taken as 2 p (Ca - theta) /
-      (Ca - q + p + sqrt(disc)). Subtracting ci from Ca would cancel catastrophically for
-      small p (to exactly 0 in float32 below p ~ 1e-5).
-    * Both terms are proportional to LAI at small LAI (pd linearly, e0 I quadratically), so
-      the co-limitation is LAI x (l d) / (l + d) with l and d the terms per unit LAI; d > 0
-      for Ca > theta, so the division never sees a vanishing denominator (the product form
-      divides by e0 I + pd, which underflows with LAI and whose derivative 1 / (e0 I + pd)^2
-      is then infinite). It is 0 where l + d is not positive (only for Ca <= theta).
+    * Ca - ci is the smaller root of the same quadratic written in Ca - ci,
+      x^2 - (Ca - q + p) x + p (Ca - theta) = 0, taken as
+      2 p (Ca - theta) / (Ca - q + p + sqrt(discriminant)). Ca minus the root ci cancels
+      catastrophically for small p (to exactly 0 in float32 below p ~ 1e-5 ppm).
+    * Both terms vanish with LAI (pd linearly, e0 I quadratically), so the co-limitation is
+      LAI x l g / (l + g) with l and g the light and diffusion terms per unit LAI: g stays
+      positive, and the division's denominator with it. Divided by e0 I + pd itself, which
+      underflows with LAI, the derivative with respect to the denominator, numerator x
+      denominator^-2, is 0 x inf (NaN) once the sum is below ~1e-19 in float32.
     """
     saturation = c.ACM_C2 if terms.lai_half_saturation is None else terms.lai_half_saturation
     p = lai * terms.p_per_lai
     q = c.ACM_THETA - c.ACM_K
-    drawdown_term = terms.co2 - c.ACM_THETA
+    excess = terms.co2 - c.ACM_THETA  # Ca - theta [ppm]
     b = terms.co2 - q + p
-    # its discriminant equals (Ca - q - p)^2 + 4 p k > 0 (p >= 0)
-    root = jnp.sqrt(b**2 - 4.0 * p * drawdown_term)
-    # diffusion per unit LAI: gc (Ca - ci) / LAI
-    diffusion = terms.conductance * terms.p_per_lai * 2.0 * drawdown_term / (b + root)
-    # light per unit LAI: c1 LAI / (c2 + LAI^2) x SSRD
+    # the discriminant of both forms of the quadratic: (Ca - q - p)^2 + 4 p k > 0
+    root = jnp.sqrt(b**2 - 4.0 * p * excess)
+    # per unit LAI: gc (Ca - ci) / LAI and c1 LAI / (c2 + LAI^2) SSRD
+    diffusion = terms.conductance * terms.p_per_lai * 2.0 * excess / (b + root)
     light = c.ACM_C1 * lai / (saturation + lai**2) * terms.ssrd
     denominator = light + diffusion
+    # 0 where the sum is not positive (Ca <= theta only)
     limited = lai * light * diffusion / jnp.where(denominator > 0.0, denominator, jnp.inf)
     return limited * terms.daylength_factor
 
