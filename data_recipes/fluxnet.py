@@ -206,11 +206,15 @@ class Columns:
 # --- reading ----------------------------------------------------------------------------------
 
 
-def date_column(columns: Sequence[str], path: Path) -> str | None:
+def date_column(columns: Sequence[str], path: Path, table: pd.DataFrame | None = None
+                ) -> str | None:
     """The column holding the day of each row, or ``None`` when there is none.
 
+    A ``TIMESTAMP_START`` column counts when its stamps (``YYYYMMDDHHMM``) all start at
+    midnight one day apart (a daily file with start/end stamps).
+
     Raises:
-        RecipeError: a sub-daily file (``TIMESTAMP_START`` without a date column).
+        RecipeError: a sub-daily file (``TIMESTAMP_START`` at other times of day).
     """
     if DATE_COLUMNS[0] in columns:
         return DATE_COLUMNS[0]
@@ -218,9 +222,37 @@ def date_column(columns: Sequence[str], path: Path) -> str | None:
     if DATE_COLUMNS[1] in lower:
         return lower[DATE_COLUMNS[1]]
     if any(name in columns for name in SUB_DAILY_COLUMNS):
+        start = SUB_DAILY_COLUMNS[0]
+        if table is not None and start in table.columns and _daily_stamps(table[start]):
+            return start
         raise recipe_error(path, "a half-hourly or hourly file (TIMESTAMP_START); give the "
-                                 "daily (DD) file", SUB_DAILY_COLUMNS[0])
+                                 "daily (DD) file", start)
     return None
+
+
+def _daily_stamps(values: pd.Series) -> bool:
+    """Whether ``YYYYMMDD[0000]`` stamps all fall at midnight and step by one day."""
+    text = values.astype("string").str.strip().dropna()
+    if text.size < 2 or not text.str.fullmatch(r"\d{8}(?:0000)?").all():
+        return False
+    days = pd.to_datetime(text.str[:8], format="%Y%m%d", errors="coerce")
+    return bool(days.notna().all() and (np.diff(days.to_numpy()).astype("timedelta64[D]")
+                                        == np.timedelta64(1, "D")).all())
+
+
+def _delimiter(path: Path) -> str:
+    """The field separator of a CSV: the one of ``,``, ``;`` and tab its header holds most."""
+    import gzip
+
+    opener = gzip.open if path.suffix.lower() == ".gz" else open
+    try:
+        with opener(path, "rt", encoding="utf-8-sig", errors="replace") as stream:
+            header = stream.readline()
+    except (OSError, EOFError):
+        return ","
+    counts = {separator: header.count(separator) for separator in (",", ";", "\t")}
+    best = max(counts, key=counts.get)
+    return best if counts[best] > 0 else ","
 
 
 def parse_dates(values: pd.Series, path: Path, column: str) -> pd.DatetimeIndex:
@@ -231,6 +263,8 @@ def parse_dates(values: pd.Series, path: Path, column: str) -> pd.DatetimeIndex:
             (naming the row, counting the header as row 1).
     """
     text = values.astype("string").str.strip()
+    # whole numbers written as decimals by a spreadsheet (20020101.0); midnight start stamps
+    text = text.str.replace(r"^(\d{8})(?:0000)?(?:\.0*)?$", r"\1", regex=True)
     if text.size == 0:
         raise recipe_error(path, "no rows", column)
     first = text.iloc[0]
@@ -251,14 +285,39 @@ def parse_dates(values: pd.Series, path: Path, column: str) -> pd.DatetimeIndex:
     return pd.DatetimeIndex(dates, name="date")
 
 
-def read_fluxnet_table(path: Path, options: RecipeOptions | None = None
+def _without_units_row(table: pd.DataFrame, column: str, path: Path,
+                       notes: list[tuple[str, str]] | None) -> pd.DataFrame:
+    """``table`` without a first row of units or descriptions (a date column that is not a
+    date there but is one in the next row), with a note saying so."""
+    if len(table) < 2:
+        return table
+    first, second = (str(value).strip() for value in table[column].iloc[:2])
+    def is_date(text: str) -> bool:
+        text = re.sub(r"^(\d{8})(?:0000)?(?:\.0*)?$", r"\1", text)
+        return any(pattern.fullmatch(text) for pattern, _ in DATE_FORMATS.values())
+
+    if is_date(first) or not is_date(second):
+        return table
+    if notes is not None:
+        notes.append(("note", f"{path}: row 2 ({first!r} under {column}) is not data (a row "
+                              "of units?); skipped"))
+    return table.iloc[1:].reset_index(drop=True)
+
+
+def read_fluxnet_table(path: Path, options: RecipeOptions | None = None,
+                       notes: list[tuple[str, str]] | None = None
                        ) -> tuple[pd.DataFrame, str]:
     """Read a daily FLUXNET-style CSV: gaps become NaN, rows are indexed by date.
 
+    The separator (comma, semicolon or tab) is taken from the header; column names are
+    matched whatever their case; a first row of units under the header is skipped (with a
+    note in ``notes``).
+
     Args:
-        path: the CSV file.
+        path: the CSV file (optionally gzip-compressed).
         options: recipe options; without a date column, the error lists every required column
             the file lacks for these options (see :func:`resolve_columns`).
+        notes: list that receives ``("note", text)`` notices.
 
     Returns:
         ``(float columns indexed by a daily DatetimeIndex named date, name of the date
@@ -270,16 +329,21 @@ def read_fluxnet_table(path: Path, options: RecipeOptions | None = None
     """
     try:
         table = pd.read_csv(path, dtype=str, na_values=list(MISSING_TEXT),
-                            keep_default_na=True, encoding="utf-8-sig", low_memory=False)
+                            keep_default_na=True, encoding="utf-8-sig", low_memory=False,
+                            sep=_delimiter(path))
     except (OSError, ValueError, pd.errors.ParserError) as error:
         message = " ".join(str(error).split())[:200]
         raise recipe_error(path, f"cannot read as CSV ({type(error).__name__}: {message})"
                            ) from error
-    table.columns = [str(name).strip() for name in table.columns]
-    column = date_column(list(table.columns), path)
+    # column names as the FLUXNET products spell them, whatever the case of the file
+    table.columns = [name if name.lower() == DATE_COLUMNS[1] else name.upper()
+                     for name in (str(name).strip() for name in table.columns)]
+    column = date_column(list(table.columns), path, table)
     if column is None:
         resolve_columns(table, None, options or RecipeOptions(), path)
+    table = _without_units_row(table, column, path, notes)
     dates = parse_dates(table.pop(column), path, column)
+    table = table.drop(columns=[name for name in SUB_DAILY_COLUMNS if name in table.columns])
     check_daily_axis(dates.to_numpy(), path, column)
     numeric = table.apply(pd.to_numeric, errors="coerce").astype(np.float64)
     values = numeric.to_numpy(copy=True)
@@ -935,7 +999,7 @@ def build_site_driver(csv_path: Path, site: SiteInfo, out: Path, options: Recipe
             the output is written.
     """
     notes = [] if notes is None else notes
-    table, date = read_fluxnet_table(csv_path, options)
+    table, date = read_fluxnet_table(csv_path, options, notes)
     columns = resolve_columns(table, date, options, csv_path)
     if options.carbon_units == "auto" and columns.carbon_units == "umol":
         notes.append(("note", f"{csv_path}: NEE, GPP and RECO read as daily means in umol CO2 "

@@ -321,7 +321,7 @@ def test_fluxnet_forcing_gaps_are_an_error_or_filled(flux_inputs: dict[str, Path
     (lambda t: t.drop(index=[40, 41]), "time gap: 2 missing day(s) between 2001-02-09 and "
                                        "2001-02-12"),
     (lambda t: t.iloc[[1, 0, *range(2, len(t))]], "not strictly increasing"),
-    (lambda t: t.assign(TIMESTAMP=t.TIMESTAMP + "0000"), "is not a YYYYMMDD or YYYY-MM-DD "
+    (lambda t: t.assign(TIMESTAMP=t.TIMESTAMP + "1200"), "is not a YYYYMMDD or YYYY-MM-DD "
                                                          "date"),
     (lambda t: t.assign(SW_IN_F=t.SW_IN_F * 100), "SSRD"),
 ])
@@ -477,6 +477,63 @@ def test_fluxnet_iso_dates_and_date_column(column: str, date_format: str,
     assert f"{column}: row 42 ('2001-02-30') is not a" in error
 
 
+def _write_variant(table: pd.DataFrame, path: Path, variant: str) -> Path:
+    """The table written in one of the layouts FLUXNET-style daily files come in."""
+    if variant == "semicolons":
+        table.to_csv(path, index=False, sep=";")
+    elif variant == "lower-case names":
+        table.rename(columns=str.lower).to_csv(path, index=False)
+    elif variant == "units row":
+        units = pd.DataFrame([["-"] * table.shape[1]], columns=table.columns)
+        pd.concat([units, table.astype(object)]).to_csv(path, index=False)
+    elif variant == "decimal dates":
+        table.assign(TIMESTAMP=table["TIMESTAMP"].astype(float)).to_csv(path, index=False)
+    elif variant == "daily start/end stamps":
+        start = pd.to_datetime(table.pop("TIMESTAMP"), format="%Y%m%d")
+        table.insert(0, "TIMESTAMP_START", start.dt.strftime("%Y%m%d0000"))
+        table.insert(1, "TIMESTAMP_END", (start + pd.Timedelta(days=1)).dt.strftime("%Y%m%d0000"))
+        table.to_csv(path, index=False)
+    elif variant == "gzip, BOM and CRLF":
+        path = path.with_name(path.name + ".gz")
+        text = "\ufeff" + table.to_csv(index=False, lineterminator="\r\n")
+        import gzip
+
+        path.write_bytes(gzip.compress(text.encode("utf-8")))
+    return path
+
+
+@pytest.mark.parametrize("variant", ["semicolons", "lower-case names", "units row",
+                                     "decimal dates", "daily start/end stamps",
+                                     "gzip, BOM and CRLF"])
+def test_fluxnet_layout_variants_give_the_same_driver(variant: str, flux_inputs: dict[str, Path],
+                                                      flux_driver: Path, fluxnet: ModuleType,
+                                                      tmp_path: Path, capsys):
+    table = pd.read_csv(flux_inputs["csv"], dtype={"TIMESTAMP": str})
+    path = _write_variant(table, tmp_path / CSV_NAME, variant)
+    out = tmp_path / "site.nc"
+    assert fluxnet.main(flux_argv(flux_inputs, out, path)) == 0, capsys.readouterr().err
+    captured = capsys.readouterr()
+    assert ("row 2" in captured.err) == (variant == "units row")
+    driver, reference = open_raw(out), open_raw(flux_driver)
+    np.testing.assert_array_equal(driver.time.values, reference.time.values)
+    for name in ("T2M_MIN", "T2M_MAX", "SSRD", "CO2", "DOY", "VPD", "GPP", "RECO", "NBE", "ET"):
+        np.testing.assert_allclose(driver[name].values, reference[name].values, rtol=1e-12,
+                                   err_msg=name)
+
+
+def test_fluxnet_sub_daily_file_is_refused(flux_inputs: dict[str, Path], fluxnet: ModuleType,
+                                          tmp_path: Path, capsys):
+    table = pd.read_csv(flux_inputs["csv"], dtype={"TIMESTAMP": str})
+    stamps = pd.date_range("2001-01-01", periods=len(table), freq="30min")
+    table = table.drop(columns="TIMESTAMP")
+    table.insert(0, "TIMESTAMP_START", stamps.strftime("%Y%m%d%H%M"))
+    path = tmp_path / CSV_NAME
+    table.to_csv(path, index=False)
+    error = refused(fluxnet, flux_argv(flux_inputs, tmp_path / "site.nc", path), capsys,
+                    tmp_path)
+    assert "TIMESTAMP_START" in error and "daily (DD) file" in error
+
+
 def test_fluxnet_lists_every_missing_column_at_once(flux_inputs: dict[str, Path],
                                                     fluxnet: ModuleType, tmp_path: Path,
                                                     capsys):
@@ -492,11 +549,6 @@ def test_fluxnet_lists_every_missing_column_at_once(flux_inputs: dict[str, Path]
                     tmp_path)
     assert ("missing 3 required column(s): TIMESTAMP (or date) with YYYYMMDD or YYYY-MM-DD "
             "dates; VPD_F (or VPD_F_MDS); LE_F_MDS_QC") in error
-    half_hourly = write_modified(flux_inputs, tmp_path, lambda t: t.rename(
-        columns={"TIMESTAMP": "TIMESTAMP_START"}))
-    error = refused(fluxnet, flux_argv(flux_inputs, tmp_path / "out.nc", half_hourly), capsys,
-                    tmp_path)
-    assert "TIMESTAMP_START: a half-hourly or hourly file" in error
     # the QC columns are optional when nothing is masked
     qc_free = write_modified(flux_inputs, tmp_path, lambda t: t.drop(
         columns=["NEE_VUT_REF_QC", "LE_F_MDS_QC"]))
