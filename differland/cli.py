@@ -490,6 +490,10 @@ def calibrate_site_command(
     typer.echo(f"wrote {out}: {metrics['site']} test NSE {tests}")
 
 
+MAX_EXAMPLE_YEARS = 200
+"""Longest example driver [years]."""
+
+
 @app.command("example-driver")
 def example_driver(
     out: Annotated[Path, typer.Option(help="Output NetCDF path.")],
@@ -503,8 +507,8 @@ def example_driver(
 
     from differland.io import check_output_file, write_example_site_driver, written_by_differland
 
-    if years < 1:
-        raise CliError(f"--years must be at least 1, not {years}")
+    if not 1 <= years <= MAX_EXAMPLE_YEARS:
+        raise CliError(f"--years must be in [1, {MAX_EXAMPLE_YEARS}], not {years}")
     if not (math.isfinite(latitude) and -90.0 <= latitude <= 90.0):
         raise CliError(f"--latitude must be in [-90, 90] degrees_north, not {latitude}")
     check_output_file(out, [], overwrite, written_by_differland)

@@ -237,6 +237,8 @@ USAGE_ERRORS = {
                                              ["--evapotranspiration", "'penman'"]),
     "example-driver-zero-years": (["example-driver", "--out", "x.nc", "--years", "0"],
                                   ["--years"]),
+    "example-driver-100000-years": (["example-driver", "--out", "x.nc", "--years", "100000"],
+                                    ["--years", "100000"]),
     "parameters-unknown-model": (["parameters", "--model", "regional"], ["'regional'"]),
     "parameters-model-without-value": (["parameters", "--model"], ["'--model'"]),
 }
@@ -528,6 +530,8 @@ BAD_CONFIGS = {
     "water_drift_weight-negative": ('{"water_drift_weight": -0.1}', "water_drift_weight"),
     "violation_weight-boolean": ('{"violation_weight": false}', "violation_weight"),
     "refine_learning_rate-zero": ('{"refine_learning_rate": 0}', "refine_learning_rate"),
+    "every-weight-zero": ('{"weights": {"gpp": 0, "reco": 0, "et": 0, "lai": 0}}',
+                          "nothing would be fitted"),
     "learning_rate-zero": ('{"gradient": {"learning_rate": 0}}', "gradient.learning_rate"),
     "min_improvement-nan": ('{"gradient": {"min_improvement": NaN}}',
                             "gradient.min_improvement"),

@@ -88,7 +88,7 @@ class GradientSettings:
         warmup: iterations of linear warm-up from 0 to the peak.
         final_learning_rate_fraction: end value of the cosine decay, as a fraction of the peak.
         chunk: iterations per jitted call; validation, early stopping, progress and
-            checkpoints happen between chunks.
+            checkpoints happen between chunks (at most ``max_iterations``).
         patience: chunks without validation improvement before a start is frozen.
         min_improvement: relative validation improvement that counts as progress.
         checkpoint_every: chunks between checkpoints (when a checkpoint directory is given).
@@ -119,6 +119,8 @@ class GradientSettings:
         check_number("min_improvement", self.min_improvement, 0.0)
         check_number("final_learning_rate_fraction", self.final_learning_rate_fraction, 0.0,
                       1.0)
+        # a chunk never runs past max_iterations
+        object.__setattr__(self, "chunk", min(self.chunk, self.max_iterations))
 
     def optimizer(self) -> optax.GradientTransformation:
         warmup = min(self.warmup, self.max_iterations // 2)

@@ -221,7 +221,12 @@ class SiteCalibrationConfig:
             raise CalibrationConfigError(
                 f"config: streams: {'unknown ' + ', '.join(unknown) if unknown else 'none'} "
                 f"(known: {', '.join(OPERATORS)})")
-        unknown = sorted(set(dict(self.weights)) - set(OPERATORS))
+        weights = dict(self.weights)
+        if all(weights.get(name, 1.0) == 0.0 for name in self.streams):
+            raise CalibrationConfigError(
+                f"config: weights: every fitted stream ({', '.join(self.streams)}) has weight 0, "
+                "so nothing would be fitted")
+        unknown = sorted(set(weights) - set(OPERATORS))
         if unknown:
             raise CalibrationConfigError(f"config: weights name unknown stream(s) "
                                          f"{', '.join(unknown)} (known: {', '.join(OPERATORS)})")
