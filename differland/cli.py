@@ -420,23 +420,45 @@ def _stream_names(text: str | None) -> tuple[str, ...] | None:
     return names
 
 
+class _DefaultCalibration:
+    """The defaults of :class:`~differland.calibrate.site.SiteCalibrationConfig`, read when
+    the help text is built (the calibration module is imported only then)."""
+
+    def __getattr__(self, name):
+        from differland.calibrate.site import SiteCalibrationConfig
+
+        return getattr(SiteCalibrationConfig(), name)
+
+
+_DEFAULT = _DefaultCalibration()
+
+
 @calibrate_app.command("site")
 def calibrate_site_command(
     driver: Annotated[Path, typer.Option(help="Site driver NetCDF (CARDAMOM layout).")],
-    out: Annotated[Path, typer.Option(help="Run directory (resumed if it holds checkpoints).")],
+    out: Annotated[Path, typer.Option(
+        help="Run directory (an unfinished run there is resumed).")],
     config: Annotated[Path | None, typer.Option(
         help="JSON calibration config (keys of SiteCalibrationConfig).")] = None,
-    seed: Annotated[int | None, typer.Option(help="Seed of the random starts.")] = None,
-    starts: Annotated[int | None, typer.Option(help="Number of random starts.")] = None,
-    iterations: Annotated[int | None, typer.Option(help="Maximum Adam iterations.")] = None,
+    seed: Annotated[int | None, typer.Option(
+        help=f"Seed of the random starts (default: the config's, {_DEFAULT.gradient.seed}).")
+    ] = None,
+    starts: Annotated[int | None, typer.Option(
+        help=f"Number of random starts (default: the config's, "
+             f"{_DEFAULT.gradient.n_starts}).")] = None,
+    iterations: Annotated[int | None, typer.Option(
+        help=f"Maximum Adam iterations (default: the config's, "
+             f"{_DEFAULT.gradient.max_iterations}).")] = None,
     water_stress: Annotated[str | None, typer.Option(
-        help="Water stress: none, beta, neural or neural_monotone.")] = None,
+        help=f"Water stress: none, beta, neural or neural_monotone (default: the config's, "
+             f"{_DEFAULT.water_stress}).")] = None,
     evapotranspiration: Annotated[str | None, typer.Option(
-        help="Evapotranspiration: uwue, neural, neural_evaporation or "
-             "neural_no_soil_water.")] = None,
+        help=f"Evapotranspiration: uwue, neural, neural_evaporation or neural_no_soil_water "
+             f"(default: the config's, {_DEFAULT.evapotranspiration}).")] = None,
     phenology: Annotated[str | None, typer.Option(
-        help="Phenology: calendar, calendar_water, climate, calendar_climate, "
-             "calendar_growth, calendar_senescence or calendar_climate_beta.")] = None,
+        help=f"Phenology: calendar, calendar_water, climate, calendar_climate, "
+             f"calendar_growth, calendar_senescence or calendar_climate_beta (default: the "
+             f"config's, {_DEFAULT.phenology}).")] = None,
     gpp_weather: Annotated[bool | None, typer.Option(
         "--gpp-weather/--no-gpp-weather",
         help="GPP x a hybrid factor of temperature and VPD (default: the config's, off).")
