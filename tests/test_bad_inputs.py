@@ -1010,6 +1010,11 @@ DECLARED_UNITS = {
     "SSRD-in-W": ("SSRD", "ssrd", 1e6 / 86400, 0.0, "W m-2"),
     "T2M_MIN-in-kelvin": ("T2M_MIN", "t_min", 1.0, 273.15, "K"),
     "precipitation-in-kg-per-s": ("TOTAL_PREC", "precipitation", 1 / 86400, 0.0, "kg m-2 s-1"),
+    "precipitation-in-m-per-day": ("TOTAL_PREC", "precipitation", 1e-3, 0.0, "m"),
+    "SSRD-in-J-per-day": ("SSRD", "ssrd", 1e6, 0.0, "J m-2"),
+    "VPD-in-Pa": ("VPD", "vpd", 100.0, 0.0, "Pa"),
+    "CO2-in-mol-per-mol": ("CO2", "co2", 1e-6, 0.0, "mol mol-1"),
+    "temperature-spelled-deg-C": ("T2M_MAX", "t_max", 1.0, 0.0, "degrees Celsius"),
 }
 
 

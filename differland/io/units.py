@@ -4,7 +4,8 @@ The model's internal units are those of DESIGN.md (degC, MJ m-2 d-1, ppm, hPa, m
 m2 m-2, mm). A driver variable's ``units`` attribute is parsed with the CF unit registry of
 cf-xarray (pint); spellings found in real drivers that the registry misreads (``deg C``, ``hPA``)
 are mapped first. Water fluxes given as mass (``kg m-2 s-1``) become depths with the density of
-liquid water; carbon fluxes given as moles of CO2 (``umol m-2 s-1``) become grams of carbon.
+liquid water; carbon fluxes given as moles of CO2 (``umol m-2 s-1``) become grams of carbon;
+amounts per daily step (``m``, ``J m-2``) become rates.
 A variable without ``units`` is taken to be in the model's units, but magnitudes that such a
 variable cannot have are refused with the likely cause.
 """
@@ -63,13 +64,20 @@ def _same(declared: str, canonical: str) -> bool:
     return normalised(declared) == normalised(canonical)
 
 
-def convert(values: np.ndarray, declared: str, canonical: str) -> np.ndarray:
+def convert(values: np.ndarray, declared: str, canonical: str,
+            step_days: float = 1.0) -> np.ndarray:
     """Convert ``values`` from ``declared`` units to ``canonical`` units.
+
+    Besides conversions within one dimension, three bridges are taken when the dimensions
+    differ: water mass to depth (the density of liquid water), moles of CO2 to grams of carbon
+    (the molar mass of carbon), and an amount per step to a rate (``m`` of precipitation or
+    ``J m-2`` of radiation per step of ``step_days``, as in daily reanalysis files).
 
     Args:
         values: data in ``declared`` units (NaN gaps pass through).
         declared: the variable's ``units`` attribute.
         canonical: the model's units for the variable.
+        step_days: length of the driver's time step [d], for amounts per step.
 
     Returns:
         The values in ``canonical`` units, float64.
@@ -94,7 +102,9 @@ def convert(values: np.ndarray, declared: str, canonical: str) -> np.ndarray:
     if source.dimensionality != target.dimensionality:
         density = registry.Quantity(WATER_DENSITY, "kg m-3")
         molar = registry.Quantity(CARBON_MOLAR_MASS, "g mol-1")
-        candidates = [source / density, source * molar]
+        step = registry.Quantity(step_days, "day")  # an amount per step of the driver
+        candidates = [source / density, source * molar, source / step,
+                      source / density / step, source * molar / step]
     for candidate in candidates:
         if candidate.dimensionality == target.dimensionality:
             return np.asarray(candidate.to(target).magnitude, dtype=np.float64)
