@@ -25,6 +25,7 @@ from differland import __version__
 from differland._pytree import as_dict
 from differland.calibrate.gradient import check_checkpoint, fit
 from differland.calibrate.site import (
+    MIN_OBSERVATIONS,
     CalibrationConfigError,
     SiteCalibrationConfig,
     make_site_problem,
@@ -129,8 +130,12 @@ def clear_run_directory(out: Path) -> None:
 
 
 def observed_streams(config: SiteCalibrationConfig, observations, source: str,
-                     required: bool):
+                     required: bool, calibration_end: int | None = None):
     """``config`` with its streams limited to those the driver observes.
+
+    A stream counts as observed when the driver has its variable with at least
+    :data:`~differland.calibrate.site.MIN_OBSERVATIONS` values in the calibration period
+    (the first ``calibration_end`` steps; the whole record when ``None``).
 
     Args:
         config: the calibration configuration.
@@ -138,20 +143,30 @@ def observed_streams(config: SiteCalibrationConfig, observations, source: str,
         source: the driver, for messages.
         required: whether every stream of ``config`` was asked for by name (then a missing one
             is an error); otherwise missing streams are left out with a notice.
+        calibration_end: number of calibration steps.
 
     Raises:
         CalibrationConfigError: a required stream is missing, or none is observed.
     """
-    absent = [name for name in config.streams if name not in observations]
+    def count(name: str) -> int:
+        if name not in observations:
+            return 0
+        return int(np.count_nonzero(np.asarray(observations[name].mask)[:calibration_end]))
+
+    absent = {name: count(name) for name in config.streams
+              if count(name) < MIN_OBSERVATIONS}
     if not absent:
         return config
-    kept = tuple(name for name in config.streams if name in observations)
+    kept = tuple(name for name in config.streams if name not in absent)
+    described = ", ".join(f"{name} ({'no variable' if name not in observations else n})"
+                          for name, n in absent.items())
     if required or not kept:
         raise CalibrationConfigError(
-            f"{source}: no observations for stream(s) {', '.join(absent)} (the driver has "
+            f"{source}: too few observations in the calibration period for stream(s) "
+            f"{described}; at least {MIN_OBSERVATIONS} are needed (the driver has "
             f"{', '.join(sorted(observations)) or 'none'}); choose others with --streams")
-    notice(f"{source}: no observations for {', '.join(absent)}; fitting "
-           f"{', '.join(kept)} only")
+    notice(f"{source}: too few observations in the calibration period for {described}; "
+           f"fitting {', '.join(kept)} only")
     return dataclasses.replace(config, streams=kept)
 
 
@@ -226,7 +241,8 @@ def calibrate_site(driver_path: str | Path, out: str | Path,
     out = Path(out)
     mode = prepare_run_directory(out, [driver_path, *inputs], overwrite)
     driver = read_site_driver(driver_path)
-    config = observed_streams(config, driver.observations, str(driver_path), streams_required)
+    config = observed_streams(config, driver.observations, str(driver_path), streams_required,
+                              driver.calibration_end)
     started = time.perf_counter()
     config_record = {"driver": str(driver_path),
                      "driver_resolved": str(Path(driver_path).resolve()), "site": driver.site_id,

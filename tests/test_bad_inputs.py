@@ -682,12 +682,12 @@ def _calibrate_missing_driver(inputs: Inputs):
 def _calibrate_without_reco(inputs: Inputs):
     driver = inputs.driver(lambda dataset: dataset.drop_vars(["RECO", "RECOunc"]))
     return (["--driver", driver, "--out", "run", "--streams", "reco"],
-            [driver, "no observations for stream(s) reco", "--streams"])
+            [driver, "too few observations", "reco (no variable)", "--streams"])
 
 
 def _calibrate_without_observations(inputs: Inputs):
     return (["--driver", inputs.example, "--out", "run"],
-            [inputs.example, "no observations for stream(s)"])
+            [inputs.example, "too few observations", "the driver has none"])
 
 
 def _calibrate_empty_stream(inputs: Inputs):
@@ -696,7 +696,7 @@ def _calibrate_empty_stream(inputs: Inputs):
 
     driver = inputs.driver(no_gpp)
     return (["--driver", driver, "--out", "run", "--streams", "gpp"],
-            [driver, "stream 'gpp'", "0 observations"])
+            [driver, "gpp (0)", "too few observations"])
 
 
 def _calibrate_bad_sites_table(inputs: Inputs):

@@ -268,7 +268,7 @@ def test_missing_observation_variable_is_a_clear_error(fluxsites_dir, tmp_path, 
                    "--streams", "gpp,reco"])
     err = capsys.readouterr().err
     assert status == 2 and len(err.strip().splitlines()) == 1
-    assert "reco" in err and "no observations" in err
+    assert "reco" in err and "too few observations" in err
     assert not (tmp_path / "run").exists(), "a refused calibration writes nothing"
 
 
@@ -696,3 +696,34 @@ def test_free_parameters_follow_the_phenology():
     assert water == calendar | {"growing_season_water"}
     with pytest.raises(CalibrationConfigError, match="phenology"):
         SiteCalibrationConfig(phenology="gsi")
+
+
+def test_streams_a_driver_lacks_are_left_out_with_a_notice(capsys):
+    """Default streams the driver does not observe (no variable, or too few values in the
+    calibration period) leave the loss with a one-line notice; asked for by name they are an
+    error, and so is a driver that observes none of them."""
+    import dataclasses
+    from types import SimpleNamespace
+
+    from differland.calibrate.site import MIN_OBSERVATIONS
+    from differland.workflows import observed_streams
+
+    def record(n_observed: int, n: int = 100):
+        return SimpleNamespace(mask=np.arange(n) < n_observed)
+
+    config = SiteCalibrationConfig()
+    observations = {"gpp": record(50), "reco": record(MIN_OBSERVATIONS - 1, 100),
+                    "lai": record(40)}
+    kept = observed_streams(config, observations, "site.nc", required=False,
+                            calibration_end=60)
+    assert kept.streams == ("gpp", "lai")
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("differland: notice: site.nc:")
+    assert "reco (9)" in err and "et (no variable)" in err
+    # observations after the calibration period do not count
+    late = {"gpp": SimpleNamespace(mask=np.arange(100) >= 90)}
+    with pytest.raises(CalibrationConfigError, match="gpp"):
+        observed_streams(dataclasses.replace(config, streams=("gpp",)), late, "site.nc",
+                         required=False, calibration_end=60)
+    with pytest.raises(CalibrationConfigError, match="reco"):
+        observed_streams(config, observations, "site.nc", required=True, calibration_end=60)

@@ -67,6 +67,10 @@ _PHENOLOGY_PARAMETERS = tuple(dict.fromkeys(
     name for option in PHENOLOGY_OPTIONS.values() for name in option.parameters))
 
 
+MIN_OBSERVATIONS = 10
+"""Fewest observations of a stream in the calibration period for it to enter the loss."""
+
+
 class CalibrationConfigError(ValueError):
     """A calibration configuration that cannot be run."""
 
@@ -460,10 +464,10 @@ def build_streams(observations: Mapping, config: SiteCalibrationConfig, periods:
         values = np.where(record.mask, record.values, 0.0)
         mask = np.asarray(record.mask, np.float64)
         in_calibration = mask * periods.calibration > 0
-        if in_calibration.sum() < 10:
+        if in_calibration.sum() < MIN_OBSERVATIONS:
             raise CalibrationConfigError(
                 f"{source}: stream {name!r} has {int(in_calibration.sum())} observations in the "
-                "calibration period (need at least 10)")
+                f"calibration period (need at least {MIN_OBSERVATIONS})")
         spread = float(np.std(values[in_calibration]))
         default_sigma = spread if spread > 0 else 1.0
         sigma = np.full(values.shape, default_sigma)
