@@ -290,12 +290,27 @@ def test_time_not_daily(write_variant):
     raises_driver_error(write_variant(modify), "time: not daily: a step of 2 days")
 
 
-def test_time_units_not_days(write_variant):
-    def modify(dataset: xr.Dataset) -> xr.Dataset:
+def test_time_units_other_than_days(write_variant):
+    """Hours (or minutes, seconds) since an origin are converted to days; day numbers
+    declared as hours are then not daily, and other units are refused."""
+    def in_hours(dataset: xr.Dataset) -> xr.Dataset:
+        hours = dataset["time"].values * 24.0
+        return dataset.assign_coords(time=("time", hours,
+                                           {"units": "hours since 2001-01-01 00:00:00"}))
+
+    read_site_driver(write_variant(in_hours))
+
+    def mislabelled(dataset: xr.Dataset) -> xr.Dataset:
         dataset["time"].attrs["units"] = "hours since 2001-01-01 00:00:00"
         return dataset
 
-    raises_driver_error(write_variant(modify), "time: units 'hours since")
+    raises_driver_error(write_variant(mislabelled), "time: not daily")
+
+    def weeks(dataset: xr.Dataset) -> xr.Dataset:
+        dataset["time"].attrs["units"] = "weeks since 2001-01-01"
+        return dataset
+
+    raises_driver_error(write_variant(weeks), "time: units 'weeks since")
 
 
 def test_fewer_than_two_steps(write_variant):

@@ -53,7 +53,9 @@ REQUIRED_VARIABLES: tuple[str, ...] = (*FORCING_SERIES.values(), LATITUDE_VARIAB
 _DRIVER_NAMES = {**FORCING_SERIES, "time": TIME, "latitude": LATITUDE_VARIABLE,
                  "burned_area": BURNED_AREA_VARIABLE}
 _STANDARD_CALENDARS = frozenset({"standard", "gregorian", "proleptic_gregorian"})
-_DAYS_SINCE = re.compile(r"^\s*days?\s+since\s+(?P<origin>\S.*?)\s*$", re.IGNORECASE)
+_TIME_SINCE = re.compile(r"^\s*(?P<unit>days?|d|hours?|hrs?|h|minutes?|mins?|seconds?|secs?|s)"
+                         r"\s+since\s+(?P<origin>\S.*?)\s*$", re.IGNORECASE)
+_DAYS_PER = {"d": 1.0, "h": 1.0 / 24.0, "m": 1.0 / 1440.0, "s": 1.0 / 86400.0}
 _FORCING_VARIABLE = re.compile(r"\bvariable (\w+)")
 
 
@@ -289,11 +291,13 @@ def _scalar(dataset: xr.Dataset, name: str, path: Path) -> float:
     return float(_numeric(variable, name, path).reshape(()))
 
 
-def _origin_offset(units: str, path: Path) -> float:
-    """Days from 2001-01-01 to the origin of ``days since <origin>`` units."""
-    match = _DAYS_SINCE.match(units)
+def _origin_offset(units: str, path: Path) -> tuple[float, float]:
+    """``(days from 2001-01-01 to the origin, days per unit)`` of ``<unit> since <origin>``
+    units (days, hours, minutes or seconds)."""
+    match = _TIME_SINCE.match(units)
     if match is None:
-        raise driver_error(path, f"units {units!r} are not 'days since <date>'", TIME)
+        raise driver_error(path, f"units {units!r} are not '<days|hours|minutes|seconds> since "
+                                 "<date>'", TIME)
     try:
         origin = pd.Timestamp(match["origin"])
     except (ValueError, TypeError) as err:
@@ -302,11 +306,13 @@ def _origin_offset(units: str, path: Path) -> float:
         raise driver_error(path, f"cannot parse the origin of units {units!r}", TIME)
     if origin.tzinfo is not None:
         origin = origin.tz_convert(None)
-    return (origin - pd.Timestamp(MODEL_EPOCH)) / pd.Timedelta(days=1)
+    scale = _DAYS_PER[match["unit"][0].lower()]
+    return (origin - pd.Timestamp(MODEL_EPOCH)) / pd.Timedelta(days=1), scale
 
 
 def _model_time(dataset: xr.Dataset, path: Path) -> np.ndarray:
-    """The time coordinate as days since 2001-01-01 (no units attribute: already so)."""
+    """The time coordinate as days since 2001-01-01 (no units attribute: already so; CF units
+    ``<days|hours|minutes|seconds> since <date>`` are converted)."""
     if TIME not in dataset.coords:
         raise driver_error(path, "no time coordinate", TIME)
     coordinate = dataset.coords[TIME]
@@ -318,8 +324,8 @@ def _model_time(dataset: xr.Dataset, path: Path) -> np.ndarray:
         raise driver_error(path, f"calendar {calendar!r} is not supported (standard only)", TIME)
     values = _numeric(coordinate, TIME, path)
     units = coordinate.attrs.get("units")
-    offset = 0.0 if units is None else _origin_offset(str(units), path)
-    return values + offset
+    offset, scale = (0.0, 1.0) if units is None else _origin_offset(str(units), path)
+    return values * scale + offset
 
 
 def _check_time_axis(time: np.ndarray, path: Path) -> None:
