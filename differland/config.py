@@ -37,6 +37,8 @@ class GlobalModel:
 class NoWaterStress:
     """beta = 1: GPP is not limited by soil water (the reference's "baseline"/"nothing")."""
 
+    parameters: tuple[str, ...] = field(default=(), init=False, repr=False)
+
 
 @dataclass(frozen=True)
 class LinearBeta:
@@ -44,6 +46,9 @@ class LinearBeta:
 
     W is the start-of-step plant-available water. This is the reference's "default".
     """
+
+    parameters: tuple[str, ...] = field(default=("field_capacity", "wilting_point_fraction"),
+                                        init=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -71,6 +76,11 @@ class NeuralBeta:
     monotone: bool = False
 
     @property
+    def parameters(self) -> tuple[str, ...]:
+        """Registry parameters it reads (none: the network's weights stand for them)."""
+        return ()
+
+    @property
     def sizes(self) -> tuple[int, ...]:
         return (1,) + (self.hidden,) * self.layers + (1,)
 
@@ -81,6 +91,10 @@ WaterStress = NoWaterStress | LinearBeta | NeuralBeta
 @dataclass(frozen=True)
 class UnderlyingWUE:
     """ET = GPP sqrt(VPD) / uWUE + r SSRD (Boese et al. 2017): the reference's form."""
+
+    parameters: tuple[str, ...] = field(
+        default=("underlying_water_use_efficiency", "radiation_et_coefficient"), init=False,
+        repr=False)
 
 
 @dataclass(frozen=True)
@@ -133,6 +147,11 @@ class NeuralET:
         if self.transpiration not in ("network", "uwue"):
             raise ValueError(f"NeuralET transpiration must be 'network' or 'uwue', "
                              f"got {self.transpiration!r}")
+
+    @property
+    def parameters(self) -> tuple[str, ...]:
+        """Registry parameters it reads: uWUE when transpiration keeps the uWUE form."""
+        return ("underlying_water_use_efficiency",) if self.transpiration == "uwue" else ()
 
     @property
     def n_inputs(self) -> int:
@@ -395,6 +414,24 @@ class ModelConfig:
             return self.scan_unroll
         return 1 if backend == "cpu" else ACCELERATOR_SCAN_UNROLL
 
+    def parameter_names(self) -> tuple[str, ...]:
+        """Exactly the registry parameters a run with this configuration reads, in registry
+        order: the variant's parameters less those of the process options it does not use,
+        or uses with no effect (the drought leaf loss and the dry-soil decomposition without
+        water stress). A parameter outside this set changes no output."""
+        from differland.params import names_for
+
+        # the drought leaf loss and the dry-soil decomposition scale with 1 - beta
+        stressed = not isinstance(self.water_stress, NoWaterStress)
+        flags = {flag for flag in OPTION_PARAMETERS if getattr(self, flag)}
+        if not stressed:
+            flags -= {"drought_leaf_loss", "water_limited_decomposition"}
+        used = {"leaf_lifespan", *self.water_stress.parameters,
+                *self.evapotranspiration.parameters, *self.phenology.parameters,
+                *(OPTION_PARAMETERS[flag] for flag in flags)}
+        return tuple(name for name in names_for(self.variant)
+                     if name not in OPTION_OWNED_PARAMETERS or name in used)
+
     @property
     def network_sizes(self) -> dict[str, tuple[int, ...]]:
         """Layer sizes of each neural term, keyed as in the ``network`` mapping."""
@@ -431,3 +468,10 @@ PHENOLOGY_OPTIONS: dict[str, Phenology] = {
     "calendar_water": CalendarPhenology(water_limited_release=True),
 }
 MODEL_OPTIONS: dict[str, SiteModel | GlobalModel] = {"site": SiteModel(), "global": GlobalModel()}
+
+
+OPTION_OWNED_PARAMETERS: frozenset[str] = frozenset(
+    name for option in (*WATER_STRESS_OPTIONS.values(), *EVAPOTRANSPIRATION_OPTIONS.values(),
+                        *PHENOLOGY_OPTIONS.values())
+    for name in option.parameters) | frozenset(OPTION_PARAMETERS.values())
+"""Parameters that only some process options read (the others are read by every run)."""

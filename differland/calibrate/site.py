@@ -26,11 +26,9 @@ from differland.calibrate.gradient import (
 from differland.config import (
     EVAPOTRANSPIRATION_OPTIONS,
     MODEL_OPTIONS,
-    OPTION_PARAMETERS,
     PHENOLOGY_OPTIONS,
     WATER_STRESS_OPTIONS,
     ModelConfig,
-    NeuralET,
     NeuralWeatherFactor,
 )
 from differland.forcing import Forcing
@@ -60,12 +58,6 @@ from differland.state import CARBON_POOLS
 OBJECTIVES = ("gaussian", "nnse")
 UNCERTAINTY_POLICIES = ("std", "driver")
 TRAINING_WINDOWS = ("calibration", "record")
-# Parameters that only the linear water-stress factor uses.
-_BETA_ONLY = ("field_capacity", "wilting_point_fraction")
-# Parameters that some phenology forms use and others do not.
-_PHENOLOGY_PARAMETERS = tuple(dict.fromkeys(
-    name for option in PHENOLOGY_OPTIONS.values() for name in option.parameters))
-
 
 MIN_OBSERVATIONS = 10
 """Fewest observations of a stream in the calibration period for it to enter the loss."""
@@ -481,20 +473,11 @@ def build_streams(observations: Mapping, config: SiteCalibrationConfig, periods:
 
 
 def free_parameter_names(config: SiteCalibrationConfig) -> tuple[str, ...]:
-    """Parameters the calibration adjusts (the model's, minus those its options ignore)."""
+    """Parameters the calibration adjusts: ``config.free_parameters``, else every parameter
+    the model configuration reads (:meth:`~differland.config.ModelConfig.parameter_names`)."""
     if config.free_parameters is not None:
         return config.free_parameters
-    names = names_for(config.model)
-    et = config.model_config.evapotranspiration
-    unused = (_BETA_ONLY if config.water_stress != "beta" else ()) + (
-        tuple(name for option, name in OPTION_PARAMETERS.items()
-              if not getattr(config, option)))
-    unused += tuple(name for name in _PHENOLOGY_PARAMETERS
-                    if name not in config.model_config.phenology.parameters)
-    if isinstance(et, NeuralET):  # the network replaces the radiation term (and perhaps uWUE)
-        unused += ("radiation_et_coefficient",) + (
-            ("underlying_water_use_efficiency",) if et.transpiration == "network" else ())
-    return tuple(n for n in names if n not in unused)
+    return config.model_config.parameter_names()
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,133 @@
+"""ModelConfig.parameter_names() is exactly what a run reads.
+
+For a configuration, every registry parameter of its variant is perturbed in turn (all
+perturbed runs vmapped together): a parameter outside ``parameter_names()`` must leave every
+state and output bit unchanged over a year of forcing, and each one inside must change some.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from golden import load
+from helpers import site_forcing, take
+
+from differland import GlobalModel, LinearBeta, ModelConfig, SiteModel, simulate
+from differland.calibrate.site import SiteCalibrationConfig
+from differland.config import (
+    EVAPOTRANSPIRATION_OPTIONS,
+    OPTION_PARAMETERS,
+    PHENOLOGY_OPTIONS,
+    WATER_STRESS_OPTIONS,
+    NeuralWeatherFactor,
+)
+from differland.params import SPECS, ParameterSet, default_parameters, names_for
+from differland.processes.neural import init_network
+
+SITE = ModelConfig(model=SiteModel())
+DEFAULT_CALIBRATION = SiteCalibrationConfig().model_config
+
+
+def perturbed(value: float, name: str) -> float:
+    """A value a tenth of the way from ``value`` to the farther bound of its prior box."""
+    spec = SPECS[name]
+    target = spec.upper if spec.upper - value >= value - spec.lower else spec.lower
+    return value + 0.1 * (target - value)
+
+
+def check_parameter_names(config: ModelConfig, forcing) -> None:
+    variant = config.variant
+    names = names_for(variant)
+    base = default_parameters(variant)
+    rows = [{name: float(base[name]) for name in names}]
+    for name in names:
+        row = dict(rows[0])
+        row[name] = perturbed(row[name], name)
+        rows.append(row)
+    batch = ParameterSet({name: jnp.asarray([row[name] for row in rows]) for name in names})
+    network = init_network(jax.random.PRNGKey(0), config)
+    run = jax.jit(jax.vmap(lambda p: simulate(p, forcing, config, network=network)))
+    leaves = [np.asarray(leaf) for leaf in jax.tree.leaves(run(batch))]
+    used = set(config.parameter_names())
+    for i, name in enumerate(names, start=1):
+        changed = any(not np.array_equal(leaf[i], leaf[0], equal_nan=True) for leaf in leaves)
+        if name in used:
+            assert changed, f"{name} is in parameter_names() but changes no output"
+        else:
+            assert not changed, f"{name} is outside parameter_names() but changes an output"
+
+
+def one_option_configs() -> dict[str, ModelConfig]:
+    """Every process option of the registries alone on the plain site model."""
+    configs = {f"water_stress={k}": dataclasses.replace(SITE, water_stress=v)
+               for k, v in WATER_STRESS_OPTIONS.items()}
+    configs |= {f"evapotranspiration={k}": dataclasses.replace(SITE, evapotranspiration=v)
+                for k, v in EVAPOTRANSPIRATION_OPTIONS.items()}
+    configs |= {f"phenology={k}": dataclasses.replace(SITE, phenology=v)
+                for k, v in PHENOLOGY_OPTIONS.items()}
+    configs |= {flag: dataclasses.replace(SITE, **{flag: True}) for flag in OPTION_PARAMETERS}
+    configs["gpp_weather"] = dataclasses.replace(SITE, gpp_weather=NeuralWeatherFactor())
+    return configs
+
+
+def default_with_each_option() -> dict[str, ModelConfig]:
+    """The default site calibration's model with each option of the registries swapped in."""
+    configs = {f"water_stress={k}": dataclasses.replace(DEFAULT_CALIBRATION, water_stress=v)
+               for k, v in WATER_STRESS_OPTIONS.items()}
+    configs |= {f"evapotranspiration={k}": dataclasses.replace(DEFAULT_CALIBRATION,
+                                                                evapotranspiration=v)
+                for k, v in EVAPOTRANSPIRATION_OPTIONS.items()}
+    configs |= {f"phenology={k}": dataclasses.replace(DEFAULT_CALIBRATION, phenology=v)
+                for k, v in PHENOLOGY_OPTIONS.items()}
+    configs |= {f"{flag}={not getattr(DEFAULT_CALIBRATION, flag)}": dataclasses.replace(
+        DEFAULT_CALIBRATION, **{flag: not getattr(DEFAULT_CALIBRATION, flag)})
+        for flag in OPTION_PARAMETERS}
+    configs["gpp_weather"] = dataclasses.replace(DEFAULT_CALIBRATION,
+                                                 gpp_weather=NeuralWeatherFactor())
+    return configs
+
+
+@pytest.fixture(scope="module")
+def year_of_us_var(fluxsites_dir):
+    return site_forcing(fluxsites_dir, "US-Var", n_steps=365, start=100)
+
+
+@pytest.mark.parametrize("config", [DEFAULT_CALIBRATION,
+                                    ModelConfig(model=SiteModel(), water_stress=LinearBeta())],
+                         ids=["default-calibration", "linear-beta"])
+def test_parameter_names_are_exactly_what_the_site_model_reads(config, year_of_us_var):
+    check_parameter_names(config, year_of_us_var)
+
+
+def test_parameter_names_are_exactly_what_the_global_model_reads(golden_dir):
+    _, _, forcing = load(golden_dir / "dalec993_synthetic_mid.nc")
+    forcing = take(forcing, 2)  # a burning tropical pixel, five years monthly
+    check_parameter_names(ModelConfig(model=GlobalModel(), water_stress=LinearBeta()), forcing)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(one_option_configs()))
+def test_parameter_names_of_each_option_alone(name, year_of_us_var):
+    check_parameter_names(one_option_configs()[name], year_of_us_var)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(default_with_each_option()))
+def test_parameter_names_of_each_option_in_the_default_calibration(name, year_of_us_var):
+    check_parameter_names(default_with_each_option()[name], year_of_us_var)
+
+
+def test_calibration_frees_exactly_the_parameters_the_model_reads():
+    from differland.calibrate.site import free_parameter_names
+
+    config = SiteCalibrationConfig()
+    assert free_parameter_names(config) == config.model_config.parameter_names()
+    assert "field_capacity" not in free_parameter_names(config)  # neural beta
+    # without water stress, the options that scale with 1 - beta have no effect
+    plain = SiteCalibrationConfig(water_stress="none", drought_leaf_loss=True)
+    assert "drought_leaf_loss_rate" not in free_parameter_names(plain)
+    assert "decomposition_water_sensitivity" not in free_parameter_names(plain)
