@@ -1,6 +1,8 @@
 """differland: a differentiable DALEC land-surface model in JAX."""
 
 from differland.config import (
+    CalendarPhenology,
+    ClimatePhenology,
     GlobalModel,
     LinearBeta,
     ModelConfig,
@@ -12,12 +14,15 @@ from differland.config import (
     UnderlyingWUE,
 )
 from differland.forcing import Forcing, ForcingError, make_forcing
-from differland.model import initial_state, simulate, simulate_pixels, step
+from differland.model import Trajectory, initial_state, simulate, simulate_pixels, step
 from differland.params import ParameterError, ParameterSet, default_parameters
 from differland.precision import enable_float64
+from differland.processes.neural import init_network
 from differland.state import State, StepOutputs
 
 __all__ = [
+    "CalendarPhenology",
+    "ClimatePhenology",
     "Forcing",
     "ForcingError",
     "GlobalModel",
@@ -32,9 +37,11 @@ __all__ = [
     "SiteModel",
     "State",
     "StepOutputs",
+    "Trajectory",
     "UnderlyingWUE",
     "default_parameters",
     "enable_float64",
+    "init_network",
     "initial_state",
     "make_forcing",
     "simulate",

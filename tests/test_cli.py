@@ -202,3 +202,17 @@ def test_parameters_command_prints_the_registry(capsys):
     assert status == 0
     for name in names_for("site"):
         assert f"`{name}`" in out
+
+
+def test_readme_python_snippets_run(monkeypatch):
+    """Every ```python block of the README runs as written, from the repository root (its
+    paths are relative to it), with the names the package exports."""
+    import differland
+
+    blocks = re.findall(r"```python\n(.*?)```", REPO_README.read_text(), flags=re.DOTALL)
+    assert blocks, "README shows Python"
+    monkeypatch.chdir(REPO_README.parent)
+    for block in blocks:
+        exec(compile(block, "README.md", "exec"), {"__name__": "readme"})  # noqa: S102
+    for name in differland.__all__:
+        assert hasattr(differland, name), name

@@ -246,7 +246,7 @@ def read_json(path: str | PathLike, **options) -> object:
 
     path = check_input_file(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark is not an error
     except UnicodeDecodeError as err:
         raise driver_error(path, f"not UTF-8 text (byte {err.start}: {err.reason})") from None
     except OSError as err:
