@@ -6,10 +6,13 @@ inside jitted code. A :class:`ModelConfig` is a valid ``static_argnames`` value 
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Literal
 
+from differland._pytree import field_names
 from differland.params import Variant
+from differland.state import CARBON_POOLS, State, StepOutputs
 
 # Time steps per time-loop iteration on a GPU (or other accelerator) when ModelConfig.scan_unroll
 # is None: on an H100, 8 makes the US-Var site run 4x (100 vmapped parameter sets, gradient) to
@@ -24,6 +27,16 @@ class SiteModel:
     """Daily flux-site model (DALEC990): two water buckets (PAW, PUW), no fire."""
 
     name: Variant = field(default="site", init=False)
+    state_fields: tuple[str, ...] = field(default=("deep_water",), init=False, repr=False)
+    outputs: tuple[str, ...] = field(default=("paw_runoff", "puw_runoff", "paw_to_puw"),
+                                     init=False, repr=False)
+
+
+_FIRE_OUTPUTS = tuple(f"fire_combustion_{pool}" for pool in
+                      ("labile", "foliar", "root", "wood", "litter", "som")) + (
+    "fire_transfer_labile_to_litter", "fire_transfer_foliar_to_litter",
+    "fire_transfer_root_to_litter", "fire_transfer_wood_to_som", "fire_transfer_litter_to_som",
+    "fire_combustion_total")
 
 
 @dataclass(frozen=True)
@@ -31,6 +44,9 @@ class GlobalModel:
     """Monthly global model (DALEC993): one water bucket, fire, SIF and VOD."""
 
     name: Variant = field(default="global", init=False)
+    state_fields: tuple[str, ...] = field(default=(), init=False, repr=False)
+    outputs: tuple[str, ...] = field(default=("runoff", *_FIRE_OUTPUTS, "nbe", "sif", "vod"),
+                                     init=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -218,6 +234,11 @@ class CalendarPhenology:
     release_memory_days: float = 60.0
 
     @property
+    def state_fields(self) -> tuple[str, ...]:
+        """State it carries: the held-back release with a water-limited release."""
+        return ("deferred_release",) if self.water_limited_release else ()
+
+    @property
     def parameters(self) -> tuple[str, ...]:
         """The parameters this phenology uses besides ``leaf_lifespan``."""
         return ("labile_release_day", "labile_release_period", "leaf_fall_day",
@@ -281,6 +302,9 @@ class ClimatePhenology:
             raise ValueError("index_rates other than 'both' needs the calendar pulses "
                              "(pulses=True)")
 
+    state_fields: tuple[str, ...] = field(default=("growing_season_index",), init=False,
+                                          repr=False)
+
     @property
     def parameters(self) -> tuple[str, ...]:
         """The parameters this phenology uses besides ``leaf_lifespan``."""
@@ -293,6 +317,14 @@ class ClimatePhenology:
 
 
 Phenology = CalendarPhenology | ClimatePhenology
+
+_OPTIONAL_OUTPUTS = frozenset(f.name for f in dataclasses.fields(StepOutputs)
+                              if f.default is None)
+"""Outputs that only some configurations return (the others are returned by every run)."""
+
+# Boolean process options of ModelConfig that add an output of their own.
+OPTION_OUTPUTS = {"groundwater_supply": "groundwater_supply",
+                  "deep_water_uptake": "deep_water_uptake"}
 
 # Boolean process options of ModelConfig and the parameter each one adds to the model (a
 # model without the option ignores that parameter).
@@ -432,6 +464,25 @@ class ModelConfig:
         return tuple(name for name in names_for(self.variant)
                      if name not in OPTION_OWNED_PARAMETERS or name in used)
 
+    def state_names(self) -> tuple[str, ...]:
+        """The :class:`~differland.state.State` fields a run with this configuration carries
+        (the others are ``None``), in field order."""
+        carried = {*CARBON_POOLS, "soil_water", *self.model.state_fields,
+                   *self.phenology.state_fields}
+        return tuple(name for name in field_names(State) if name in carried)
+
+    def output_names(self) -> tuple[str, ...]:
+        """The :class:`~differland.state.StepOutputs` fields a run with this configuration
+        returns (the others are ``None``), in field order; units in
+        :data:`differland.state.UNITS`."""
+        added = {*self.model.outputs,
+                 *(OPTION_OUTPUTS[flag] for flag in OPTION_OUTPUTS if getattr(self, flag))}
+        if self.gpp_weather is not None:
+            added.add("gpp_weather_factor")
+        names = [name for name in field_names(StepOutputs)
+                 if name not in _OPTIONAL_OUTPUTS or name in added]
+        return tuple(name for name in names if self.outputs is None or name in self.outputs)
+
     @property
     def network_sizes(self) -> dict[str, tuple[int, ...]]:
         """Layer sizes of each neural term, keyed as in the ``network`` mapping."""
@@ -475,3 +526,4 @@ OPTION_OWNED_PARAMETERS: frozenset[str] = frozenset(
                         *PHENOLOGY_OPTIONS.values())
     for name in option.parameters) | frozenset(OPTION_PARAMETERS.values())
 """Parameters that only some process options read (the others are read by every run)."""
+

@@ -1,8 +1,10 @@
-"""ModelConfig.parameter_names() is exactly what a run reads.
+"""ModelConfig answers what a run reads and returns: parameter_names(), state_names(),
+output_names().
 
 For a configuration, every registry parameter of its variant is perturbed in turn (all
 perturbed runs vmapped together): a parameter outside ``parameter_names()`` must leave every
 state and output bit unchanged over a year of forcing, and each one inside must change some.
+The same runs carry exactly the state fields and return exactly the outputs declared.
 """
 
 from __future__ import annotations
@@ -16,7 +18,16 @@ import pytest
 from golden import load
 from helpers import site_forcing, take
 
-from differland import GlobalModel, LinearBeta, ModelConfig, SiteModel, simulate
+from differland import (
+    GlobalModel,
+    LinearBeta,
+    ModelConfig,
+    SiteModel,
+    State,
+    StepOutputs,
+    simulate,
+)
+from differland._pytree import field_names
 from differland.calibrate.site import SiteCalibrationConfig
 from differland.config import (
     EVAPOTRANSPIRATION_OPTIONS,
@@ -51,7 +62,14 @@ def check_parameter_names(config: ModelConfig, forcing) -> None:
     batch = ParameterSet({name: jnp.asarray([row[name] for row in rows]) for name in names})
     network = init_network(jax.random.PRNGKey(0), config)
     run = jax.jit(jax.vmap(lambda p: simulate(p, forcing, config, network=network)))
-    leaves = [np.asarray(leaf) for leaf in jax.tree.leaves(run(batch))]
+    trajectory = run(batch)
+    returned = tuple(name for name in field_names(StepOutputs)
+                     if getattr(trajectory.outputs, name) is not None)
+    carried = tuple(name for name in field_names(State)
+                    if getattr(trajectory.final_state, name) is not None)
+    assert returned == config.output_names()
+    assert carried == config.state_names()
+    leaves = [np.asarray(leaf) for leaf in jax.tree.leaves(trajectory)]
     used = set(config.parameter_names())
     for i, name in enumerate(names, start=1):
         changed = any(not np.array_equal(leaf[i], leaf[0], equal_nan=True) for leaf in leaves)
@@ -111,13 +129,13 @@ def test_parameter_names_are_exactly_what_the_global_model_reads(golden_dir):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(one_option_configs()))
-def test_parameter_names_of_each_option_alone(name, year_of_us_var):
+def test_names_of_each_option_alone(name, year_of_us_var):
     check_parameter_names(one_option_configs()[name], year_of_us_var)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(default_with_each_option()))
-def test_parameter_names_of_each_option_in_the_default_calibration(name, year_of_us_var):
+def test_names_of_each_option_in_the_default_calibration(name, year_of_us_var):
     check_parameter_names(default_with_each_option()[name], year_of_us_var)
 
 
@@ -131,3 +149,8 @@ def test_calibration_frees_exactly_the_parameters_the_model_reads():
     plain = SiteCalibrationConfig(water_stress="none", drought_leaf_loss=True)
     assert "drought_leaf_loss_rate" not in free_parameter_names(plain)
     assert "decomposition_water_sensitivity" not in free_parameter_names(plain)
+
+
+def test_output_names_follow_the_kept_outputs():
+    config = ModelConfig(model=SiteModel(), outputs=("nee", "gpp", "sif"))
+    assert config.output_names() == ("gpp", "nee")
