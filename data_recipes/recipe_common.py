@@ -335,10 +335,14 @@ TEMPORARY_SUFFIX = ".tmp"
 """Suffix of the temporary outputs written beside a target (``.<name>.<8 characters>.tmp``)."""
 MARKER_PREFIX = "# made by the differland data recipe "
 """Start of the first line of a text output that carries no provenance attributes of its own."""
-NETCDF_SIGNATURES: tuple[bytes, ...] = (b"CDF\x01", b"CDF\x02", b"CDF\x05", b"\x89HDF\r\n\x1a\n")
-"""Leading bytes of NetCDF classic (CDF1/2/5) and NetCDF-4 (HDF5) files."""
 _TEMPORARY_RANDOM = r"[a-z0-9_]{8}"
 """The random part of :mod:`tempfile` names."""
+
+
+def _netcdf_signatures() -> tuple[bytes, ...]:
+    from differland.io import NETCDF_SIGNATURES
+
+    return NETCDF_SIGNATURES
 
 
 def text_marker(recipe: str) -> str:
@@ -360,7 +364,7 @@ def _attributes_of(path: Path) -> Mapping[str, object] | None:
             record = json.loads(path.read_text(encoding="utf-8"))
             return record if isinstance(record, dict) else None
         with path.open("rb") as stream:
-            if not stream.read(8).startswith(NETCDF_SIGNATURES):
+            if not stream.read(8).startswith(_netcdf_signatures()):
                 return None
         import netCDF4
 
@@ -443,19 +447,19 @@ def check_not_input(path: Path, inputs: Mapping[str, object], option: str = "--o
 
 
 def check_writable(path: Path, option: str = "--out") -> None:
-    """Check that ``path`` can be created: its nearest existing ancestor is a writable folder.
+    """Check that ``path`` can be created: its nearest existing ancestor is a writable folder
+    (:func:`differland.io.check_writable_location`).
 
     Raises:
         RecipeError: an ancestor is not a folder, or the process may not write in it.
     """
-    parent = path.absolute().parent
-    ancestor = next(folder for folder in (parent, *parent.parents) if folder.exists()
-                    or folder.is_symlink())
-    if not ancestor.is_dir():
-        raise recipe_error(path, f"{option} cannot be written: {ancestor} is not a folder")
-    if not os.access(ancestor, os.W_OK | os.X_OK):
-        raise recipe_error(path, f"{option} cannot be written: no permission to write in "
-                                 f"{ancestor}")
+    from differland.io import OutputError, check_writable_location
+
+    try:
+        check_writable_location(path.absolute())
+    except OutputError as error:
+        problem = str(error).split(": ", 1)[-1]
+        raise recipe_error(path, f"{option} {problem}") from None
 
 
 def check_output(path: str | PathLike, recipe: str, inputs: Mapping[str, object],

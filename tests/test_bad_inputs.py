@@ -299,7 +299,7 @@ def _out_folder(inputs: Inputs):
 def _out_under_file(inputs: Inputs):
     parent = inputs.write("notes.txt", "a file, not a folder")
     return (["--driver", inputs.example, "--out", parent / "out.nc"],
-            [parent, "is a file, not a folder"])
+            [parent, "is not a folder"])
 
 
 def _option(flag: str, value: str, expected: str):
@@ -671,7 +671,7 @@ def _calibrate_over_config(inputs: Inputs):
 def _calibrate_out_under_file(inputs: Inputs):
     parent = inputs.write("notes.txt", "a file")
     return (["--driver", inputs.shared_driver, "--out", parent / "run"],
-            [parent, "is a file, not a folder"])
+            [parent, "is not a folder"])
 
 
 def _calibrate_missing_driver(inputs: Inputs):

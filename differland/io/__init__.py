@@ -6,6 +6,7 @@ problem with an input file raises :class:`DriverError` with a one-line message
 """
 
 from differland.io._files import (
+    NETCDF_SIGNATURES,
     check_output_file,
     check_writable_location,
     read_json,
@@ -34,6 +35,7 @@ from differland.io.site import (
 )
 
 __all__ = [
+    "NETCDF_SIGNATURES",
     "OBSERVATION_VARIABLES",
     "DriverError",
     "OutputError",

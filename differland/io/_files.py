@@ -170,7 +170,7 @@ def check_writable_location(path: str | PathLike) -> Path:
             break
         ancestor = ancestor.parent
     if ancestor.exists() and not ancestor.is_dir():
-        raise output_error(path, f"cannot be created: {ancestor} is a file, not a folder")
+        raise output_error(path, f"cannot be written: {ancestor} is not a folder")
     if not os.access(ancestor, os.W_OK | os.X_OK):
         raise output_error(path, f"cannot be written: no write permission in {ancestor}")
     return path
