@@ -16,6 +16,7 @@ from typing import Annotated
 import typer
 
 from differland import __version__
+from differland.calibrate.site import SiteCalibrationConfig
 
 # Plain help (no boxes): every option and its default stay readable in 80 columns.
 _CONTEXT = {"help_option_names": ["-h", "--help"], "show_default": True}
@@ -420,17 +421,8 @@ def _stream_names(text: str | None) -> tuple[str, ...] | None:
     return names
 
 
-class _DefaultCalibration:
-    """The defaults of :class:`~differland.calibrate.site.SiteCalibrationConfig`, read when
-    the help text is built (the calibration module is imported only then)."""
-
-    def __getattr__(self, name):
-        from differland.calibrate.site import SiteCalibrationConfig
-
-        return getattr(SiteCalibrationConfig(), name)
-
-
-_DEFAULT = _DefaultCalibration()
+_DEFAULT = SiteCalibrationConfig()
+"""The default site calibration, whose values the help of ``calibrate site`` shows."""
 
 
 @calibrate_app.command("site")
