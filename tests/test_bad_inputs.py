@@ -1107,32 +1107,33 @@ def test_every_checkpoint_damaged_is_refused(tmp_path, killed_fit):
 
 
 def test_stale_temporaries_are_removed(tmp_path):
-    stale = [tmp_path / ".out.nc.k2j4h1.tmp", tmp_path / ".out.nc.a.b.tmp"]
-    other_output = tmp_path / ".params.json.x9z.tmp"
-    kept = [tmp_path / "out.nc", tmp_path / ".out.nc.tmp", tmp_path / "out.nc.abc.tmp",
-            tmp_path / ".out.nc.abc.tmp.bak", tmp_path / "sub" / ".out.nc.deep.tmp"]
+    """Only files named as tempfile.mkstemp names an atomic write's temporary
+    (``.<name>.<8 random characters>.tmp``) are removed: not folders, links, other names."""
+    stale = [tmp_path / ".out.nc.k2j4h1_a.tmp", tmp_path / ".out.nc.0123abcd.tmp"]
+    other_output = tmp_path / ".params.json.x9z8y7w6.tmp"
+    kept = [tmp_path / "out.nc", tmp_path / ".out.nc.tmp", tmp_path / "out.nc.abcdefgh.tmp",
+            tmp_path / ".out.nc.abcdefgh.tmp.bak", tmp_path / ".out.nc.notes.tmp",
+            tmp_path / ".out.nc.ABCDEFGH.tmp", tmp_path / "sub" / ".out.nc.deep1234.tmp"]
     for path in [*stale, other_output, *kept]:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("partial")
-    folder = tmp_path / ".out.nc.folder.tmp"
+    folder = tmp_path / ".out.nc.folder12.tmp"
     folder.mkdir()
-    link = tmp_path / ".out.nc.link.tmp"
+    link = tmp_path / ".out.nc.link1234.tmp"
     link.symlink_to(tmp_path / "out.nc")
     assert sorted(remove_stale_temporaries(tmp_path, "out.nc")) == sorted(stale)
     assert not any(path.exists() for path in stale)
     assert other_output.exists() and folder.is_dir() and link.is_symlink()
     assert all(path.exists() for path in kept)
-    # every output's: ".out.nc.tmp" is named like a temporary of an output called "out"
-    named_like_one = tmp_path / ".out.nc.tmp"
-    assert sorted(remove_stale_temporaries(tmp_path)) == sorted([named_like_one, other_output])
-    assert all(path.exists() for path in kept if path != named_like_one)
+    assert remove_stale_temporaries(tmp_path) == [other_output]
+    assert all(path.exists() for path in kept)
     assert folder.is_dir() and link.is_symlink()
     assert remove_stale_temporaries(tmp_path / "missing") == []
 
 
 def test_simulate_removes_a_stale_temporary_with_a_notice(tmp_path, capsys, example_driver):
     out = tmp_path / "out.nc"
-    stale = tmp_path / ".out.nc.q8w7e6.tmp"
+    stale = tmp_path / ".out.nc.q8w7e6r5.tmp"
     stale.write_bytes(b"half a file")
     status = main(["simulate", "--driver", str(example_driver), "--out", str(out)])
     captured = capsys.readouterr()

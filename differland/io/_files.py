@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from collections.abc import Callable
 from os import PathLike
@@ -124,6 +125,7 @@ def write_json(path: str | PathLike, content: object) -> None:
 
 TEMPORARY_PATTERN = ".{name}.*.tmp"
 """Name pattern of the temporary files of :func:`write_atomically` (``name``: the target's)."""
+_TEMPORARY_NAME = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")
 
 
 def remove_stale_temporaries(directory: str | PathLike, name: str = "*") -> list[Path]:
@@ -143,6 +145,9 @@ def remove_stale_temporaries(directory: str | PathLike, name: str = "*") -> list
         return []
     removed = []
     for candidate in directory.glob(TEMPORARY_PATTERN.format(name=name)):
+        # the 8 random characters of tempfile.mkstemp, nothing else
+        if not _TEMPORARY_NAME.fullmatch(candidate.name):
+            continue
         if candidate.is_file() and not candidate.is_symlink():
             candidate.unlink(missing_ok=True)
             removed.append(candidate)
