@@ -137,11 +137,8 @@ class NeuralET:
     limits in the calibration years that input stands for whatever it correlates with there.
 
     The hidden layers have 10 units, as the reference's. The networks run at every step of
-    the time loop, for every start or pixel, and set about half the cost of a hybrid
-    calibration. Narrower networks are cheaper but fitted the flux sites' test periods less
-    well: with 8 units in both networks the gradient of the default site calibration (US-Var,
-    32 starts, CPU) took 85 ms against 107 ms, and the median test GPP NSE of the 12 reference
-    sites fell from 0.823-0.832 (four seeds) to 0.794 (``docs/calibration.md``).
+    the time loop, for every start or pixel; narrower ones were measured and not adopted
+    (``docs/calibration.md``, "Cost").
     """
 
     transpiration: Literal["network", "uwue"] = "network"
