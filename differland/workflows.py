@@ -23,7 +23,7 @@ import numpy as np
 
 from differland import __version__
 from differland._pytree import as_dict
-from differland.calibrate.gradient import check_checkpoint, fit
+from differland.calibrate.gradient import NonFiniteLossError, check_checkpoint, fit
 from differland.calibrate.site import (
     MIN_OBSERVATIONS,
     CalibrationConfigError,
@@ -204,8 +204,13 @@ def refine_selected(problem, config: SiteCalibrationConfig, result, progress: bo
     if not config.refine_iterations:
         return result.best, None
     before = float(result.selection_loss[result.best_index])
-    refined = fit(*problem.refine_arguments(), jax.tree.map(lambda x: x[None], result.best),
-                  config.refine_settings, progress=progress, description=f"{label} refine")
+    try:
+        refined = fit(*problem.refine_arguments(), jax.tree.map(lambda x: x[None], result.best),
+                      config.refine_settings, progress=progress, description=f"{label} refine")
+    except NonFiniteLossError:  # the selected values stand
+        return result.best, {"iterations": 0, "calibration_loss_before": before,
+                             "calibration_loss_after": None, "accepted": False,
+                             "nonfinite_steps_skipped": None}
     after = float(refined.selection_loss[0])
     accepted = bool(np.isfinite(after) and after < before)
     record = {"iterations": refined.iterations, "calibration_loss_before": before,
