@@ -189,7 +189,7 @@ class Columns:
         forcing: forcing quantity (TA, SW_IN, VPD, P, and CO2 and PA when present) -> column.
         min_max: daily minimum and maximum air temperature columns, if present.
         day_night: daytime and night-time mean air temperature columns, if present.
-        observations: observed quantity (NEE, GPP, RECO, LE) -> column.
+        observations: observed quantity (NEE, GPP, RECO, LE) -> column, for those present.
         qc: observed quantity -> its QC column, where present.
         carbon_units: ``"gC"`` or ``"umol"``: units of NEE, GPP and RECO in the file.
     """
@@ -394,8 +394,9 @@ def resolve_columns(table: pd.DataFrame, date: str | None, options: RecipeOption
     reported with the other missing columns.
 
     The first alternate present that holds at least one value is chosen (else the first
-    present). QC columns (``<column>_QC``) of NEE and LE are required when
-    ``options.qc_threshold`` is above 0.
+    present). Only the date and the forcing are required: an observed quantity without a
+    column is left out of the driver, and one without a QC column (``<column>_QC``) is not
+    QC-masked (see :func:`observation_notes`).
 
     Raises:
         RecipeError: one line listing every missing required column, each with its accepted
@@ -417,16 +418,13 @@ def resolve_columns(table: pd.DataFrame, date: str | None, options: RecipeOption
         if column is not None:
             forcing[quantity] = column
     method = options.partitioning
-    observations = {quantity: choose([name.format(method=method) for name in alternates])
-                    for quantity, alternates in OBSERVATION_ALTERNATES.items()}
-    qc = {}
-    for quantity, column in observations.items():
-        if column is None:
-            continue
-        if column + QC_SUFFIX in table.columns:
-            qc[quantity] = column + QC_SUFFIX
-        elif quantity in ("NEE", "LE") and options.qc_threshold > 0:
-            missing.append(column + QC_SUFFIX)
+    observations = {}
+    for quantity, alternates in OBSERVATION_ALTERNATES.items():
+        column = _first_present(table, [name.format(method=method) for name in alternates])
+        if column is not None:
+            observations[quantity] = column
+    qc = {quantity: column + QC_SUFFIX for quantity, column in observations.items()
+          if column + QC_SUFFIX in table.columns}
     if missing:
         raise recipe_error(source, f"missing {len(missing)} required column(s): "
                                    f"{'; '.join(missing)}")
@@ -726,29 +724,56 @@ def observation_variables(table: pd.DataFrame, columns: Columns, options: Recipe
 
     out = {}
     for name, quantity in (("NBE", "NEE"), ("GPP", "GPP"), ("RECO", "RECO")):
+        if quantity not in names:
+            continue
         qc, qc_name = qc_of(quantity)
         out[name] = (qc_masked(table[names[quantity]].to_numpy() * scale, qc, threshold),
                      f"{names[quantity]}{unit_rule} where {qc_name} >= {threshold:g}")
-    le_qc, le_qc_name = (table[columns.qc["LE"]].to_numpy(), columns.qc["LE"]) \
-        if "LE" in columns.qc else (ones, "no QC column")
-    out["ET"] = (qc_masked(table[names["LE"]].to_numpy() * LATENT_HEAT_TO_ET, le_qc, threshold),
-                 f"{names['LE']} x 86400 / 2.45e6 where {le_qc_name} >= {threshold:g}")
-    nee, gpp, reco = names["NEE"], names["GPP"], names["RECO"]
-    uncertainties = {
-        "NBEunc": (_scaled(_column(table, f"{nee}_JOINTUNC"), scale),
-                   f"{nee}_JOINTUNC{unit_rule}"),
-        "GPPunc": (_scaled(percentile_spread(table, gpp.removesuffix("_REF")), scale),
-                   f"({gpp[:-4]}_84 - {gpp[:-4]}_16) / 2{unit_rule}"),
-        "RECOunc": (_scaled(percentile_spread(table, reco.removesuffix("_REF")), scale),
-                    f"({reco[:-4]}_84 - {reco[:-4]}_16) / 2{unit_rule}"),
-        "ETunc": (_scaled(_column(table, "LE_RANDUNC"), LATENT_HEAT_TO_ET),
-                  "LE_RANDUNC x 86400 / 2.45e6"),
-    }
+    if "LE" in names:
+        le_qc, le_qc_name = (table[columns.qc["LE"]].to_numpy(), columns.qc["LE"]) \
+            if "LE" in columns.qc else (ones, "no QC column")
+        out["ET"] = (qc_masked(table[names["LE"]].to_numpy() * LATENT_HEAT_TO_ET, le_qc,
+                               threshold),
+                     f"{names['LE']} x 86400 / 2.45e6 where {le_qc_name} >= {threshold:g}")
+    uncertainties = {}
+    if "NEE" in names:
+        nee = names["NEE"]
+        uncertainties["NBEunc"] = (_scaled(_column(table, f"{nee}_JOINTUNC"), scale),
+                                   f"{nee}_JOINTUNC{unit_rule}")
+    for name, quantity in (("GPPunc", "GPP"), ("RECOunc", "RECO")):
+        if quantity in names:
+            column = names[quantity]
+            uncertainties[name] = (
+                _scaled(percentile_spread(table, column.removesuffix("_REF")), scale),
+                f"({column[:-4]}_84 - {column[:-4]}_16) / 2{unit_rule}")
+    if "LE" in names:
+        uncertainties["ETunc"] = (_scaled(_column(table, "LE_RANDUNC"), LATENT_HEAT_TO_ET),
+                                  "LE_RANDUNC x 86400 / 2.45e6")
     for name, (sigma, rule) in uncertainties.items():
         if sigma is not None:
             values = out[name.removesuffix("unc")][0]
             out[name] = (np.where(np.isfinite(values), sigma, np.nan), rule)
     return out
+
+
+def observation_notes(columns: Columns, options: RecipeOptions, source: Path) -> list[str]:
+    """Notes on the observed quantities a file lacks, or whose QC column it lacks."""
+    absent = [quantity for quantity in OBSERVATION_ALTERNATES
+              if quantity not in columns.observations]
+    notes = []
+    if absent:
+        accepted = "; ".join(" or ".join(name.format(method=options.partitioning)
+                                         for name in OBSERVATION_ALTERNATES[quantity])
+                             for quantity in absent)
+        notes.append(f"{source}: no column for {', '.join(absent)} ({accepted}); the driver "
+                     "does not observe it")
+    if options.qc_threshold > 0:
+        unmasked = [column for quantity, column in columns.observations.items()
+                    if quantity not in columns.qc
+                    and not (quantity in ("GPP", "RECO") and "NEE" in columns.qc)]
+        if unmasked:
+            notes.append(f"{source}: no QC column for {', '.join(unmasked)}; not QC-masked")
+    return notes
 
 
 def _column(table: pd.DataFrame, column: str) -> np.ndarray | None:
@@ -940,7 +965,7 @@ def qc_summary(observations: dict[str, tuple[np.ndarray, str]], table: pd.DataFr
     raw = {"NBE": "NEE", "GPP": "GPP", "RECO": "RECO", "ET": "LE"}
     return {name: int((table[columns.observations[quantity]].notna()
                        & np.isnan(observations[name][0])).sum())
-            for name, quantity in raw.items()}
+            for name, quantity in raw.items() if quantity in columns.observations}
 
 
 OBSERVATION_STREAMS = ("GPP", "RECO", "NBE", "ET", "LAI")
@@ -1006,6 +1031,7 @@ def build_site_driver(csv_path: Path, site: SiteInfo, out: Path, options: Recipe
                               "m-2 s-1 (FluxDataKit file name); pass --carbon-units gC if they "
                               "are gC m-2 d-1"))
     series = forcing_variables(table, columns, options, csv_path, notes)
+    notes.extend(("note", text) for text in observation_notes(columns, options, csv_path))
     observations = observation_variables(table, columns, options)
     series.update(observations)
     if lai_path is not None:

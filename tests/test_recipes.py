@@ -317,7 +317,6 @@ def test_fluxnet_forcing_gaps_are_an_error_or_filled(flux_inputs: dict[str, Path
 @pytest.mark.parametrize(("modify", "expected"), [
     (lambda t: t.drop(columns="SW_IN_F"), "missing 1 required column(s): SW_IN_F (or "
                                           "SW_IN_F_MDS)"),
-    (lambda t: t.drop(columns="NEE_VUT_REF_QC"), "required column(s): NEE_VUT_REF_QC"),
     (lambda t: t.drop(index=[40, 41]), "time gap: 2 missing day(s) between 2001-02-09 and "
                                        "2001-02-12"),
     (lambda t: t.iloc[[1, 0, *range(2, len(t))]], "not strictly increasing"),
@@ -541,19 +540,39 @@ def test_fluxnet_lists_every_missing_column_at_once(flux_inputs: dict[str, Path]
         columns=["SW_IN_F", "VPD_F", "P_F", "NEE_VUT_REF_QC", "LE_F_MDS", "GPP_NT_VUT_REF"]))
     error = refused(fluxnet, flux_argv(flux_inputs, tmp_path / "out.nc", path), capsys,
                     tmp_path)
-    assert ("missing 6 required column(s): SW_IN_F (or SW_IN_F_MDS); VPD_F (or VPD_F_MDS); "
-            "P_F (or P_F_MDS); GPP_NT_VUT_REF; LE_F_MDS (or LE_F); NEE_VUT_REF_QC") in error
+    assert ("missing 3 required column(s): SW_IN_F (or SW_IN_F_MDS); VPD_F (or VPD_F_MDS); "
+            "P_F (or P_F_MDS)") in error
     undated = write_modified(flux_inputs, tmp_path, lambda t: t.drop(
         columns=["TIMESTAMP", "VPD_F", "LE_F_MDS_QC"]))
     error = refused(fluxnet, flux_argv(flux_inputs, tmp_path / "out.nc", undated), capsys,
                     tmp_path)
-    assert ("missing 3 required column(s): TIMESTAMP (or date) with YYYYMMDD or YYYY-MM-DD "
-            "dates; VPD_F (or VPD_F_MDS); LE_F_MDS_QC") in error
-    # the QC columns are optional when nothing is masked
+    assert ("missing 2 required column(s): TIMESTAMP (or date) with YYYYMMDD or YYYY-MM-DD "
+            "dates; VPD_F (or VPD_F_MDS)") in error
+
+
+def test_fluxnet_observations_and_qc_columns_are_optional(flux_inputs: dict[str, Path],
+                                                         fluxnet: ModuleType, tmp_path: Path,
+                                                         capsys):
+    """A file without some observed quantities gives a driver without them, and one without
+    QC columns a driver whose observations are not QC-masked; each is said in a note."""
+    path = write_modified(flux_inputs, tmp_path, lambda t: t.drop(
+        columns=["NEE_VUT_REF", "NEE_VUT_REF_QC", "NEE_VUT_REF_JOINTUNC", "RECO_NT_VUT_REF",
+                 "RECO_NT_VUT_16", "RECO_NT_VUT_84", "RECO_DT_VUT_REF", "LE_F_MDS_QC"]))
+    out = tmp_path / "out.nc"
+    assert fluxnet.main(flux_argv(flux_inputs, out, path)) == 0, capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "no column for NEE, RECO (NEE_VUT_REF; RECO_NT_VUT_REF)" in err
+    assert "no QC column for GPP_NT_VUT_REF, LE_F_MDS; not QC-masked" in err
+    driver = open_raw(out)
+    assert "NBE" not in driver and "RECO" not in driver
+    assert "no QC column" in driver.GPP.attrs["source"]
+    assert "no QC column" in driver.ET.attrs["source"]
+    # the QC columns are not needed when nothing is masked, and say nothing then
     qc_free = write_modified(flux_inputs, tmp_path, lambda t: t.drop(
         columns=["NEE_VUT_REF_QC", "LE_F_MDS_QC"]))
-    out = tmp_path / "out.nc"
-    assert fluxnet.main([*flux_argv(flux_inputs, out, qc_free), "--qc-threshold", "0"]) == 0
+    assert fluxnet.main([*flux_argv(flux_inputs, out, qc_free), "--qc-threshold", "0",
+                         "--overwrite"]) == 0
+    assert "QC" not in capsys.readouterr().err
     assert "no QC column" in open_raw(out).GPP.attrs["source"]
 
 
@@ -724,6 +743,29 @@ def test_fluxdatakit_daily_file_is_converted_without_edits(source_driver: xr.Dat
                          "--out", str(again), "--carbon-units", "gC"]) == 0
     np.testing.assert_allclose(open_raw(again).GPP.values, driver.GPP.values
                                / fluxnet.UMOL_TO_GC_PER_DAY, rtol=1e-9)
+
+
+def test_fluxdatakit_downsampled_layout_without_nee_reco_and_qc(source_driver: xr.Dataset,
+                                                               flux_inputs: dict[str, Path],
+                                                               fluxnet: ModuleType,
+                                                               tmp_path: Path, capsys):
+    """The layout of FluxDataKit's own daily down-sampling (no NEE, RECO, QC or TMIN/TMAX
+    columns) gives a driver of GPP and ET, unmasked, with a note for each thing it lacks."""
+    table = fluxdatakit_table(source_driver, fluxnet)
+    dropped = [name for name in table.columns if name.endswith("_QC") or name in (
+        "NEE_VUT_REF", "RECO_NT_VUT_REF", "TMIN_F_MDS", "TMAX_F_MDS", "TA_DAY_F_MDS")]
+    csv_path = tmp_path / FLUXDATAKIT_NAME
+    table.drop(columns=dropped).to_csv(csv_path, index=False, na_rep="NA")
+    out = tmp_path / f"{DRIVER_SITE}.nc"
+    assert fluxnet.main([str(csv_path), "--site-info", str(flux_inputs["site_info"]),
+                         "--out", str(out)]) == 0, capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "no column for NEE, RECO" in err and "not QC-masked" in err
+    driver, truth = open_raw(out), source_driver
+    assert {"GPP", "ET"} <= set(driver.data_vars) and not {"NBE", "RECO"} & set(driver.data_vars)
+    observed = np.isfinite(truth.GPP.values)
+    np.testing.assert_allclose(driver.GPP.values[observed], truth.GPP.values[observed],
+                               rtol=1e-9)
 
 
 # --- grids ------------------------------------------------------------------------------------
