@@ -126,6 +126,9 @@ OBSERVATION_ALTERNATES: dict[str, tuple[str, ...]] = {
     "LE": ("LE_F_MDS", "LE_F"),
 }
 """Observed quantity -> accepted columns (``{method}``: the --partitioning, NT or DT)."""
+LAI_COLUMN = "LAI"
+"""Column of leaf area index [m2 m-2] in FluxDataKit daily files (MODIS, smoothed), used when
+no --lai file is given."""
 QC_SUFFIX = "_QC"
 """Suffix of the daily QC fraction of a column (``NEE_VUT_REF_QC``)."""
 CARBON_UNITS: dict[str, str] = {"gC": "gC m-2 d-1", "umol": "umol CO2 m-2 s-1 (daily mean)"}
@@ -1036,6 +1039,12 @@ def build_site_driver(csv_path: Path, site: SiteInfo, out: Path, options: Recipe
     series.update(observations)
     if lai_path is not None:
         series.update(lai_variables(lai_path, table.index.to_numpy(), options.lai_max_gap))
+    elif LAI_COLUMN in table.columns and table[LAI_COLUMN].notna().any():
+        # FluxDataKit carries the MODIS LAI of the tower's pixel
+        series["LAI"] = (table[LAI_COLUMN].to_numpy(dtype=np.float64),
+                         f"{LAI_COLUMN} column of {csv_path.name}")
+        notes.append(("note", f"{csv_path}: LAI taken from its {LAI_COLUMN} column (give --lai "
+                              "to use another record)"))
     background = series["CO2"][1].startswith(BACKGROUND_CO2_RULE)
     co2_record = co2_record_path() if background else None
     provenance = provenance_attrs(

@@ -701,8 +701,9 @@ def test_fluxdatakit_daily_file_is_converted_without_edits(source_driver: xr.Dat
                          "--out", str(out)]) == 0
     captured = capsys.readouterr()
     notes = captured.err.strip().splitlines()
-    assert len(notes) == 1 and notes[0].startswith("fluxnet.py: note: ")
+    assert len(notes) == 2 and all(note.startswith("fluxnet.py: note: ") for note in notes)
     assert "read as daily means in umol CO2 m-2 s-1 (FluxDataKit file name)" in notes[0]
+    assert "LAI taken from its LAI column" in notes[1]
     assert captured.out.startswith(f"fluxnet.py: wrote {DRIVER_SITE} to {out}: 2001-01-01 to "
                                    "2003-12-31, 1095 days")
     driver, truth = open_raw(out), source_driver
@@ -733,6 +734,8 @@ def test_fluxdatakit_daily_file_is_converted_without_edits(source_driver: xr.Dat
     np.testing.assert_allclose(driver.ET.values[observed], truth.ET.values[observed],
                                rtol=1e-9)
     assert not {"GPPunc", "RECOunc", "NBEunc", "ETunc"} & set(driver.data_vars)
+    lai = np.isfinite(truth.LAI.values)
+    np.testing.assert_allclose(driver.LAI.values[lai], truth.LAI.values[lai], rtol=1e-6)
     columns = json.loads(driver.attrs["recipe_options"])["columns"]
     assert columns["forcing"] == {"TA": "TA_F_MDS", "SW_IN": "SW_IN_F_MDS", "VPD": "VPD_F_MDS",
                                   "P": "P_F", "CO2": "CO2_F_MDS", "PA": "PA_F"}
