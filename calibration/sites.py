@@ -146,14 +146,22 @@ def write_summary(out: Path, rows: list[dict], seconds: float, overrides: dict, 
                                       "config": config_path, "overrides": overrides})
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """Argument parser whose usage errors are one line on stderr, with exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())} (see --help)\n")
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = OneLineParser(prog="sites.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--sites-dir", type=Path, required=True,
                         help="folder of site drivers (*.nc), optionally with sites.csv")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--sites", nargs="*", help="only these site ids")
     parser.add_argument("--config", type=Path, help="JSON calibration config")
-    parser.add_argument("--workers", type=int, default=2, help="parallel site processes")
+    parser.add_argument("--workers", type=int, default=2,
+                        help="parallel site processes (default 2)")
     parser.add_argument("--seed", type=int, help="seed of the random starts")
     parser.add_argument("--starts", type=int, help="random starts per site")
     parser.add_argument("--iterations", type=int, help="maximum iterations per site")
@@ -165,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
                              "their results are reused)")
     args = parser.parse_args(argv)
 
+    if args.workers < 1:
+        parser.error(f"argument --workers: must be at least 1, not {args.workers}")
     drivers = sorted(args.sites_dir.glob("*.nc"))
     if args.sites:
         wanted = set(args.sites)
@@ -209,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, dict] = {}
     errors: dict[str, str] = {}
     context = multiprocessing.get_context("spawn")
-    pool = ProcessPoolExecutor(max_workers=max(1, args.workers), mp_context=context)
+    pool = ProcessPoolExecutor(max_workers=args.workers, mp_context=context)
     previous_handler = signal.signal(signal.SIGTERM, _raise_terminated)
     for driver in list(drivers):  # finished sites keep their results
         if finished.get(driver.stem) is not None:

@@ -727,3 +727,16 @@ def test_streams_a_driver_lacks_are_left_out_with_a_notice(capsys):
                          required=False, calibration_end=60)
     with pytest.raises(CalibrationConfigError, match="reco"):
         observed_streams(config, observations, "site.nc", required=True, calibration_end=60)
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (["--workers", "abc"], "--workers: invalid int value"),
+    (["--sites-dir", "x", "--out", "y", "--workers", "0"], "--workers: must be at least 1"),
+    ([], "required: --sites-dir, --out"),
+])
+def test_sites_script_usage_errors_are_one_line(args, expected, tmp_path):
+    completed = subprocess.run([sys.executable, str(REPO / "calibration" / "sites.py"), *args],
+                               capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert completed.returncode == 2 and completed.stdout == ""
+    assert completed.stderr.count("\n") == 1 and expected in completed.stderr
+    assert list(tmp_path.iterdir()) == []
