@@ -1029,10 +1029,12 @@ def build_site_driver(csv_path: Path, site: SiteInfo, out: Path, options: Recipe
     notes = [] if notes is None else notes
     table, date = read_fluxnet_table(csv_path, options, notes)
     columns = resolve_columns(table, date, options, csv_path)
-    if options.carbon_units == "auto" and columns.carbon_units == "umol":
-        notes.append(("note", f"{csv_path}: NEE, GPP and RECO read as daily means in umol CO2 "
-                              "m-2 s-1 (FluxDataKit file name); pass --carbon-units gC if they "
-                              "are gC m-2 d-1"))
+    carbon = [quantity for quantity in ("NEE", "GPP", "RECO")
+              if quantity in columns.observations]
+    if options.carbon_units == "auto" and columns.carbon_units == "umol" and carbon:
+        notes.append(("note", f"{csv_path}: {', '.join(carbon)} read as daily means in umol "
+                              "CO2 m-2 s-1 (FluxDataKit file name); pass --carbon-units gC if "
+                              "they are gC m-2 d-1"))
     series = forcing_variables(table, columns, options, csv_path, notes)
     notes.extend(("note", text) for text in observation_notes(columns, options, csv_path))
     observations = observation_variables(table, columns, options)

@@ -702,7 +702,8 @@ def test_fluxdatakit_daily_file_is_converted_without_edits(source_driver: xr.Dat
     captured = capsys.readouterr()
     notes = captured.err.strip().splitlines()
     assert len(notes) == 2 and all(note.startswith("fluxnet.py: note: ") for note in notes)
-    assert "read as daily means in umol CO2 m-2 s-1 (FluxDataKit file name)" in notes[0]
+    assert "NEE, GPP, RECO read as daily means in umol CO2 m-2 s-1 (FluxDataKit file name)" \
+        in notes[0]
     assert "LAI taken from its LAI column" in notes[1]
     assert captured.out.startswith(f"fluxnet.py: wrote {DRIVER_SITE} to {out}: 2001-01-01 to "
                                    "2003-12-31, 1095 days")
@@ -764,6 +765,7 @@ def test_fluxdatakit_downsampled_layout_without_nee_reco_and_qc(source_driver: x
                          "--out", str(out)]) == 0, capsys.readouterr().err
     err = capsys.readouterr().err
     assert "no column for NEE, RECO" in err and "not QC-masked" in err
+    assert "GPP read as daily means in umol" in err
     driver, truth = open_raw(out), source_driver
     assert {"GPP", "ET"} <= set(driver.data_vars) and not {"NBE", "RECO"} & set(driver.data_vars)
     observed = np.isfinite(truth.GPP.values)
