@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from differland.io import NETCDF_SIGNATURES, OutputError, check_writable_location
+
 EXIT_ERROR = 2
 """Exit status of a recipe given malformed input (the same as an argparse usage error)."""
 
@@ -339,12 +341,6 @@ _TEMPORARY_RANDOM = r"[a-z0-9_]{8}"
 """The random part of :mod:`tempfile` names."""
 
 
-def _netcdf_signatures() -> tuple[bytes, ...]:
-    from differland.io import NETCDF_SIGNATURES
-
-    return NETCDF_SIGNATURES
-
-
 def text_marker(recipe: str) -> str:
     """First line of a text output of ``recipe`` (how :func:`written_by` recognises it)."""
     return f"{MARKER_PREFIX}{recipe}.py"
@@ -364,7 +360,7 @@ def _attributes_of(path: Path) -> Mapping[str, object] | None:
             record = json.loads(path.read_text(encoding="utf-8"))
             return record if isinstance(record, dict) else None
         with path.open("rb") as stream:
-            if not stream.read(8).startswith(_netcdf_signatures()):
+            if not stream.read(8).startswith(NETCDF_SIGNATURES):
                 return None
         import netCDF4
 
@@ -453,8 +449,6 @@ def check_writable(path: Path, option: str = "--out") -> None:
     Raises:
         RecipeError: an ancestor is not a folder, or the process may not write in it.
     """
-    from differland.io import OutputError, check_writable_location
-
     try:
         check_writable_location(path.absolute())
     except OutputError as error:

@@ -557,14 +557,10 @@ def _usage_error_types() -> tuple[type, ...]:
 def _help_text(argv: list[str]) -> str:
     """The help of the (sub)command that ``argv`` names."""
     command = typer.main.get_command(app)
-    words = [word for word in argv if not word.startswith("-")]
     context = command.make_context("differland", [], resilient_parsing=True)
-    for word in words:
-        sub = getattr(command, "commands", {}).get(word)
-        if sub is None:
-            break
-        context = sub.make_context(word, [], parent=context, resilient_parsing=True)
-        command = sub
+    for word in _command_path(argv):
+        command = command.commands[word]
+        context = command.make_context(word, [], parent=context, resilient_parsing=True)
     return command.get_help(context)
 
 
@@ -591,7 +587,7 @@ def main(argv: list[str] | None = None) -> int:
             typer.echo(_help_text(argv))
             return 0
         message = " ".join(error.format_message().split())
-        command = " ".join(["differland", *[w for w in argv if w in _COMMAND_WORDS]])
+        command = " ".join(["differland", *_command_path(argv)])
         print(f"differland: error: {message} (see '{command} --help')", file=sys.stderr)
         return EXIT_ERROR
     except (KeyboardInterrupt, typer.Abort):
@@ -604,7 +600,16 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-_COMMAND_WORDS = ("simulate", "calibrate", "site", "example-driver", "parameters")
+def _command_path(argv: list[str]) -> list[str]:
+    """The (sub)command names at the start of ``argv``, as the app defines them."""
+    command, path = typer.main.get_command(app), []
+    for word in argv:
+        sub = getattr(command, "commands", {}).get(word)
+        if sub is None:
+            break
+        command = sub
+        path.append(word)
+    return path
 
 
 def entry_point() -> None:

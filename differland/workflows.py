@@ -153,8 +153,8 @@ def observed_streams(config: SiteCalibrationConfig, observations, source: str,
             return 0
         return int(np.count_nonzero(np.asarray(observations[name].mask)[:calibration_end]))
 
-    absent = {name: count(name) for name in config.streams
-              if count(name) < MIN_OBSERVATIONS}
+    counts = {name: count(name) for name in config.streams}
+    absent = {name: n for name, n in counts.items() if n < MIN_OBSERVATIONS}
     if not absent:
         return config
     kept = tuple(name for name in config.streams if name not in absent)
