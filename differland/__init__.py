@@ -1,20 +1,25 @@
 """differland: a differentiable DALEC land-surface model in JAX."""
 
-from differland.config import (
+from differland.config import ModelConfig
+from differland.forcing import Forcing, ForcingError, make_forcing
+from differland.model import Trajectory, initial_state, simulate, simulate_pixels, step
+from differland.options import (
     CalendarPhenology,
+    CanopySaturation,
     ClimatePhenology,
+    DeepWaterUptake,
+    DroughtLeafLoss,
     GlobalModel,
+    GroundwaterSupply,
     LinearBeta,
-    ModelConfig,
     NeuralBeta,
     NeuralET,
     NeuralWeatherFactor,
     NoWaterStress,
     SiteModel,
     UnderlyingWUE,
+    WaterLimitedDecomposition,
 )
-from differland.forcing import Forcing, ForcingError, make_forcing
-from differland.model import Trajectory, initial_state, simulate, simulate_pixels, step
 from differland.params import ParameterError, ParameterSet, default_parameters
 from differland.precision import enable_float64
 from differland.processes.neural import init_network
@@ -22,10 +27,14 @@ from differland.state import State, StepOutputs
 
 __all__ = [
     "CalendarPhenology",
+    "CanopySaturation",
     "ClimatePhenology",
+    "DeepWaterUptake",
+    "DroughtLeafLoss",
     "Forcing",
     "ForcingError",
     "GlobalModel",
+    "GroundwaterSupply",
     "LinearBeta",
     "ModelConfig",
     "NeuralBeta",
@@ -39,6 +48,7 @@ __all__ = [
     "StepOutputs",
     "Trajectory",
     "UnderlyingWUE",
+    "WaterLimitedDecomposition",
     "default_parameters",
     "enable_float64",
     "init_network",

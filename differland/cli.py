@@ -7,6 +7,7 @@ non-zero exit status, and nothing is written.
 
 from __future__ import annotations
 
+import inspect
 import sys
 import tempfile
 import time
@@ -51,23 +52,16 @@ class CliError(Exception):
     """A user-facing error: printed as one line, exit status 2."""
 
 
-def _choice(value: str, options: dict, what: str):
-    try:
-        return options[value]
-    except KeyError:
-        raise CliError(f"unknown {what} {value!r}; expected one of {', '.join(options)}") from None
-
-
 def _parameter_set(path: Path | None, variant: str):
     from differland.io import read_parameter_values
-    from differland.params import REGISTRY, default_parameters, parameters_from_mapping
+    from differland.params import SPECS, default_parameters, parameters_from_mapping
 
     if path is None:
         return default_parameters(variant)
     values = read_parameter_values(path)
     # A NetCDF (golden file or earlier output) may carry entries the variant does not use.
     inert = () if path.suffix.lower() == ".json" else [
-        spec.name for spec in REGISTRY if variant not in spec.variants]
+        spec.name for spec in SPECS.values() if variant not in spec.variants]
     return parameters_from_mapping(values, variant, source=str(path), ignore_unknown=inert)
 
 
@@ -80,18 +74,27 @@ def _check_option_parameters(params, config, variant: str, path: Path) -> None:
     """
     import numpy as np
 
-    from differland.config import OPTION_PARAMETERS
+    from differland.options import SLOTS, option_parameters, registered
     from differland.params import default_parameters
 
-    defaults = default_parameters(variant)
-    for option, name in OPTION_PARAMETERS.items():
-        if getattr(config, option) or not hasattr(params, name):
+    defaults, read = default_parameters(variant), set(config.parameter_names())
+    for name in sorted(option_parameters() - read):
+        if name not in params:
             continue
-        value, default = float(getattr(params, name)), float(getattr(defaults, name))
+        value, default = float(params[name]), float(defaults[name])
         if not np.isclose(value, default, rtol=1e-6, atol=0.0):
-            flag = "--" + option.replace("_", "-")
+            readers = [_option_flag(SLOTS[cls.slot], cls.name) for cls in registered()
+                       if name in cls.reads]
             raise CliError(f"{path}: {name} is {value:.6g}, not its default {default:.6g}, "
-                           f"but the option that uses it is off (add {flag})")
+                           f"but no option of the run reads it (read by "
+                           f"{' or '.join(readers)})")
+
+
+def _option_flag(slot, name: str) -> str:
+    """The command-line option that turns on option ``name`` of ``slot``."""
+    if slot.multiple:
+        return "--" + name.replace("_", "-")
+    return f"--{slot.name.replace('_', '-')} {name}"
 
 
 def _network(path: Path | None, config):
@@ -99,8 +102,6 @@ def _network(path: Path | None, config):
 
     Returns the weights and ``config`` with the layer widths of the file.
     """
-    import dataclasses
-
     import jax.numpy as jnp
 
     from differland.processes.neural import layer_sizes
@@ -123,7 +124,7 @@ def _network(path: Path | None, config):
                    for term, layers in content.items()}
     except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as error:
         raise CliError(f"{path}: not a network file: {' '.join(str(error).split())}") from None
-    options = {}
+    sizes_of = {}
     for term, expected in terms.items():
         if term not in network:
             raise CliError(f"{path}: no weights for the neural {term} term")
@@ -134,53 +135,29 @@ def _network(path: Path | None, config):
         if sizes[0] != expected[0] or sizes[-1] != expected[-1] or len(set(sizes[1:-1])) > 1:
             raise CliError(f"{path}: the {term} network maps {sizes[0]} inputs to {sizes[-1]} "
                            f"outputs; expected {expected[0]} to {expected[-1]}")
-        option = getattr(config, term)
-        options[term] = dataclasses.replace(option, hidden=sizes[1], layers=len(sizes) - 2)
-    return {term: network[term] for term in terms}, dataclasses.replace(config, **options)
+        sizes_of[term] = sizes
+    return {term: network[term] for term in terms}, config.with_network_sizes(sizes_of)
 
 
-def _run_simulation(driver_path: Path, out: Path, params_path: Path | None, options: dict,
-                    reference_mode: bool, float64: bool,
-                    network_path: Path | None = None) -> str:
-    """Simulate with ``options``, a value for each of :data:`RUN_MODEL_OPTIONS`."""
+def _run_simulation(driver_path: Path, out: Path, params_path: Path | None, config,
+                    float64: bool, network_path: Path | None = None) -> str:
+    """Simulate the model configuration ``config`` and write the result."""
     import jax
     import numpy as np
 
     from differland import enable_float64
     from differland._pytree import as_dict
-    from differland.config import (
-        EVAPOTRANSPIRATION_OPTIONS,
-        MODEL_OPTIONS,
-        PHENOLOGY_OPTIONS,
-        WATER_STRESS_OPTIONS,
-        ModelConfig,
-        NeuralWeatherFactor,
-    )
     from differland.io import read_site_driver, simulation_dataset, write_dataset
     from differland.model import simulate
 
-    model_choice = _choice(options["model"], MODEL_OPTIONS, "model")
-    stress = _choice(options["water_stress"], WATER_STRESS_OPTIONS, "water stress")
-    et_option = _choice(options["evapotranspiration"], EVAPOTRANSPIRATION_OPTIONS,
-                        "evapotranspiration")
-    phenology_option = _choice(options["phenology"], PHENOLOGY_OPTIONS, "phenology")
     if float64:
         enable_float64()
-    flags = {name: bool(options[name]) for name in _RUN_FLAGS}
-    try:
-        config = ModelConfig(model=model_choice, water_stress=stress,
-                             evapotranspiration=et_option, phenology=phenology_option,
-                             gpp_weather=NeuralWeatherFactor() if flags["gpp_weather"] else None,
-                             **{name: flags[name] for name in _RUN_FLAGS
-                                if name != "gpp_weather"},
-                             reference_mode=reference_mode)
-    except ValueError as error:
-        raise CliError(f"model options: {error}") from None
+    variant = config.variant
     network, config = _network(network_path, config)
     driver = read_site_driver(driver_path)
-    params = _parameter_set(params_path, model_choice.name)
+    params = _parameter_set(params_path, variant)
     if params_path is not None:
-        _check_option_parameters(params, config, model_choice.name, params_path)
+        _check_option_parameters(params, config, variant, params_path)
     started = time.perf_counter()
     trajectory = jax.device_get(simulate(params, driver.forcing, config, network=network))
     elapsed = time.perf_counter() - started
@@ -191,55 +168,43 @@ def _run_simulation(driver_path: Path, out: Path, params_path: Path | None, opti
         if bad.any():
             raise CliError(f"simulation produced non-finite {name} (first at step "
                            f"{int(np.argmax(bad))}); check the parameters and forcing")
+    options = {slot: text if isinstance(text, str) else " ".join(text)
+               for slot, text in config.option_texts().items()}
     attrs = {
-        "title": f"differland {model_choice.name} simulation of {driver.site_id}",
+        "title": f"differland {variant} simulation of {driver.site_id}",
         "source": f"differland {__version__}",
         "driver": str(driver_path),
         "parameters": str(params_path) if params_path else "registry defaults",
-        "model": model_choice.name,
-        "water_stress": options["water_stress"],
-        "evapotranspiration": options["evapotranspiration"],
-        "phenology": options["phenology"],
-        **{name: int(value) for name, value in flags.items()},
-        "reference_mode": int(reference_mode),
+        **options,
+        "reference_mode": int(config.reference_mode),
         "precision": "float64" if float64 else "float32",
         "history": f"{time.strftime('%Y-%m-%dT%H:%M:%S')} differland simulate",
     }
     dataset = simulation_dataset(driver.dates, states, outputs,
-                                 {k: float(v) for k, v in params.items()}, model_choice.name,
-                                 attrs)
+                                 {k: float(v) for k, v in params.items()}, variant, attrs)
     write_dataset(out, dataset)
-    return (f"wrote {out}: {driver.site_id}, {driver.n_steps} steps, {model_choice.name} model, "
+    return (f"wrote {out}: {driver.site_id}, {driver.n_steps} steps, {variant} model, "
             f"{elapsed:.2f} s")
 
 
-# The on/off process options of a simulation (flags of ``simulate``, keys of a calibration
-# record), and all its model options.
-_RUN_FLAGS = ("drought_leaf_loss", "groundwater_supply", "deep_water_uptake",
-              "water_limited_decomposition", "gpp_weather", "canopy_saturation")
-RUN_MODEL_OPTIONS = ("model", "water_stress", "evapotranspiration", "phenology") + _RUN_FLAGS
-# Options that calibration records of earlier versions lack, with the value they implied.
-_RUN_OPTION_DEFAULTS = {"gpp_weather": False, "canopy_saturation": False,
-                        "groundwater_supply": False, "deep_water_uptake": False}
-
-
 def _calibration_run(run: Path) -> dict:
-    """Driver, parameter and network files, model options and precision of a finished
+    """Driver, parameter and network files, model configuration and precision of a finished
     calibration run."""
+    from differland.calibrate.site import CalibrationConfigError, SiteCalibrationConfig
     from differland.io import DriverError, read_json
     from differland.workflows import COMPLETION_RECORD
 
     record_path = run / "config.json"
     try:
         record = read_json(record_path)
-        calibration = record["calibration"]
-        options = {name: calibration[name] if name in calibration
-                   else _RUN_OPTION_DEFAULTS[name] for name in RUN_MODEL_OPTIONS}
+        calibration = SiteCalibrationConfig.from_dict(record["calibration"])
     except DriverError as error:
         if not record_path.exists():
             raise CliError(f"{record_path}: not found; --run takes the directory of a "
                            "calibration run") from None
         raise CliError(str(error)) from None
+    except CalibrationConfigError as error:
+        raise CliError(f"{record_path}: {str(error).removeprefix('config: ')}") from None
     except (KeyError, TypeError) as error:
         raise CliError(f"{record_path}: not a calibration record: {error!r}") from None
     params = run / "params.json"
@@ -253,7 +218,68 @@ def _calibration_run(run: Path) -> dict:
     found = [path for path in candidates if path.is_file()]
     return {"driver": (found or candidates or [None])[0],
             "params": params, "network": network if network.is_file() else None,
-            "float64": record.get("precision") == "float64", **options}
+            "float64": record.get("precision") == "float64",
+            "config": calibration.model_config}
+
+
+def _option_parameters(defaults: dict) -> list[inspect.Parameter]:
+    """Command-line options for the process options, generated from the option registry:
+    ``--SLOT NAME[:FIELD=VALUE,...]`` for each single slot, ``--NAME/--no-NAME`` for each
+    modifier. ``defaults`` gives the text each help shows as the default."""
+    from differland.options import SLOTS, options, summary
+
+    generated = []
+    for slot in SLOTS.values():
+        for name, cls in (options(slot.name).items() if slot.multiple else [(slot.name, None)]):
+            if slot.multiple:
+                flag = name.replace("_", "-")
+                on = "on" if name in defaults[slot.name] else "off"
+                info = typer.Option(f"--{flag}/--no-{flag}",
+                                    help=f"{summary(cls).rstrip('.')} ({slot.title}; "
+                                         f"default: {on}).")
+                annotation = Annotated[bool | None, info]
+            else:
+                choices = "; ".join(f"{key}: {summary(option).rstrip('.')}"
+                                    for key, option in options(slot.name).items())
+                info = typer.Option(f"--{slot.name.replace('_', '-')}", metavar="NAME",
+                                    help=f"{slot.title.capitalize()} (default: "
+                                         f"{defaults[slot.name]}). {choices}. Fields as "
+                                         f"NAME:FIELD=VALUE,... (differland options).")
+                annotation = Annotated[str | None, info]
+            generated.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY,
+                                               default=None, annotation=annotation))
+    return generated
+
+
+def _given_options(values: dict) -> dict:
+    """The process options given on the command line: ``{slot: text}`` for single slots and
+    ``{slot: {name: on}}`` for modifiers."""
+    from differland.options import SLOTS, options
+
+    given = {}
+    for slot in SLOTS.values():
+        if slot.multiple:
+            flags = {name: values[name] for name in options(slot.name)
+                     if values.get(name) is not None}
+            if flags:
+                given[slot.name] = flags
+        elif values.get(slot.name) is not None:
+            given[slot.name] = values[slot.name]
+    return given
+
+
+def _with_modifiers(texts, flags: dict) -> tuple[str, ...]:
+    """Modifier texts with those ``flags`` turns on added and those it turns off removed."""
+    kept = [text for text in texts if flags.get(text.partition(":")[0]) is not False]
+    names = {text.partition(":")[0] for text in kept}
+    return tuple(kept) + tuple(name for name, on in flags.items() if on and name not in names)
+
+
+def _option_defaults(config) -> dict:
+    """``{slot: text or list of names}`` of a configuration, for the help texts."""
+    texts = config.option_texts()
+    return {slot: [t.partition(":")[0] for t in text] if isinstance(text, list) else text
+            for slot, text in texts.items()}
 
 
 @app.command()
@@ -268,66 +294,29 @@ def simulate(
     params: Annotated[Path | None, typer.Option(
         help="Parameters: JSON of named physical values (missing names take defaults) or a "
              "NetCDF with scalar parameter variables (golden file, earlier output).")] = None,
-    model: Annotated[str | None, typer.Option(
-        help="Model variant: site (default) or global.")] = None,
-    water_stress: Annotated[str | None, typer.Option(
-        help="Water stress: none (default), beta, neural or neural_monotone (with "
-             "--network).")] = None,
-    evapotranspiration: Annotated[str | None, typer.Option(
-        help="Evapotranspiration: uwue (default), neural, neural_evaporation or "
-             "neural_no_soil_water (with --network).")] = None,
     network: Annotated[Path | None, typer.Option(
         help="network.json of a calibration run, for the neural terms.")] = None,
-    phenology: Annotated[str | None, typer.Option(
-        help="Phenology: calendar (default; annual pulses), calendar_water (the labile release "
-             "waits for soil water), climate (growing-season index) or "
-             "calendar_climate (pulses plus index), calendar_growth / calendar_senescence "
-             "(pulses plus the index on leaf growth / leaf fall only), "
-             "calendar_climate_beta (pulses plus an index whose water factor is beta).")
-    ] = None,
-    drought_leaf_loss: Annotated[bool, typer.Option(
-        "--drought-leaf-loss", help="Leaves also fall under water stress.")] = False,
-    groundwater_supply: Annotated[bool, typer.Option(
-        "--groundwater-supply", help="The soil-water bucket receives groundwater_supply_rate "
-                                     "every day besides precipitation.")] = False,
-    deep_water_uptake: Annotated[bool, typer.Option(
-        "--deep-water-uptake", help="Plant-unavailable water rises back into the "
-                                    "plant-available bucket while it is dry (site model).")
-    ] = False,
-    water_limited_decomposition: Annotated[bool, typer.Option(
-        "--water-limited-decomposition", help="Decomposition slows in dry soil.")] = False,
-    gpp_weather: Annotated[bool, typer.Option(
-        "--gpp-weather", help="GPP x a hybrid factor of temperature and VPD (with "
-                              "--network).")] = False,
-    canopy_saturation: Annotated[bool, typer.Option(
-        "--canopy-saturation", help="The ACM's canopy quantum-yield saturation c2 is the "
-                                    "parameter canopy_lai_half_saturation.")] = False,
     reference_mode: Annotated[bool, typer.Option(
         "--reference-mode", help="Reproduce the published DifferLand code, quirks included.")
     ] = False,
     float64: Annotated[bool, typer.Option("--float64", help="Compute in float64.")] = False,
     overwrite: Annotated[bool, typer.Option(
         "--overwrite", help="Replace an existing --out written by differland.")] = False,
+    **model_options,
 ) -> None:
     """Run the model over a driver and write every pool and flux as CF NetCDF."""
-    given = {"model": model, "water_stress": water_stress,
-             "evapotranspiration": evapotranspiration, "phenology": phenology,
-             "drought_leaf_loss": drought_leaf_loss or None,
-             "groundwater_supply": groundwater_supply or None,
-             "deep_water_uptake": deep_water_uptake or None,
-             "water_limited_decomposition": water_limited_decomposition or None,
-             "gpp_weather": gpp_weather or None,
-             "canopy_saturation": canopy_saturation or None,
-             "reference_mode": reference_mode or None, "params": params, "network": network}
+    from differland.config import ModelConfig
+
+    given = _given_options(model_options)
     if run is not None:
-        clash = [name for name, value in given.items() if value is not None]
+        fixed = {"reference_mode": reference_mode or None, "params": params, "network": network}
+        clash = [name for name, value in fixed.items() if value is not None] + list(given)
         if clash:
             flags = ", ".join("--" + name.replace("_", "-") for name in clash)
             raise CliError(f"--run takes the model options, parameters and network of "
                            f"{run}; drop {flags}")
         recorded = _calibration_run(run)
-        options = {name: recorded[name] for name in RUN_MODEL_OPTIONS}
-        params, network = recorded["params"], recorded["network"]
+        config, params, network = recorded["config"], recorded["params"], recorded["network"]
         float64 = float64 or recorded["float64"]
         if driver is None:
             driver = recorded["driver"]
@@ -335,13 +324,12 @@ def simulate(
                 raise CliError(f"{run / 'config.json'}: its driver {driver} is not found from "
                                "here; pass --driver")
     else:
-        options = {"model": model or "site", "water_stress": water_stress or "none",
-                   "evapotranspiration": evapotranspiration or "uwue",
-                   "phenology": phenology or "calendar", "drought_leaf_loss": drought_leaf_loss,
-                   "groundwater_supply": groundwater_supply,
-                   "deep_water_uptake": deep_water_uptake,
-                   "water_limited_decomposition": water_limited_decomposition,
-                   "gpp_weather": gpp_weather, "canopy_saturation": canopy_saturation}
+        chosen = {slot: _with_modifiers((), value) if isinstance(value, dict) else value
+                  for slot, value in given.items()}
+        try:
+            config = ModelConfig(**chosen, reference_mode=reference_mode)
+        except ValueError as error:
+            raise CliError(f"model options: {' '.join(str(error).split())}") from None
     from differland.io import check_output_file, remove_stale_temporaries, written_by_differland
 
     check_output_file(out, [driver, params, network], overwrite, written_by_differland)
@@ -353,8 +341,7 @@ def simulate(
             from differland.io import write_example_site_driver
 
             driver = write_example_site_driver(Path(scratch) / "example.nc")
-        message = _run_simulation(driver, out, params, options, reference_mode, float64,
-                                  network)
+        message = _run_simulation(driver, out, params, config, float64, network)
     typer.echo(message)
 
 
@@ -366,13 +353,19 @@ app.add_typer(calibrate_app, name="calibrate")
 _GRADIENT_OPTIONS = {"seed": "--seed", "n_starts": "--starts", "max_iterations": "--iterations"}
 
 
-def load_calibration_config(path: Path | None, **overrides):
+def load_calibration_config(path: Path | None, options: dict | None = None, **overrides):
     """A :class:`SiteCalibrationConfig` from an optional JSON file plus command-line overrides.
 
+    Args:
+        path: JSON calibration config, or ``None`` for the defaults.
+        options: process options from the command line (:func:`_given_options`).
+        overrides: other keys of the configuration, and the gradient settings ``seed``,
+            ``n_starts`` and ``max_iterations``; ``None`` values are not overrides.
+
     Raises:
-        CliError: the file cannot be read as a JSON object.
-        CalibrationConfigError: a key or value of the file, or an override, is unknown or of the
-            wrong type or range (named in the one-line message).
+        CliError: the file cannot be read as a JSON object, or an override is refused.
+        CalibrationConfigError: a key or value of the file is unknown or of the wrong type
+            or range (named in the one-line message).
     """
     import dataclasses
 
@@ -407,8 +400,13 @@ def load_calibration_config(path: Path | None, **overrides):
         except CalibrationConfigError as error:
             option = "--" + key.replace("_", "-")
             raise CliError(f"{option}: {str(error).removeprefix('config: ')}") from None
-    return dataclasses.replace(config, gradient=gradient_settings(gradient, config.gradient),
-                               **top)
+    chosen = {slot: _with_modifiers(getattr(config, slot), value) if isinstance(value, dict)
+              else value for slot, value in (options or {}).items()}
+    try:
+        return dataclasses.replace(config, gradient=gradient_settings(gradient, config.gradient),
+                                   **top, **chosen)
+    except CalibrationConfigError as error:
+        raise CliError(f"model options: {str(error).removeprefix('config: ')}") from None
 
 
 def _stream_names(text: str | None) -> tuple[str, ...] | None:
@@ -441,32 +439,6 @@ def calibrate_site_command(
     iterations: Annotated[int | None, typer.Option(
         help=f"Maximum Adam iterations (default: the config's, "
              f"{_DEFAULT.gradient.max_iterations}).")] = None,
-    water_stress: Annotated[str | None, typer.Option(
-        help=f"Water stress: none, beta, neural or neural_monotone (default: the config's, "
-             f"{_DEFAULT.water_stress}).")] = None,
-    evapotranspiration: Annotated[str | None, typer.Option(
-        help=f"Evapotranspiration: uwue, neural, neural_evaporation or neural_no_soil_water "
-             f"(default: the config's, {_DEFAULT.evapotranspiration}).")] = None,
-    phenology: Annotated[str | None, typer.Option(
-        help=f"Phenology: calendar, calendar_water, climate, calendar_climate, "
-             f"calendar_growth, calendar_senescence or calendar_climate_beta (default: the "
-             f"config's, {_DEFAULT.phenology}).")] = None,
-    gpp_weather: Annotated[bool | None, typer.Option(
-        "--gpp-weather/--no-gpp-weather",
-        help="GPP x a hybrid factor of temperature and VPD (default: the config's, off).")
-    ] = None,
-    canopy_saturation: Annotated[bool | None, typer.Option(
-        "--canopy-saturation/--no-canopy-saturation",
-        help="Calibrate the ACM's canopy quantum-yield saturation c2 (default: the config's, "
-             "on).")] = None,
-    groundwater_supply: Annotated[bool | None, typer.Option(
-        "--groundwater-supply/--no-groundwater-supply",
-        help="Calibrate a daily groundwater supply to the soil water (default: the "
-             "config's, off).")] = None,
-    deep_water_uptake: Annotated[bool | None, typer.Option(
-        "--deep-water-uptake/--no-deep-water-uptake",
-        help="Calibrate the rise of plant-unavailable water into the dry root zone "
-             "(default: the config's, on for the site model).")] = None,
     streams: Annotated[str | None, typer.Option(
         help="Observed streams in the loss, comma-separated (e.g. gpp,reco,et,lai); each must "
              "be in the driver. Default: the config's; those the driver lacks are left out "
@@ -476,22 +448,19 @@ def calibrate_site_command(
     overwrite: Annotated[bool, typer.Option(
         "--overwrite", help="Replace a finished run in --out (only the files differland "
                             "wrote).")] = False,
+    **model_options,
 ) -> None:
     """Calibrate at one site, evaluate on the held-out period and write a run directory.
 
-    An unfinished run in --out is resumed from its checkpoints.
+    An unfinished run in --out is resumed from its checkpoints. The process options default
+    to the config's (without --config: the default calibration's).
     """
     from differland import enable_float64
     from differland.workflows import calibrate_site
 
     chosen = _stream_names(streams)
-    settings = load_calibration_config(config, streams=chosen, seed=seed, n_starts=starts,
-                                       max_iterations=iterations, water_stress=water_stress,
-                                       evapotranspiration=evapotranspiration,
-                                       phenology=phenology, gpp_weather=gpp_weather,
-                                       canopy_saturation=canopy_saturation,
-                                       groundwater_supply=groundwater_supply,
-                                       deep_water_uptake=deep_water_uptake)
+    settings = load_calibration_config(config, _given_options(model_options), streams=chosen,
+                                       seed=seed, n_starts=starts, max_iterations=iterations)
     if float64:
         enable_float64()
     metrics = calibrate_site(driver, out, settings, progress=progress, overwrite=overwrite,
@@ -502,6 +471,23 @@ def calibrate_site_command(
     tests = ", ".join(f"{name} {values['test']['nse']:.2f}"
                       for name, values in metrics["skill"].items())
     typer.echo(f"wrote {out}: {metrics['site']} test NSE {tests}")
+
+
+def _refresh_option_parameters() -> None:
+    """Give ``simulate`` and ``calibrate site`` a command-line option for every process
+    option now registered (the parser is built from the signatures on every call)."""
+    from differland.config import ModelConfig
+
+    for command, defaults in ((simulate, _option_defaults(ModelConfig())),
+                              (calibrate_site_command, _option_defaults(_DEFAULT.model_config))):
+        base = getattr(command, "_base_signature", None)
+        if base is None:
+            base = inspect.signature(command, eval_str=True)
+            base = base.replace(parameters=[p for p in base.parameters.values()
+                                            if p.kind != inspect.Parameter.VAR_KEYWORD])
+            command._base_signature = base
+        command.__signature__ = base.replace(
+            parameters=[*base.parameters.values(), *_option_parameters(defaults)])
 
 
 MAX_EXAMPLE_YEARS = 200
@@ -541,6 +527,14 @@ def parameters(
     typer.echo(markdown_table(None if model == "all" else model))
 
 
+@app.command("options")
+def options_command() -> None:
+    """Print the process options, their fields and what they read as a Markdown table."""
+    from differland.options import markdown_table
+
+    typer.echo(markdown_table())
+
+
 def _usage_error_types() -> tuple[type, ...]:
     """The usage-error base classes of the command-line parser (typer's, and click's if
     typer still uses the separate package)."""
@@ -570,13 +564,15 @@ def main(argv: list[str] | None = None) -> int:
     from differland.calibrate.site import CalibrationConfigError
     from differland.forcing import ForcingError
     from differland.io import DriverError, OutputError
+    from differland.options import OptionError
     from differland.params import ParameterError
 
     argv = list(sys.argv[1:] if argv is None else argv)
     usage_errors = _usage_error_types()
+    _refresh_option_parameters()
     try:
         app(args=argv, prog_name="differland", standalone_mode=False)
-    except (CliError, DriverError, ForcingError, ParameterError, OutputError,
+    except (CliError, DriverError, ForcingError, ParameterError, OutputError, OptionError,
             CalibrationConfigError, CheckpointMismatchError, NonFiniteLossError) as error:
         print(f"differland: error: {' '.join(str(error).split())}", file=sys.stderr)
         return EXIT_ERROR

@@ -17,24 +17,17 @@ from __future__ import annotations
 
 import os
 from functools import partial
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 
 from differland._pytree import field_names, pytree_dataclass
-from differland.config import (
-    CalendarPhenology,
-    ClimatePhenology,
-    GlobalModel,
-    ModelConfig,
-    NeuralET,
-    SiteModel,
-)
+from differland.config import ModelConfig
 from differland.forcing import Forcing
 from differland.params import SPECS, ParameterSet
-from differland.processes import decomposition, fire, phenology, photosynthesis, pools, water
+from differland.processes import decomposition, photosynthesis, pools
 from differland.processes.allocation import allocate
-from differland.processes.neural import network_term
 from differland.state import State, StepOutputs
 
 # XLA:CPU compiles a while loop whose per-iteration footprint is below this many bytes into a
@@ -98,30 +91,19 @@ class Trajectory:
 
 
 def initial_state(params: ParameterSet, config: ModelConfig) -> State:
-    """The state at the start of a run, from the ``initial_*`` parameters."""
+    """The state at the start of a run, from the ``initial_*`` parameters (and each option's
+    initial values)."""
     carbon = {f"{pool}_carbon": params[name] for pool, name in _INITIAL.items()}
-    phenology_state = {}
-    if isinstance(config.phenology, ClimatePhenology):
-        phenology_state["growing_season_index"] = jnp.full_like(
-            params.initial_foliar_carbon, config.phenology.initial_index)
-    if _water_limited_release(config):
-        phenology_state["deferred_release"] = jnp.zeros_like(params.initial_foliar_carbon)
-    if isinstance(config.model, SiteModel):
-        return State(**carbon, soil_water=params.initial_plant_available_water,
-                     deep_water=params.initial_plant_unavailable_water, **phenology_state)
-    return State(**carbon, soil_water=params.initial_water, **phenology_state)
+    carried = {}
+    for option in config.options():
+        carried |= option.initial_state(params)
+    return State(**carbon, **carried)
 
 
 def _reference_bounds(dtype) -> tuple[pools.CarbonPools, pools.CarbonPools]:
     lower = {k: jnp.asarray(SPECS[v].lower, dtype) for k, v in _INITIAL.items()}
     upper = {k: jnp.asarray(SPECS[v].upper, dtype) for k, v in _INITIAL.items()}
     return pools.CarbonPools(**lower), pools.CarbonPools(**upper)
-
-
-def _water_bounds(config: ModelConfig) -> tuple[float, float]:
-    name = ("initial_plant_available_water" if isinstance(config.model, SiteModel)
-            else "initial_water")
-    return SPECS[name].lower, SPECS[name].upper
 
 
 @pytree_dataclass
@@ -131,21 +113,18 @@ class StepDrivers:
     :func:`simulate` computes these for all steps at once, vectorised over time, before the
     sequential scan; :func:`step` computes them for a single step. Loss coefficients are per
     day [d-1]: a pool X loses X x coefficient per day.
+
+    Attributes:
+        canopy: the ACM's canopy terms (after the photosynthesis modifiers).
+        evapotranspiration, phenology: the forcing terms of those options.
+        photosynthesis: the forcing terms of each photosynthesis modifier, in order.
     """
 
     canopy: photosynthesis.CanopyTerms
-    et_per_gpp: jax.Array | None  # sqrt(VPD) / uWUE [mm gC-1] (uWUE ET)
-    et_radiation: jax.Array | None  # r x SSRD [mm d-1] (uWUE ET)
-    et_forcing_part: jax.Array | None  # forcing share of the neural ET's first layer
+    evapotranspiration: Any
+    phenology: Any
+    photosynthesis: tuple
     rh_environmental_modifier: jax.Array
-    # the calendar pulses' fractions per day (calendar phenology, or climate with pulses)
-    leaf_fall_factor: jax.Array | None
-    labile_release_factor: jax.Array | None
-    # their loss coefficients (calendar phenology only)
-    labile_release_loss: jax.Array | None
-    leaf_fall_loss: jax.Array | None
-    growing_season_weather: jax.Array | None  # climate phenology: weather part of the GSI
-    gpp_weather_factor: jax.Array | None  # NeuralWeatherFactor: GPP multiplier [1]
     root_turnover_loss: jax.Array
     wood_turnover_loss: jax.Array
     rh_litter_loss: jax.Array
@@ -161,11 +140,6 @@ def _loss_rate(config: ModelConfig, unit_step: bool = False):
     if config.reference_mode:
         return decomposition.loss_rate_reference
     return partial(decomposition.loss_rate, unit_step=unit_step)
-
-
-def _water_limited_release(config: ModelConfig) -> bool:
-    return isinstance(config.phenology, CalendarPhenology) and \
-        config.phenology.water_limited_release
 
 
 def step_drivers(params: ParameterSet, forcing: Forcing, config: ModelConfig, network=None,
@@ -184,49 +158,17 @@ def step_drivers(params: ParameterSet, forcing: Forcing, config: ModelConfig, ne
     modifier = decomposition.environmental_modifier(
         f.t_min, f.t_max, f.precipitation, f.mean_temperature, f.mean_precipitation,
         p.temperature_sensitivity, p.rh_moisture_sensitivity)
-    leaf_fall = labile_release = growing_season_weather = None
-    climate = isinstance(config.phenology, ClimatePhenology)
-    if climate:
-        growing_season_weather = phenology.growing_season_weather_index(
-            f.t_min, f.vpd, f.latitude, f.doy, p.growing_season_temperature,
-            p.growing_season_daylength, p.growing_season_vpd, config.phenology)
-    if not climate or config.phenology.pulses:
-        leaf_fall = phenology.leaf_fall_factor(f.time, p.leaf_lifespan, p.leaf_fall_period,
-                                               p.leaf_fall_day)
-        labile_release = phenology.labile_release_factor(
-            f.time, p.labile_lifespan, p.labile_release_period, p.labile_release_day)
-    option = config.evapotranspiration
-    neural = isinstance(option, NeuralET)
-    et_per_gpp = et_radiation = et_forcing_part = None
-    if not neural or option.transpiration == "uwue":
-        et_per_gpp = water.evapotranspiration(1.0, f.vpd, f.ssrd,
-                                              p.underlying_water_use_efficiency, 0.0)
-    if neural:
-        et_forcing_part = water.neural_et_forcing_part(
-            f.t_min, f.t_max, f.ssrd, f.vpd, f.co2, f.precipitation,
-            network_term(network, "evapotranspiration"), option)
-    else:
-        et_radiation = f.ssrd * p.radiation_et_coefficient
-    gpp_weather_factor = None
-    if config.gpp_weather is not None:
-        gpp_weather_factor = photosynthesis.neural_weather_factor(
-            f.t_min, f.t_max, f.vpd, network_term(network, "gpp_weather"), config.gpp_weather)
+    canopy = photosynthesis.canopy_terms(f.t_min, f.t_max, f.ssrd, f.co2, f.doy, f.latitude,
+                                         p.canopy_efficiency)
+    for option in config.photosynthesis:
+        canopy = option.canopy(p, canopy)
     return StepDrivers(
-        canopy=photosynthesis.canopy_terms(f.t_min, f.t_max, f.ssrd, f.co2, f.doy, f.latitude,
-                                           p.canopy_efficiency,
-                                           p.canopy_lai_half_saturation
-                                           if config.canopy_saturation else None),
-        et_per_gpp=et_per_gpp,
-        et_radiation=et_radiation,
-        et_forcing_part=et_forcing_part,
+        canopy=canopy,
+        evapotranspiration=config.evapotranspiration.forcing_terms(p, f, network),
+        phenology=config.phenology.forcing_terms(p, f, loss),
+        photosynthesis=tuple(option.forcing_terms(p, f, network)
+                             for option in config.photosynthesis),
         rh_environmental_modifier=modifier,
-        leaf_fall_factor=leaf_fall,
-        labile_release_factor=labile_release,
-        # with the index the loss coefficients come from the summed rates, in the step
-        labile_release_loss=None if climate else loss(labile_release, dt),
-        leaf_fall_loss=None if climate else loss(leaf_fall, dt),
-        growing_season_weather=growing_season_weather,
-        gpp_weather_factor=gpp_weather_factor,
         root_turnover_loss=loss(p.root_turnover_rate, dt),
         wood_turnover_loss=loss(p.wood_turnover_rate, dt),
         rh_litter_loss=loss(modifier * p.litter_respiration_rate, dt),
@@ -265,62 +207,35 @@ def step_dynamics(params: ParameterSet, state: State, drivers: StepDrivers,
     """The state-dependent part of :func:`step` (arguments as there)."""
     p, d, dt = params, drivers, drivers.delta_t
     lai = state.foliar_carbon / p.leaf_carbon_mass_per_area
-    beta = water.water_stress_factor(config.water_stress, state.soil_water, p, network)
+    beta = config.water_stress.beta(p, state.soil_water, network)
     gpp = beta * photosynthesis.gpp_from_canopy_terms(lai, d.canopy)
-    if d.gpp_weather_factor is not None:
-        gpp = gpp * d.gpp_weather_factor
-    option = config.evapotranspiration
-    if isinstance(option, NeuralET):
-        et = water.neural_evapotranspiration(d.et_forcing_part, lai, state.soil_water, gpp,
-                                             network_term(network, "evapotranspiration"),
-                                             option)
-        if option.transpiration == "uwue":
-            et = et + gpp * d.et_per_gpp
-    else:
-        et = gpp * d.et_per_gpp + d.et_radiation
+    added = {}  # the options' outputs
+    for option, terms in zip(config.photosynthesis, d.photosynthesis, strict=True):
+        factor, outputs = option.factor(terms, p, state, lai)
+        gpp = _times(gpp, factor)
+        added |= outputs
+    et = config.evapotranspiration.et(d.evapotranspiration, p, lai, state.soil_water, gpp,
+                                      network)
     decomposer_water = 1.0
-    if config.water_limited_decomposition:
-        decomposer_water = 1.0 - p.decomposition_water_sensitivity * (1.0 - beta)
-    memory = deferred = None
-    if isinstance(config.phenology, ClimatePhenology):
-        if config.phenology.water_factor == "beta":
-            water_factor = beta
-        else:
-            water_factor = phenology.growing_season_water_factor(
-                state.soil_water, p.growing_season_water, config.phenology)
-        index = d.growing_season_weather * water_factor
-        memory = phenology.growing_season_memory(state.growing_season_index, index, dt,
-                                                 config.phenology.memory_days)
-        rates = config.phenology.index_rates
-        labile_release, leaf_fall = phenology.index_driven_rates(
-            memory, p.leaf_growth_rate if rates != "fall" else 0.0,
-            p.leaf_senescence_rate if rates != "growth" else 0.0)
-        if config.phenology.pulses:
-            labile_release = labile_release + d.labile_release_factor
-            leaf_fall = leaf_fall + d.leaf_fall_factor
-        else:
-            leaf_fall = leaf_fall + phenology.background_leaf_fall(p.leaf_lifespan)
-        loss = _loss_rate(config)
-        release_loss, leaf_loss = loss(labile_release, dt), loss(leaf_fall, dt)
-    else:
-        labile_release, leaf_fall = d.labile_release_factor, d.leaf_fall_factor
-        release_loss, leaf_loss = d.labile_release_loss, d.leaf_fall_loss
-        if _water_limited_release(config):
-            release_loss, deferred = phenology.water_limited_release(
-                release_loss, state.deferred_release,
-                phenology.growing_season_water_factor(state.soil_water,
-                                                      p.growing_season_water, config.phenology),
-                dt, config.phenology.release_memory_days)
-            labile_release = release_loss
-    if config.drought_leaf_loss:
-        leaf_loss = leaf_loss + decomposition.loss_rate(p.drought_leaf_loss_rate * (1.0 - beta),
-                                                        dt)
+    for option in config.decomposition:
+        decomposer_water = _times(decomposer_water, option.factor(p, state, beta))
+    leaf = config.phenology.rates(d.phenology, p, state, beta, dt, _loss_rate(config))
+    leaf_loss = leaf.leaf_loss
+    for option in config.leaf_loss:
+        leaf_loss = leaf_loss + option.loss(p, state, beta, dt)
+    inflow, uptake = d.precipitation, 0.0
+    for option in config.soil_water:
+        exchange = option.exchange(p, state, dt)
+        inflow = _plus(inflow, exchange.inflow)
+        if exchange.uptake is not None:
+            uptake = _plus(uptake, exchange.uptake)
+        added |= exchange.outputs
     production = allocate(gpp, p.autotrophic_respiration_fraction, p.foliar_allocation_fraction,
                           p.labile_allocation_fraction, p.root_allocation_fraction)
     start = pools.CarbonPools(state.labile_carbon, state.foliar_carbon, state.root_carbon,
                               state.wood_carbon, state.litter_carbon, state.som_carbon)
     potential = pools.CarbonFluxes(
-        labile_to_foliar=start.labile * release_loss,
+        labile_to_foliar=start.labile * leaf.release_loss,
         foliar_to_litter=start.foliar * leaf_loss,
         root_to_litter=start.root * d.root_turnover_loss,
         wood_to_som=start.wood * d.wood_turnover_loss,
@@ -341,86 +256,35 @@ def step_dynamics(params: ParameterSet, state: State, drivers: StepDrivers,
         autotrophic_respiration=production.autotrophic_respiration,
         npp_to_foliar=production.foliar, npp_to_labile=production.labile,
         npp_to_root=production.root, npp_to_wood=production.wood,
-        leaf_fall_factor=leaf_fall, labile_release_factor=labile_release,
+        leaf_fall_factor=leaf.leaf_fall, labile_release_factor=leaf.labile_release,
         labile_to_foliar=flux.labile_to_foliar, foliar_to_litter=flux.foliar_to_litter,
         wood_to_som=flux.wood_to_som, root_to_litter=flux.root_to_litter,
         rh_litter=flux.rh_litter, rh_som=flux.rh_som, litter_to_som=flux.litter_to_som,
-        nee=nee, beta=beta * jnp.ones_like(gpp), gpp_weather_factor=d.gpp_weather_factor,
-        groundwater_supply=(p.groundwater_supply_rate * jnp.ones_like(gpp)
-                            if config.groundwater_supply else None))
-
-    if isinstance(config.model, SiteModel):
-        next_state, outputs = _site_water(p, state, d, carbon, et, config, common)
-    elif isinstance(config.model, GlobalModel):
-        next_state, outputs = _global_water_and_fire(p, state, d, carbon, et, config, common)
-    else:
-        raise TypeError(f"unknown model variant {config.model!r}")
-    if memory is not None:
-        next_state = next_state.replace(growing_season_index=memory)
-    if deferred is not None:
-        next_state = next_state.replace(deferred_release=deferred)
+        nee=nee, beta=beta * jnp.ones_like(gpp), **added)
+    next_state, outputs = config.model.update(p, state, d, carbon, et, inflow, uptake,
+                                              config.reference_mode, common)
+    if leaf.state:
+        next_state = next_state.replace(**leaf.state)
     return next_state, _select(outputs, config.outputs)
 
 
-def _water_input(f, common):
-    """Water entering the bucket [mm d-1]: precipitation plus the groundwater supply."""
-    supply = common["groundwater_supply"]
-    return f.precipitation if supply is None else f.precipitation + supply
+def _plus(value, term):
+    """``value + term``, leaving out a missing term and a start of exactly 0 (a Python
+    float)."""
+    if term is None:
+        return value
+    if isinstance(value, float) and value == 0.0:
+        return term
+    return value + term
 
 
-def _site_water(p, state, f, carbon, et, config, common):
-    args = (state.soil_water, state.deep_water, _water_input(f, common), et,
-            p.paw_runoff_focal_point, p.puw_runoff_focal_point, p.paw_to_puw_fraction, f.delta_t)
-    uptake = None
-    if config.deep_water_uptake:
-        uptake = water.deep_water_uptake(state.soil_water, state.deep_water,
-                                         p.deep_water_uptake_rate, p.paw_runoff_focal_point,
-                                         f.delta_t)
-    if config.reference_mode:
-        result = water.two_bucket_update_reference(*args, *_water_bounds(config))
-    else:
-        result = water.two_bucket_update(*args, uptake=0.0 if uptake is None else uptake)
-    paw, puw, et, paw_runoff, paw_to_puw, puw_runoff, penalty = result
-    next_state = State(carbon.labile, carbon.foliar, carbon.root, carbon.wood, carbon.litter,
-                       carbon.som, soil_water=paw, deep_water=puw)
-    outputs = StepOutputs(**common, et=et, water_violation_penalty=penalty,
-                          paw_runoff=paw_runoff, puw_runoff=puw_runoff, paw_to_puw=paw_to_puw,
-                          deep_water_uptake=uptake)
-    return next_state, outputs
-
-
-def _global_water_and_fire(p, state, f, carbon, et, config, common):
-    if config.reference_mode:
-        soil_water, et, runoff, penalty = water.bucket_update_reference(
-            state.soil_water, _water_input(f, common), et, p.runoff_focal_point, f.delta_t,
-            *_water_bounds(config))
-    else:
-        soil_water, et, runoff, penalty = water.bucket_update(
-            state.soil_water, _water_input(f, common), et, p.runoff_focal_point, f.delta_t)
-    burn = fire.fire_fluxes(carbon.labile, carbon.foliar, carbon.root, carbon.wood,
-                            carbon.litter, carbon.som, f.burned_area, p, f.delta_t)
-    dt, b = f.delta_t, burn
-    next_state = State(
-        labile_carbon=carbon.labile - (b.combustion_labile + b.transfer_labile_to_litter) * dt,
-        foliar_carbon=carbon.foliar - (b.combustion_foliar + b.transfer_foliar_to_litter) * dt,
-        root_carbon=carbon.root - (b.combustion_root + b.transfer_root_to_litter) * dt,
-        wood_carbon=carbon.wood - (b.combustion_wood + b.transfer_wood_to_som) * dt,
-        litter_carbon=carbon.litter + (b.transfer_labile_to_litter
-                                       + b.transfer_foliar_to_litter
-                                       + b.transfer_root_to_litter - b.combustion_litter
-                                       - b.transfer_litter_to_som) * dt,
-        som_carbon=carbon.som + (b.transfer_wood_to_som + b.transfer_litter_to_som
-                                 - b.combustion_som) * dt,
-        soil_water=soil_water)
-    total = burn.combustion_total
-    sif = (common["gpp"] - (p.sif_beta_plus_three - 3.0)) / p.sif_alpha
-    vod = (p.vod_foliar_coefficient * next_state.foliar_carbon
-           + p.vod_wood_coefficient * next_state.wood_carbon)
-    fire_outputs = {f"fire_{name}": getattr(burn, name) for name in field_names(burn)}
-    outputs = StepOutputs(**common, et=et, water_violation_penalty=penalty, runoff=runoff,
-                          **fire_outputs, fire_combustion_total=total,
-                          nbe=common["nee"] + total, sif=sif, vod=vod)
-    return next_state, outputs
+def _times(value, factor):
+    """``value x factor``, leaving out a factor of exactly 1 (a Python float)."""
+    if isinstance(factor, float) and factor == 1.0:
+        return value
+    if isinstance(value, float) and value == 1.0:
+        return factor
+    return value * factor
 
 
 def _select(outputs: StepOutputs, keep: tuple[str, ...] | None) -> StepOutputs:
@@ -434,7 +298,7 @@ def _select(outputs: StepOutputs, keep: tuple[str, ...] | None) -> StepOutputs:
 
 
 def _scan(params, state, drivers, config, network):
-    config, network = water.resolve_monotone_beta(config, network)
+    config, network = config.prepared(network)
 
     # Rematerialised in reverse mode: the backward pass recomputes each step from its start
     # state and drivers instead of storing every intermediate of every step (far less memory

@@ -268,14 +268,48 @@ REGISTRY: tuple[ParameterSpec, ...] = (
 )
 
 SPECS: dict[str, ParameterSpec] = {spec.name: spec for spec in REGISTRY}
+"""Every registered parameter by name, in registry order: the built-in :data:`REGISTRY`,
+then those of :func:`register_parameter`."""
 assert len(SPECS) == len(REGISTRY), "parameter names must be unique"
+
+
+def register_parameter(spec: ParameterSpec) -> ParameterSpec:
+    """Add a parameter (e.g. one that a new process option reads) after the built-in ones.
+
+    Registering the same specification again is allowed; another one under a taken name is
+    not.
+
+    Raises:
+        ParameterError: the name is taken, or the bounds or variants are not valid.
+    """
+    if spec.name in SPECS:
+        if SPECS[spec.name] == spec:
+            return spec
+        raise ParameterError(f"parameter {spec.name!r} is already registered")
+    if not spec.name.isidentifier():
+        raise ParameterError(f"parameter name {spec.name!r} is not a Python identifier")
+    if not (math.isfinite(spec.lower) and math.isfinite(spec.upper) and spec.lower < spec.upper):
+        raise ParameterError(f"parameter {spec.name}: bounds [{spec.lower}, {spec.upper}] are "
+                             "not finite and increasing")
+    if not spec.variants or not set(spec.variants) <= set(VARIANTS):
+        raise ParameterError(f"parameter {spec.name}: variants must name some of {VARIANTS}")
+    if not spec.lower <= spec.default_value <= spec.upper:
+        raise ParameterError(f"parameter {spec.name}: default outside its bounds")
+    SPECS[spec.name] = spec
+    return spec
+
+
+def unregister_parameter(name: str) -> None:
+    """Remove a parameter added by :func:`register_parameter` (the built-in ones stay)."""
+    if name in SPECS and SPECS[name] not in REGISTRY:
+        del SPECS[name]
 
 
 def names_for(variant: Variant) -> tuple[str, ...]:
     """Names of the parameters and initial pools used by a model variant, registry order."""
     if variant not in VARIANTS:
         raise ParameterError(f"unknown model variant {variant!r}; expected one of {VARIANTS}")
-    return tuple(spec.name for spec in REGISTRY if variant in spec.variants)
+    return tuple(spec.name for spec in SPECS.values() if variant in spec.variants)
 
 
 # --- named parameter pytree ----------------------------------------------------------------------
@@ -484,7 +518,7 @@ def unconstrain(params: ParameterSet, method: TransformMethod = "logistic",
 def reference_vector_names(variant: Variant) -> dict[str, tuple[str, ...]]:
     """``{vector: names in reference order}`` for ``variant`` (inert entries included)."""
     slots: dict[str, dict[int, str]] = {}
-    for spec in REGISTRY:
+    for spec in SPECS.values():
         if variant in spec.reference_slots:
             vector, index = spec.reference_slots[variant]
             slots.setdefault(vector, {})[index] = spec.name
@@ -518,7 +552,7 @@ def markdown_table(variant: Variant | None = None) -> str:
     header = ("| name | DifferLand name | units | lower | upper | default | scale | used by | "
               "meaning |\n|---|---|---|---|---|---|---|---|---|")
     rows = []
-    for spec in REGISTRY:
+    for spec in SPECS.values():
         if variant is not None and variant not in spec.variants:
             continue
         used = ", ".join(v for v in VARIANTS if v in spec.variants) or "(inert)"

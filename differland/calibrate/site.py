@@ -23,14 +23,7 @@ from differland.calibrate.gradient import (
     check_integer,
     check_number,
 )
-from differland.config import (
-    EVAPOTRANSPIRATION_OPTIONS,
-    MODEL_OPTIONS,
-    PHENOLOGY_OPTIONS,
-    WATER_STRESS_OPTIONS,
-    ModelConfig,
-    NeuralWeatherFactor,
-)
+from differland.config import ModelConfig
 from differland.forcing import Forcing
 from differland.likelihood import (
     STEADY_STATE_FORMS,
@@ -44,6 +37,7 @@ from differland.likelihood import (
 )
 from differland.model import initial_state, simulate
 from differland.observations import OPERATORS, predict
+from differland.options import SLOTS
 from differland.params import (
     ParameterError,
     ParameterSet,
@@ -72,34 +66,15 @@ class SiteCalibrationConfig:
     """Everything that defines a site calibration (saved as ``config.json``).
 
     Attributes:
-        model: model variant (``"site"`` or ``"global"``).
-        water_stress: ``"none"``, ``"beta"``, ``"neural"`` (default: the hybrid
-            neural beta, which calibrated best over the 12 reference flux sites) or
-            ``"neural_monotone"`` (the neural beta constrained to never fall as the soil
-            water rises).
-        evapotranspiration: ``"uwue"`` (GPP sqrt(VPD) / uWUE + r SSRD), ``"neural"`` (an
-            MLP of forcing, LAI, soil water and GPP; the default, closest to the published
-            skill over the 12 reference flux sites), ``"neural_evaporation"`` (GPP
-            sqrt(VPD) / uWUE plus an MLP of forcing, LAI and soil water) or
-            ``"neural_no_soil_water"`` (the ``"neural"`` MLP without the soil-water input);
-            see :class:`differland.config.NeuralET`.
-        phenology: ``"calendar"`` (annual pulses on calibrated dates, the reference's form),
-            ``"climate"`` (rates set by a growing-season index of temperature, day length,
-            VPD and soil water; see :class:`~differland.config.ClimatePhenology`),
-            ``"calendar_climate"`` (the pulses plus the index-driven rates),
-            ``"calendar_growth"`` / ``"calendar_senescence"`` (the pulses plus the index on
-            leaf growth / leaf fall only), ``"calendar_climate_beta"`` (the pulses plus an
-            index whose water factor is the water-stress factor beta) or
-            ``"calendar_water"`` (the pulses, with the labile release waiting for soil
-            water; see :class:`~differland.config.CalendarPhenology`).
-        gpp_weather: GPP x a hybrid factor of air temperature and VPD (a small network,
-            :class:`~differland.config.NeuralWeatherFactor`; default off).
-        drought_leaf_loss, groundwater_supply, deep_water_uptake, water_limited_decomposition,
-        canopy_saturation: process options of :class:`~differland.config.ModelConfig`
-            (default: decomposition slows in dry soil, no drought leaf loss, no groundwater
-            supply, deep water rises back to the roots in the site model (``None``: on for
-            ``"site"``, off for ``"global"``, which has no deep store), the ACM's canopy
-            quantum-yield saturation calibrated).
+        model, water_stress, evapotranspiration, phenology: the process option of each
+            slot, as its registry text (``name`` or ``name:field=value,...``; see
+            ``docs/model.md``). Default: the site model, the neural water stress and ET
+            and the calendar phenology.
+        photosynthesis, soil_water, decomposition, leaf_loss: the modifiers of each slot,
+            a list of registry texts. Default: the calibrated canopy saturation, the rise of
+            deep water (``soil_water`` ``None``: it with the site model, none with the global
+            model, which has no deep store), decomposition slowed in dry soil, no leaf-loss
+            modifier.
         streams: observed streams in the loss (names of observation operators; default GPP,
             RECO, ET and LAI: NEE is evaluated, not fitted).
         weights: per-stream weight (streams not listed weigh 1; default GPP, RECO and LAI
@@ -151,12 +126,10 @@ class SiteCalibrationConfig:
     water_stress: str = "neural"
     evapotranspiration: str = "neural"
     phenology: str = "calendar"
-    gpp_weather: bool = False
-    drought_leaf_loss: bool = False
-    groundwater_supply: bool = False
-    deep_water_uptake: bool | None = None
-    water_limited_decomposition: bool = True
-    canopy_saturation: bool = True
+    photosynthesis: tuple[str, ...] = ("canopy_saturation",)
+    soil_water: tuple[str, ...] | None = None
+    decomposition: tuple[str, ...] = ("water_limited_decomposition",)
+    leaf_loss: tuple[str, ...] = ()
     streams: tuple[str, ...] = ("gpp", "reco", "et", "lai")
     weights: tuple[tuple[str, float], ...] = (("gpp", 1.5), ("reco", 1.5), ("lai", 1.5))
     objective: str = "gaussian"
@@ -179,26 +152,15 @@ class SiteCalibrationConfig:
 
     def __post_init__(self):
         _check_config_types(self)
-        if self.model not in MODEL_OPTIONS:
-            raise CalibrationConfigError(f"config: unknown model {self.model!r}")
-        if self.water_stress not in WATER_STRESS_OPTIONS:
-            raise CalibrationConfigError(f"config: unknown water_stress {self.water_stress!r}")
-        if self.evapotranspiration not in EVAPOTRANSPIRATION_OPTIONS:
-            raise CalibrationConfigError(
-                f"config: unknown evapotranspiration {self.evapotranspiration!r}")
-        if self.phenology not in PHENOLOGY_OPTIONS:
-            raise CalibrationConfigError(f"config: unknown phenology {self.phenology!r}")
-        if self.deep_water_uptake is None:
-            object.__setattr__(self, "deep_water_uptake", self.model == "site")
-        for flag in ("gpp_weather", "drought_leaf_loss", "groundwater_supply",
-                     "deep_water_uptake", "water_limited_decomposition", "canopy_saturation"):
-            if not isinstance(getattr(self, flag), bool):
-                raise CalibrationConfigError(
-                    f"config: {flag} must be true or false, not {getattr(self, flag)!r}")
-        if self.deep_water_uptake and self.model != "site":
-            raise CalibrationConfigError(
-                "config: deep_water_uptake needs model \"site\" (the global model has no "
-                "plant-unavailable store)")
+        if self.soil_water is None:
+            object.__setattr__(self, "soil_water",
+                               ("deep_water_uptake",) if self.model == "site" else ())
+        try:
+            options = ModelConfig(**{slot: getattr(self, slot) for slot in SLOTS})
+        except ValueError as error:  # OptionError, or options that cannot run together
+            raise CalibrationConfigError(f"config: {' '.join(str(error).split())}") from None
+        for slot, text in options.option_texts().items():  # the registry's canonical texts
+            object.__setattr__(self, slot, tuple(text) if isinstance(text, list) else text)
         if self.steady_state_form not in STEADY_STATE_FORMS:
             raise CalibrationConfigError(
                 f"config: unknown steady_state_form {self.steady_state_form!r}")
@@ -279,16 +241,8 @@ class SiteCalibrationConfig:
 
     @property
     def model_config(self) -> ModelConfig:
-        return ModelConfig(model=MODEL_OPTIONS[self.model],
-                           water_stress=WATER_STRESS_OPTIONS[self.water_stress],
-                           evapotranspiration=EVAPOTRANSPIRATION_OPTIONS[self.evapotranspiration],
-                           phenology=PHENOLOGY_OPTIONS[self.phenology],
-                           gpp_weather=NeuralWeatherFactor() if self.gpp_weather else None,
-                           drought_leaf_loss=self.drought_leaf_loss,
-                           groundwater_supply=self.groundwater_supply,
-                           deep_water_uptake=self.deep_water_uptake,
-                           water_limited_decomposition=self.water_limited_decomposition,
-                           canopy_saturation=self.canopy_saturation)
+        """The model configuration of the calibrated runs."""
+        return ModelConfig(**{slot: getattr(self, slot) for slot in SLOTS})
 
     def to_dict(self) -> dict:
         out = dataclasses.asdict(self)
@@ -297,6 +251,9 @@ class SiteCalibrationConfig:
         out["streams"] = list(self.streams)
         out["parameter_values"] = dict(self.parameter_values)
         out["parameter_scales"] = dict(self.parameter_scales)
+        for slot in SLOTS:
+            if not isinstance(out[slot], str):
+                out[slot] = list(out[slot])
         if self.free_parameters is not None:
             out["free_parameters"] = list(self.free_parameters)
         return out
@@ -312,11 +269,11 @@ class SiteCalibrationConfig:
         if not isinstance(values, Mapping):
             raise CalibrationConfigError("config: must be a JSON object")
         known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
+        unknown = sorted(set(values) - known - set(_LEGACY_FLAGS))
         if unknown:
             raise CalibrationConfigError(f"config: unknown key(s) {', '.join(unknown)} "
                                          f"(known: {', '.join(sorted(known))})")
-        values = dict(values)
+        values = _translate_legacy(dict(values))
         if "gradient" in values:
             values["gradient"] = gradient_settings(values["gradient"])
         for key in ("weights", "steady_state_pool_weights", "parameter_values",
@@ -325,7 +282,7 @@ class SiteCalibrationConfig:
                 if not isinstance(values[key], Mapping):
                     raise CalibrationConfigError(f"config: {key} must be an object")
                 values[key] = tuple(dict(values[key]).items())
-        for key in ("streams", "free_parameters"):
+        for key in ("streams", "free_parameters", *_MODIFIER_SLOTS):
             if key in values and values[key] is not None:
                 if isinstance(values[key], str) or not isinstance(values[key], list | tuple):
                     raise CalibrationConfigError(f"config: {key} must be a list of names, not "
@@ -355,8 +312,49 @@ def gradient_settings(values: Mapping, base: GradientSettings | None = None,
         raise CalibrationConfigError(f"{prefix}{error}") from None
 
 
-_STRING_KEYS = ("model", "water_stress", "evapotranspiration", "phenology", "objective",
+_MODIFIER_SLOTS = tuple(name for name, slot in SLOTS.items() if slot.multiple)
+_STRING_KEYS = (*(name for name, slot in SLOTS.items() if not slot.multiple), "objective",
                 "uncertainty", "steady_state_form", "training_window")
+
+# Calibration records of earlier versions: on/off keys of the modifiers, and names of option
+# combinations, with their registry texts (None: an option that no longer exists).
+_LEGACY_FLAGS = {"gpp_weather": "photosynthesis", "canopy_saturation": "photosynthesis",
+                 "groundwater_supply": "soil_water", "deep_water_uptake": "soil_water",
+                 "water_limited_decomposition": "decomposition",
+                 "drought_leaf_loss": "leaf_loss"}
+_LEGACY_NAMES = {
+    "water_stress": {"neural_monotone": "neural:monotone=true"},
+    "evapotranspiration": {"neural_evaporation": "neural:transpiration=uwue",
+                           "neural_no_soil_water": "neural:soil_water_input=false"},
+    "phenology": {"climate": None, "calendar_climate": "climate",
+                  "calendar_growth": None, "calendar_senescence": "climate:index_rates=fall",
+                  "calendar_climate_beta": None,
+                  "calendar_water": "calendar:water_limited_release=true"},
+}
+
+
+def _translate_legacy(values: dict) -> dict:
+    """A calibration record of an earlier version (on/off modifier keys) in today's keys."""
+    flags = {key: values.pop(key) for key in _LEGACY_FLAGS if key in values}
+    if not flags:
+        return values
+    for key, flag in flags.items():
+        if not isinstance(flag, bool | None):
+            raise CalibrationConfigError(f"config: {key} must be true or false, not {flag!r}")
+    if flags.get("deep_water_uptake") is None:
+        flags["deep_water_uptake"] = values.get("model", "site") == "site"
+    for slot in _MODIFIER_SLOTS:
+        values.setdefault(slot, [key for key, on in flags.items()
+                                 if on and _LEGACY_FLAGS[key] == slot])
+    for slot, renamed in _LEGACY_NAMES.items():
+        name = values.get(slot)
+        if isinstance(name, str) and name in renamed:
+            if renamed[name] is None:
+                raise CalibrationConfigError(
+                    f"config: {slot} {name!r} was removed (see docs/model.md, \"Removed "
+                    "options\"); choose another")
+            values[slot] = renamed[name]
+    return values
 _WEIGHT_KEYS = ("edc_weight", "steady_state_weight", "water_steady_state_weight",
                 "water_drift_weight", "violation_weight")
 
@@ -374,6 +372,13 @@ def _check_config_types(config: SiteCalibrationConfig) -> None:
         if not isinstance(value, str):
             raise CalibrationConfigError(f"config: {key} must be a name (a string), not "
                                          f"{value!r}")
+    for key in _MODIFIER_SLOTS:
+        texts = getattr(config, key)
+        if texts is not None and (not isinstance(texts, list | tuple)
+                                  or not all(isinstance(text, str) for text in texts)):
+            shown = list(texts) if isinstance(texts, tuple) else texts
+            raise CalibrationConfigError(f"config: {key} must be a list of option names, not "
+                                         f"{shown!r}")
     for key in _WEIGHT_KEYS:
         check(check_number, key, getattr(config, key), 0.0)
     check(check_integer, "validation_days", config.validation_days, 0)

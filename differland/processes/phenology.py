@@ -8,7 +8,7 @@ normalised so that its annual integral removes the fraction implied by the lifes
 W. M., Nemani, R. & Running, S. W. (2005) A generalized, bioclimatic index to predict foliar
 phenology in response to climate. Global Change Biology 11, 619-632; with a soil-water factor
 as in Forkel, M. et al. (2014) Biogeosciences 11, 7025-7050), whose running mean sets both
-rates every step (:class:`~differland.config.ClimatePhenology`). The calendar's labile
+rates every step (:class:`~differland.options.ClimatePhenology`). The calendar's labile
 release may also wait for soil water (:func:`water_limited_release`).
 """
 
@@ -69,7 +69,7 @@ def growing_season_weather_index(t_min, vpd, latitude, doy, temperature_threshol
         latitude: [degrees_north]; doy: day of year [d].
         temperature_threshold, daylength_threshold, vpd_threshold: where each factor is
             one half [K, h, hPa] (the temperature in kelvin, as its parameter).
-        option: :class:`~differland.config.ClimatePhenology` (factor shapes).
+        option: :class:`~differland.options.ClimatePhenology` (factor shapes).
     """
     temperature = jax.nn.sigmoid((t_min + c.ZERO_CELSIUS - temperature_threshold)
                                  * (2.0 / option.temperature_width))
@@ -96,11 +96,6 @@ def index_driven_rates(index, leaf_growth_rate, leaf_senescence_rate):
     (1 - GSI)``, on top of a background leaf fall (1 / lifespan, or the calendar pulses).
     """
     return leaf_growth_rate * index, leaf_senescence_rate * (1.0 - index)
-
-
-def background_leaf_fall(leaf_lifespan) -> jax.Array:
-    """Leaf fall of a leaf lifespan [yr] spread evenly over the year [d-1]."""
-    return 1.0 / (leaf_lifespan * c.PHENOLOGY_YEAR_LENGTH)
 
 
 def growing_season_memory(previous, index, delta_t, memory_days) -> jax.Array:

@@ -137,7 +137,7 @@ def acm_gpp(lai, t_min, t_max, ssrd, co2, doy, latitude, canopy_efficiency,
 
 
 def neural_weather_factor(t_min, t_max, vpd, layers: list[dict], option) -> jax.Array:
-    """The :class:`~differland.config.NeuralWeatherFactor` multiplier of GPP, in (0, 1) [1].
+    """The :class:`~differland.options.NeuralWeatherFactor` multiplier of GPP, in (0, 1) [1].
 
     sigmoid(MLP(T / temperature_scale, VPD / vpd_scale)) with T the daily mean air
     temperature [degC] and VPD [hPa]. Elementwise in time: the inputs may carry a time axis.

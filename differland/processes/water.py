@@ -6,15 +6,12 @@ ET follows the underlying-water-use-efficiency form of Boese, S. et al. (2017) B
 
 from __future__ import annotations
 
-import dataclasses
-
 import jax
 import jax.numpy as jnp
 
-from differland.config import LinearBeta, NeuralBeta, NeuralET, NoWaterStress, WaterStress
 from differland.constants import VIOLATION_FACTOR
 from differland.processes.decomposition import loss_rate
-from differland.processes.neural import dense, mlp, mlp_from_first_layer, network_term
+from differland.processes.neural import dense, mlp, mlp_from_first_layer
 from differland.processes.pools import outflow_scale
 
 
@@ -47,7 +44,7 @@ def monotone_layers(layers: list[dict]) -> list[dict]:
             for layer in layers]
 
 
-def neural_beta(water, layers: list[dict], option: NeuralBeta) -> jax.Array:
+def neural_beta(water, layers: list[dict], option) -> jax.Array:
     """beta = sigmoid(MLP(W / water_scale)) with leaky-ReLU hidden layers [1]; with
     ``option.monotone`` the weights enter through :func:`monotone_layers` (beta
     non-decreasing in W)."""
@@ -56,33 +53,10 @@ def neural_beta(water, layers: list[dict], option: NeuralBeta) -> jax.Array:
     return jax.nn.sigmoid(mlp(jnp.reshape(water / option.water_scale, (1,)), layers)[0])
 
 
-def resolve_monotone_beta(config, network):
-    """``(config, network)`` computing the same beta with the monotone weight transform done
-    once: the water-stress layers through :func:`monotone_layers` and the option's
-    ``monotone`` off. For a time loop, whose steps would otherwise each transform the
-    weights again (XLA does not lift it out of the loop)."""
-    option = config.water_stress
-    if not (isinstance(option, NeuralBeta) and option.monotone):
-        return config, network
-    layers = monotone_layers(network_term(network, "water_stress"))
-    plain = dataclasses.replace(option, monotone=False)
-    return dataclasses.replace(config, water_stress=plain), {**network, "water_stress": layers}
-
-
-def water_stress_factor(option: WaterStress, water, params, network=None) -> jax.Array:
-    """The water-stress factor beta [1] chosen by ``option`` (a static, typed choice)."""
-    if isinstance(option, NoWaterStress):
-        return jnp.ones_like(water)
-    if isinstance(option, LinearBeta):
-        return linear_beta(water, params.field_capacity, params.wilting_point_fraction)
-    if isinstance(option, NeuralBeta):
-        return neural_beta(water, network_term(network, "water_stress"), option)
-    raise TypeError(f"unknown water-stress option {option!r}")
-
-
 def neural_et_forcing_part(t_min, t_max, ssrd, vpd, co2, precipitation, layers: list[dict],
-                           option: NeuralET) -> jax.Array:
-    """The forcing inputs' share of the first layer of the :class:`NeuralET` network.
+                           option) -> jax.Array:
+    """The forcing inputs' share of the first layer of the neural ET network
+    (:class:`~differland.options.NeuralET`).
 
     Elementwise in time (inputs may carry a time axis); returns ``(..., hidden)``. The
     forcing inputs are the daily mean temperature, SSRD, VPD, CO2 and ln(1 + P / scale).
@@ -96,7 +70,7 @@ def neural_et_forcing_part(t_min, t_max, ssrd, vpd, co2, precipitation, layers: 
 
 
 def neural_evapotranspiration(forcing_part, lai, water, gpp, layers: list[dict],
-                              option: NeuralET) -> jax.Array:
+                              option) -> jax.Array:
     """The network's ET [mm d-1] for one step, softplus(MLP(inputs)), from the forcing part
     of the first layer (:func:`neural_et_forcing_part`); GPP is an input only when the
     network also stands for transpiration, the soil water only with
