@@ -254,7 +254,7 @@ def _option_parameters(defaults: dict) -> list[inspect.Parameter]:
 def _given_options(values: dict) -> dict:
     """The process options given on the command line: ``{slot: text}`` for single slots and
     ``{slot: {name: on}}`` for modifiers."""
-    from differland.options import SLOTS, options
+    from differland.options import SLOTS, OptionError, options, parse
 
     given = {}
     for slot in SLOTS.values():
@@ -264,6 +264,10 @@ def _given_options(values: dict) -> dict:
             if flags:
                 given[slot.name] = flags
         elif values.get(slot.name) is not None:
+            try:
+                parse(slot.name, values[slot.name])
+            except OptionError as error:
+                raise CliError(f"--{slot.name.replace('_', '-')}: {error}") from None
             given[slot.name] = values[slot.name]
     return given
 
@@ -310,7 +314,9 @@ def simulate(
     given = _given_options(model_options)
     if run is not None:
         fixed = {"reference_mode": reference_mode or None, "params": params, "network": network}
-        clash = [name for name, value in fixed.items() if value is not None] + list(given)
+        clash = [name for name, value in fixed.items() if value is not None] + [
+            name for slot, value in given.items()
+            for name in (value if isinstance(value, dict) else [slot])]
         if clash:
             flags = ", ".join("--" + name.replace("_", "-") for name in clash)
             raise CliError(f"--run takes the model options, parameters and network of "

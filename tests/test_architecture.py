@@ -11,8 +11,9 @@ PACKAGE = Path(__file__).resolve().parents[1] / "differland"
 LAYERS = [
     {"differland._pytree", "differland.constants", "differland.precision"},
     {"differland.params"},
-    {"differland.forcing", "differland.state", "differland.config"},
+    {"differland.forcing", "differland.state"},
     {"differland.processes"},
+    {"differland.options", "differland.config"},
     {"differland.model"},
     {"differland.observations", "differland.likelihood", "differland.metrics"},
     {"differland.spatial", "differland.calibrate"},

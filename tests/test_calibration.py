@@ -65,7 +65,7 @@ def twin_problem(fluxsites_dir, settings: GradientSettings, noise: float = 0.03)
                                     mask)
     config = SiteCalibrationConfig(
         water_stress="none", evapotranspiration="uwue", streams=("gpp", "reco", "et", "lai"),
-        validation_days=120, deep_water_uptake=False,  # the truth's model
+        validation_days=120, soil_water=(),  # the truth's model
         edc_weight=0.0, steady_state_weight=0.0,  # identifiability alone
         water_steady_state_weight=0.0, water_drift_weight=0.0,
         free_parameters=TWIN_FREE,
@@ -250,7 +250,15 @@ def test_periods_split_train_validation_test():
     ({"canopy_saturation": "on"}, "canopy_saturation must be true or false"),
     ({"groundwater_supply": "no"}, "groundwater_supply must be true or false"),
     ({"deep_water_uptake": "yes"}, "deep_water_uptake must be true or false"),
-    ({"deep_water_uptake": True, "model": "global"}, "deep_water_uptake needs model"),
+    ({"deep_water_uptake": True, "model": "global"}, "deep_water_uptake needs the site model"),
+    ({"soil_water": ["deep_water_uptake"], "model": "global"},
+     "deep_water_uptake needs the site model"),
+    ({"photosynthesis": "canopy_saturation"}, "photosynthesis must be a list of names"),
+    ({"photosynthesis": ["canopy"]}, "unknown photosynthesis option 'canopy'"),
+    ({"leaf_loss": [3]}, "leaf_loss must be a list of option names"),
+    ({"phenology": "climate:memory_days=soon"}, "memory_days: not a float"),
+    ({"phenology": "climate", "water_limited_decomposition": True}, "'climate' was removed"),
+    ({"phenology": "calendar_growth", "gpp_weather": False}, "'calendar_growth' was removed"),
 ])
 def test_bad_configuration_is_a_clear_error(values, pattern):
     with pytest.raises(CalibrationConfigError, match=pattern):
@@ -301,8 +309,9 @@ def test_calibrate_site_command_smoke(fluxsites_dir, tmp_path, capsys, monkeypat
     again = xr.load_dataset(tmp_path / "again.nc")
     calibrated = xr.load_dataset(out / "simulation.nc")
     np.testing.assert_allclose(again["nee"], calibrated["nee"], rtol=1e-9, atol=1e-9)
-    assert again.attrs["water_limited_decomposition"] == 1 and again.attrs["gpp_weather"] == 0
-    assert again.attrs["canopy_saturation"] == 1 and again.attrs["deep_water_uptake"] == 1
+    assert again.attrs["decomposition"] == "water_limited_decomposition"
+    assert again.attrs["photosynthesis"] == "canopy_saturation"
+    assert again.attrs["soil_water"] == "deep_water_uptake" and again.attrs["leaf_loss"] == ""
     capsys.readouterr()
     # params.json holds the calibrated canopy saturation: simulating it by hand without the
     # option would silently run another model
@@ -336,13 +345,19 @@ def test_calibrate_site_command_smoke(fluxsites_dir, tmp_path, capsys, monkeypat
     assert main(["simulate", "--run", str(out), "--out", str(tmp_path / "moved.nc")]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "--driver" in err and "elsewhere" in err
-    # a record of a version without the weather factor of GPP or the calibrated canopy
-    # saturation simulates without them
-    del record["calibration"]["gpp_weather"]
-    del record["calibration"]["canopy_saturation"]
+    # a record of an earlier version, with on/off keys for the modifiers and without the
+    # weather factor of GPP or the calibrated canopy saturation, simulates without them
+    legacy = {key: value for key, value in record["calibration"].items() if key not in (
+        "photosynthesis", "soil_water", "decomposition", "leaf_loss")}
+    legacy |= {"water_limited_decomposition": True, "drought_leaf_loss": False,
+               "groundwater_supply": False, "deep_water_uptake": True,
+               "phenology": "calendar_water"}
+    record["calibration"] = legacy
     (out / "config.json").write_text(json.dumps(record))
-    assert _calibration_run(out)["gpp_weather"] is False
-    assert _calibration_run(out)["canopy_saturation"] is False
+    recorded = _calibration_run(out)["config"]
+    assert recorded.photosynthesis == () and recorded.leaf_loss == ()
+    assert [o.name for o in recorded.soil_water] == ["deep_water_uptake"]
+    assert recorded.phenology.water_limited_release
     (out / "config.json").write_text(original)
     # a finished run is not replaced without --overwrite
     capsys.readouterr()
@@ -563,7 +578,7 @@ def test_water_drift_term_holds_a_filling_store(fluxsites_dir):
               "initial_plant_available_water": 5.0, "initial_plant_unavailable_water": 1.0,
               "underlying_water_use_efficiency": 30.0, "radiation_et_coefficient": 0.01}
     config = dataclasses.replace(
-        twin.config, water_drift_weight=0.1, deep_water_uptake=True,
+        twin.config, water_drift_weight=0.1, soil_water=("deep_water_uptake",),
         free_parameters=("litter_respiration_rate",),
         parameter_values={**dict(twin.config.parameter_values), **closed})
     problem = make_site_problem(forcing, observations, dates, 3 * 365, config)
@@ -644,34 +659,40 @@ def test_free_parameters_follow_the_process_options():
     from differland.calibrate.site import free_parameter_names
 
     default = set(free_parameter_names(SiteCalibrationConfig(
-        evapotranspiration="uwue", water_limited_decomposition=False,
-        deep_water_uptake=False)))
+        evapotranspiration="uwue", decomposition=(), soil_water=())))
     assert {"underlying_water_use_efficiency", "radiation_et_coefficient"} <= default
     assert not default & {"field_capacity", "drought_leaf_loss_rate",
                           "decomposition_water_sensitivity", "groundwater_supply_rate",
                           "deep_water_uptake_rate"}
     neural = set(free_parameter_names(SiteCalibrationConfig(
-        evapotranspiration="neural", water_limited_decomposition=False,
-        deep_water_uptake=False)))
+        evapotranspiration="neural", decomposition=(), soil_water=())))
     assert default - neural == {"underlying_water_use_efficiency", "radiation_et_coefficient"}
-    options = SiteCalibrationConfig(water_stress="beta", drought_leaf_loss=True,
-                                    water_limited_decomposition=True, groundwater_supply=True,
-                                    deep_water_uptake=True,
-                                    evapotranspiration="neural_evaporation")
+    options = SiteCalibrationConfig(water_stress="beta", leaf_loss=("drought_leaf_loss",),
+                                    decomposition=("water_limited_decomposition",),
+                                    soil_water=("groundwater_supply", "deep_water_uptake"),
+                                    evapotranspiration="neural:transpiration=uwue")
     assert set(free_parameter_names(options)) - default == {
         "field_capacity", "wilting_point_fraction", "drought_leaf_loss_rate",
         "decomposition_water_sensitivity", "groundwater_supply_rate", "deep_water_uptake_rate"}
-    assert options.model_config.groundwater_supply
-    assert options.model_config.deep_water_uptake
+    assert [o.name for o in options.model_config.soil_water] == [
+        "deep_water_uptake", "groundwater_supply"]
     assert default - set(free_parameter_names(options)) == {"radiation_et_coefficient"}
     # the default site calibration slows decomposition in dry soil and lets deep water rise;
     # the global model, which has no deep store, is calibrated without the rise
     assert {"decomposition_water_sensitivity", "deep_water_uptake_rate"} <= set(
         free_parameter_names(SiteCalibrationConfig()))
-    assert SiteCalibrationConfig().model_config.deep_water_uptake
-    assert not SiteCalibrationConfig(model="global").deep_water_uptake
+    assert SiteCalibrationConfig().soil_water == ("deep_water_uptake",)
+    assert SiteCalibrationConfig(model="global").soil_water == ()
     assert SiteCalibrationConfig.from_dict(
         SiteCalibrationConfig().to_dict()) == SiteCalibrationConfig()
+    # written and read back through the option registry, fields included
+    chosen = SiteCalibrationConfig(phenology="climate:index_rates=fall,memory_days=30",
+                                   photosynthesis=["gpp_weather:hidden=4", "canopy_saturation"])
+    assert chosen.phenology == "climate:memory_days=30.0,index_rates=fall"
+    assert chosen.photosynthesis == ("canopy_saturation", "gpp_weather:hidden=4")
+    again = SiteCalibrationConfig.from_dict(json.loads(json.dumps(chosen.to_dict())))
+    assert again == chosen and again.model_config == chosen.model_config
+    assert again.model_config.phenology.memory_days == 30.0
 
 
 def test_free_parameters_follow_the_phenology():
@@ -679,20 +700,15 @@ def test_free_parameters_follow_the_phenology():
 
     calendar = set(free_parameter_names(SiteCalibrationConfig()))
     climate = set(free_parameter_names(SiteCalibrationConfig(phenology="climate")))
-    assert calendar - climate == {"labile_release_day", "labile_release_period", "leaf_fall_day",
-                                  "leaf_fall_period", "labile_lifespan"}
+    assert calendar < climate  # the index adds to the calendar pulses
     assert climate - calendar == {"growing_season_temperature", "growing_season_daylength",
                                   "growing_season_vpd", "growing_season_water",
                                   "leaf_growth_rate", "leaf_senescence_rate"}
-    both = set(free_parameter_names(SiteCalibrationConfig(phenology="calendar_climate")))
-    assert both == calendar | climate
-    growth = set(free_parameter_names(SiteCalibrationConfig(phenology="calendar_growth")))
-    assert growth == both - {"leaf_senescence_rate"}
-    fall = set(free_parameter_names(SiteCalibrationConfig(phenology="calendar_senescence")))
-    assert fall == both - {"leaf_growth_rate"}
-    beta = set(free_parameter_names(SiteCalibrationConfig(phenology="calendar_climate_beta")))
-    assert beta == both - {"growing_season_water"}
-    water = set(free_parameter_names(SiteCalibrationConfig(phenology="calendar_water")))
+    fall = set(free_parameter_names(SiteCalibrationConfig(
+        phenology="climate:index_rates=fall")))
+    assert fall == climate - {"leaf_growth_rate"}
+    water = set(free_parameter_names(SiteCalibrationConfig(
+        phenology="calendar:water_limited_release=true")))
     assert water == calendar | {"growing_season_water"}
     with pytest.raises(CalibrationConfigError, match="phenology"):
         SiteCalibrationConfig(phenology="gsi")

@@ -78,10 +78,10 @@ def test_global_model_runs_on_a_site_driver(tmp_path, capsys, fluxsites_dir):
 def test_climate_phenology_runs_from_the_command_line(tmp_path, capsys, fluxsites_dir):
     out = tmp_path / "climate.nc"
     status, _, err = run(capsys, "simulate", "--driver", fluxsites_dir / "US-SRG.nc",
-                         "--phenology", "calendar_climate", "--out", out)
+                         "--phenology", "climate:index_rates=fall", "--out", out)
     assert status == 0, err
     dataset = xr.load_dataset(out)
-    assert dataset.attrs["phenology"] == "calendar_climate"
+    assert dataset.attrs["phenology"] == "climate:index_rates=fall"
     index = dataset["growing_season_index"].values
     assert 0.0 < index.min() < index.max() < 1.0
 
@@ -99,7 +99,7 @@ def test_groundwater_supply_from_the_command_line(tmp_path, capsys, fluxsites_di
                          "--groundwater-supply", "--out", tmp_path / "on.nc")
     assert status == 0, err
     dataset = xr.load_dataset(tmp_path / "on.nc")
-    assert dataset.attrs["groundwater_supply"] == 1
+    assert dataset.attrs["soil_water"] == "groundwater_supply"
     np.testing.assert_allclose(dataset["groundwater_supply"], 0.5)
     assert dataset["groundwater_supply"].attrs["units"] == "mm d-1"
 
@@ -116,7 +116,7 @@ def test_deep_water_uptake_from_the_command_line(tmp_path, capsys, fluxsites_dir
                          "--deep-water-uptake", "--out", tmp_path / "on.nc")
     assert status == 0, err
     dataset = xr.load_dataset(tmp_path / "on.nc")
-    assert dataset.attrs["deep_water_uptake"] == 1
+    assert dataset.attrs["soil_water"] == "deep_water_uptake"
     assert dataset["deep_water_uptake"].attrs["units"] == "mm d-1"
     assert float(dataset["deep_water_uptake"].max()) > 0.0
     status, _, err = run(capsys, "simulate", "--model", "global", "--deep-water-uptake",
@@ -177,9 +177,9 @@ def test_bad_parameters_are_one_line(tmp_path, capsys, content, pattern):
 
 
 @pytest.mark.parametrize("args, pattern", [
-    (["--model", "regional"], "unknown model 'regional'"),
-    (["--water-stress", "sometimes"], "unknown water stress"),
-    (["--phenology", "gsi"], "unknown phenology 'gsi'"),
+    (["--model", "regional"], "unknown model option 'regional'"),
+    (["--water-stress", "sometimes"], "unknown water_stress option 'sometimes'; known: none"),
+    (["--phenology", "gsi"], "unknown phenology option 'gsi'"),
     (["--driver", "{empty}"], "empty"),
     (["--driver", "{text}"], "not a NetCDF"),
     (["--driver", "{missing}"], "does not exist|not found|no such"),

@@ -10,6 +10,7 @@ The same runs carry exactly the state fields and return exactly the outputs decl
 from __future__ import annotations
 
 import dataclasses
+import typing
 
 import jax
 import jax.numpy as jnp
@@ -29,13 +30,7 @@ from differland import (
 )
 from differland._pytree import field_names
 from differland.calibrate.site import SiteCalibrationConfig
-from differland.config import (
-    EVAPOTRANSPIRATION_OPTIONS,
-    OPTION_PARAMETERS,
-    PHENOLOGY_OPTIONS,
-    WATER_STRESS_OPTIONS,
-    NeuralWeatherFactor,
-)
+from differland.options import SLOTS, field_types, options, spec
 from differland.params import SPECS, ParameterSet, default_parameters, names_for
 from differland.processes.neural import init_network
 
@@ -79,34 +74,60 @@ def check_parameter_names(config: ModelConfig, forcing) -> None:
             assert not changed, f"{name} is outside parameter_names() but changes an output"
 
 
-def one_option_configs() -> dict[str, ModelConfig]:
-    """Every process option of the registries alone on the plain site model."""
-    configs = {f"water_stress={k}": dataclasses.replace(SITE, water_stress=v)
-               for k, v in WATER_STRESS_OPTIONS.items()}
-    configs |= {f"evapotranspiration={k}": dataclasses.replace(SITE, evapotranspiration=v)
-                for k, v in EVAPOTRANSPIRATION_OPTIONS.items()}
-    configs |= {f"phenology={k}": dataclasses.replace(SITE, phenology=v)
-                for k, v in PHENOLOGY_OPTIONS.items()}
-    configs |= {flag: dataclasses.replace(SITE, **{flag: True}) for flag in OPTION_PARAMETERS}
-    configs["gpp_weather"] = dataclasses.replace(SITE, gpp_weather=NeuralWeatherFactor())
+def forms(cls) -> list:
+    """An option class's default and each form a choice field gives it (each boolean field
+    flipped, each other choice of a ``Literal`` field)."""
+    default = cls()
+    out = [default]
+    hints = typing.get_type_hints(cls)
+    for name, kind in field_types(cls).items():
+        value = getattr(default, name)
+        if kind is bool:
+            out.append(dataclasses.replace(default, **{name: not value}))
+        elif typing.get_origin(hints[name]) is typing.Literal:
+            out += [dataclasses.replace(default, **{name: choice})
+                    for choice in typing.get_args(hints[name]) if choice != value]
+    return out
+
+
+def with_option(base: ModelConfig, slot, option) -> ModelConfig | None:
+    """``base`` with ``option`` in ``slot`` (a modifier toggled); ``None`` if they cannot run
+    together."""
+    if slot.multiple:
+        present = [o for o in getattr(base, slot.name) if o.name == option.name]
+        value = tuple(o for o in getattr(base, slot.name) if o.name != option.name) + (
+            () if present else (option,))
+    else:
+        value = option
+    try:
+        return dataclasses.replace(base, **{slot.name: value})
+    except ValueError:
+        return None
+
+
+def each_option(base: ModelConfig) -> dict[str, ModelConfig]:
+    """``base`` with every form of every registered option of the site model swapped in."""
+    configs = {}
+    for slot in SLOTS.values():
+        if slot.name == "model":
+            continue
+        for cls in options(slot.name).values():
+            for option in forms(cls):
+                config = with_option(base, slot, option)
+                if config is not None and config != base:
+                    configs[f"{slot.name}={spec(option)}"] = config
     return configs
+
+
+def one_option_configs() -> dict[str, ModelConfig]:
+    """Every process option of the registry alone on the plain site model."""
+    return each_option(SITE)
 
 
 def default_with_each_option() -> dict[str, ModelConfig]:
-    """The default site calibration's model with each option of the registries swapped in."""
-    configs = {f"water_stress={k}": dataclasses.replace(DEFAULT_CALIBRATION, water_stress=v)
-               for k, v in WATER_STRESS_OPTIONS.items()}
-    configs |= {f"evapotranspiration={k}": dataclasses.replace(DEFAULT_CALIBRATION,
-                                                                evapotranspiration=v)
-                for k, v in EVAPOTRANSPIRATION_OPTIONS.items()}
-    configs |= {f"phenology={k}": dataclasses.replace(DEFAULT_CALIBRATION, phenology=v)
-                for k, v in PHENOLOGY_OPTIONS.items()}
-    configs |= {f"{flag}={not getattr(DEFAULT_CALIBRATION, flag)}": dataclasses.replace(
-        DEFAULT_CALIBRATION, **{flag: not getattr(DEFAULT_CALIBRATION, flag)})
-        for flag in OPTION_PARAMETERS}
-    configs["gpp_weather"] = dataclasses.replace(DEFAULT_CALIBRATION,
-                                                 gpp_weather=NeuralWeatherFactor())
-    return configs
+    """The default site calibration's model with each option of the registry swapped in (a
+    modifier turned on or off)."""
+    return each_option(DEFAULT_CALIBRATION)
 
 
 @pytest.fixture(scope="module")
@@ -146,7 +167,7 @@ def test_calibration_frees_exactly_the_parameters_the_model_reads():
     assert free_parameter_names(config) == config.model_config.parameter_names()
     assert "field_capacity" not in free_parameter_names(config)  # neural beta
     # without water stress, the options that scale with 1 - beta have no effect
-    plain = SiteCalibrationConfig(water_stress="none", drought_leaf_loss=True)
+    plain = SiteCalibrationConfig(water_stress="none", leaf_loss=("drought_leaf_loss",))
     assert "drought_leaf_loss_rate" not in free_parameter_names(plain)
     assert "decomposition_water_sensitivity" not in free_parameter_names(plain)
 
