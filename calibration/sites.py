@@ -81,7 +81,14 @@ def finished_metrics(run: Path, calibration: dict) -> dict | None:
         record = json.loads((run / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    if record.get("calibration") != calibration:
+    from differland.calibrate.site import CalibrationConfigError, SiteCalibrationConfig
+
+    try:  # read through the option registry, so that a record of an earlier version compares
+        same = (SiteCalibrationConfig.from_dict(record.get("calibration"))
+                == SiteCalibrationConfig.from_dict(calibration))
+    except CalibrationConfigError:
+        same = False
+    if not same:
         raise ValueError(f"{run}: finished with another configuration; pass --overwrite to "
                          "calibrate it again, or choose another --out")
     return metrics

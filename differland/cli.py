@@ -66,25 +66,34 @@ def _parameter_set(path: Path | None, variant: str):
 
 
 def _check_option_parameters(params, config, variant: str, path: Path) -> None:
-    """Refuse a parameter file that sets a process option's parameter the run would ignore.
+    """Refuse a parameter file that sets a modifier's parameter the run would ignore.
 
     A calibration with, e.g., the calibrated canopy saturation writes its value to
-    ``params.json``; simulating that file without the option would silently use the model
-    without it.
+    ``params.json``; simulating that file without the modifier would silently use the model
+    without it. (The parameters of the water stress, ET and phenology forms are not checked:
+    a parameter file of the published model holds values for every form.)
     """
     import numpy as np
 
-    from differland.options import SLOTS, option_parameters, registered
+    from differland.options import SLOTS, registered
     from differland.params import default_parameters
 
     defaults, read = default_parameters(variant), set(config.parameter_names())
-    for name in sorted(option_parameters() - read):
+    single = {name for cls in registered() if not SLOTS[cls.slot].multiple
+              for name in cls.reads}
+    modifiers = {name for cls in registered() if SLOTS[cls.slot].multiple
+                 for name in cls.reads} - single
+    for name in sorted(modifiers - read):
         if name not in params:
             continue
         value, default = float(params[name]), float(defaults[name])
         if not np.isclose(value, default, rtol=1e-6, atol=0.0):
             readers = [_option_flag(SLOTS[cls.slot], cls.name) for cls in registered()
                        if name in cls.reads]
+            if any(name in option.reads for option in config.options()):
+                raise CliError(f"{path}: {name} is {value:.6g}, not its default "
+                               f"{default:.6g}, but it has no effect with the other options "
+                               f"of the run (e.g. a modifier of beta without water stress)")
             raise CliError(f"{path}: {name} is {value:.6g}, not its default {default:.6g}, "
                            f"but no option of the run reads it (read by "
                            f"{' or '.join(readers)})")

@@ -32,7 +32,7 @@ from differland.state import State, StepOutputs
 
 # XLA:CPU compiles a while loop whose per-iteration footprint is below this many bytes into a
 # single kernel. A DALEC step of up to ~1000 pixels fits; larger batches keep XLA's default
-# per-operation kernels, which may run on several threads (measured: equal at ~3000 pixels).
+# per-operation kernels, which may run on several threads (docs/performance.md).
 SINGLE_KERNEL_LOOP_BYTES = 1 << 25
 _LOOP_OPTION = "xla_cpu_small_while_loop_byte_threshold"
 
@@ -40,8 +40,8 @@ _LOOP_OPTION = "xla_cpu_small_while_loop_byte_threshold"
 def _request_single_kernel_loops(environ=os.environ) -> None:
     """Raise XLA:CPU's small-while-loop threshold to :data:`SINGLE_KERNEL_LOOP_BYTES`.
 
-    XLA's CPU runtime runs each operation of a loop body as a separate kernel at ~50 ns per
-    dispatch; a DALEC step has tens of them, which is most of its cost. Loops below the
+    XLA's CPU runtime runs each operation of a loop body as a separate kernel with a fixed
+    dispatch cost; a DALEC step has tens of them, which is most of its cost. Loops below the
     threshold (default 1 kB) are compiled into one kernel instead. The option is appended to
     ``--xla_backend_extra_options`` in ``XLA_FLAGS``, so it applies only if JAX has not yet
     initialised its CPU backend (import differland before running JAX computations), and it
@@ -301,8 +301,8 @@ def _scan(params, state, drivers, config, network):
     config, network = config.prepared(network)
 
     # Rematerialised in reverse mode: the backward pass recomputes each step from its start
-    # state and drivers instead of storing every intermediate of every step (far less memory
-    # traffic; 2-3x faster gradients for batches of pixels).
+    # state and drivers instead of storing every intermediate of every step (less memory
+    # traffic; docs/performance.md).
     @jax.checkpoint
     def advance(carry, drivers_t):
         return step_dynamics(params, carry, drivers_t, config, network)

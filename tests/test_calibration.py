@@ -417,6 +417,32 @@ def test_sites_script_smoke(fluxsites_dir, tmp_path):
     assert recorded["overrides"] == {"n_starts": 2, "max_iterations": 20, "chunk": 10}
 
 
+def test_sites_script_reuses_a_finished_run_of_the_same_configuration(tmp_path):
+    """A finished run is reused when its record names the same configuration, also when an
+    earlier version wrote the process options as on/off keys; another one is refused."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("sites", REPO / "calibration" / "sites.py")
+    sites = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sites)
+    config = SiteCalibrationConfig().to_dict()
+    legacy = {key: value for key, value in config.items() if key not in (
+        "photosynthesis", "soil_water", "decomposition", "leaf_loss")}
+    legacy |= {"gpp_weather": False, "canopy_saturation": True, "drought_leaf_loss": False,
+               "groundwater_supply": False, "deep_water_uptake": True,
+               "water_limited_decomposition": True}
+    run = tmp_path / "US-Var"
+    run.mkdir()
+    (run / "metrics.json").write_text(json.dumps({"site": "US-Var"}))
+    for record in (config, legacy):
+        (run / "config.json").write_text(json.dumps({"calibration": record}))
+        assert sites.finished_metrics(run, config) == {"site": "US-Var"}
+    (run / "config.json").write_text(json.dumps({"calibration": {**legacy,
+                                                                 "gpp_weather": True}}))
+    with pytest.raises(ValueError, match="another configuration"):
+        sites.finished_metrics(run, config)
+
+
 def _process_state(pid: int) -> list[str] | None:
     """State letter and parent of a process from Linux /proc (None once it is gone)."""
     try:

@@ -10,7 +10,10 @@ from golden import load
 from helpers import site_forcing
 
 from differland import (
+    CalendarPhenology,
+    ClimatePhenology,
     GlobalModel,
+    GroundwaterSupply,
     LinearBeta,
     ModelConfig,
     NoWaterStress,
@@ -21,7 +24,6 @@ from differland import (
     simulate_pixels,
     step,
 )
-from differland.config import CalendarPhenology, ClimatePhenology
 from differland.forcing import Forcing
 from differland.params import ParameterSet
 from differland.state import CARBON_POOLS, State
@@ -124,13 +126,12 @@ def test_foliar_floor_creates_carbon_only_in_reference_mode():
 
 @pytest.mark.parametrize("phenology, groundwater", [
     (CalendarPhenology(), False), (ClimatePhenology(), False),
-    (CalendarPhenology(water_limited_release=True), False),
-    (ClimatePhenology(pulses=True, water_factor="beta"), False), (CalendarPhenology(), True)])
+    (CalendarPhenology(water_limited_release=True), False), (CalendarPhenology(), True)])
 def test_global_budgets_close_with_fire(golden_dir, phenology, groundwater):
     _, params, forcing = load(golden_dir / "dalec993_synthetic_rand1.nc")
     params = _with_defaults(params)
     config = ModelConfig(model=GlobalModel(), water_stress=LinearBeta(), phenology=phenology,
-                         groundwater_supply=groundwater)
+                         soil_water=(GroundwaterSupply(),) if groundwater else ())
     trajectory = jax.device_get(simulate_pixels(params, forcing, config))
     initial = jax.vmap(lambda p: initial_state(p, config))(params)
     states = _prepend(initial, trajectory.states)
@@ -154,7 +155,8 @@ def test_drought_leaf_loss_conserves_and_sheds_leaves_only_under_stress(fluxsite
     params = default_parameters("site").replace(
         initial_plant_available_water=50.0, field_capacity=200.0, drought_leaf_loss_rate=0.05)
     calendar = ModelConfig(model=SiteModel(), water_stress=LinearBeta())
-    drought = ModelConfig(model=SiteModel(), water_stress=LinearBeta(), drought_leaf_loss=True)
+    drought = ModelConfig(model=SiteModel(), water_stress=LinearBeta(),
+                          leaf_loss=("drought_leaf_loss",))
     shedding = check_site_budgets(params, forcing, drought)
     base = jax.device_get(simulate(params, forcing, calendar))
     stressed = shedding.outputs.beta < 0.999
@@ -162,7 +164,7 @@ def test_drought_leaf_loss_conserves_and_sheds_leaves_only_under_stress(fluxsite
     assert np.all(shedding.outputs.lai[stressed] <= base.outputs.lai[stressed] + 1e-12)
     assert shedding.outputs.lai.mean() < 0.9 * base.outputs.lai.mean()
     # no water stress, no extra leaf loss
-    unstressed = ModelConfig(model=SiteModel(), drought_leaf_loss=True)
+    unstressed = ModelConfig(model=SiteModel(), leaf_loss=("drought_leaf_loss",))
     np.testing.assert_allclose(simulate(params, forcing, unstressed).outputs.lai,
                                simulate(params, forcing, ModelConfig()).outputs.lai)
 
@@ -173,7 +175,7 @@ def test_water_limited_decomposition_conserves_and_slows_only_under_stress(fluxs
         initial_plant_available_water=50.0, field_capacity=200.0,
         decomposition_water_sensitivity=0.8)
     limited = ModelConfig(model=SiteModel(), water_stress=LinearBeta(),
-                          water_limited_decomposition=True)
+                          decomposition=("water_limited_decomposition",))
     slowed = check_site_budgets(params, forcing, limited).outputs
     first = jax.device_get(step(params, initial_state(params, limited),
                                 jax.tree.map(lambda x: x[0], forcing), limited)[1])
@@ -186,7 +188,7 @@ def test_water_limited_decomposition_conserves_and_slows_only_under_stress(fluxs
         np.testing.assert_allclose(getattr(first, name), factor * getattr(base, name),
                                    rtol=1e-12)
     assert np.all(np.isfinite(slowed.rh_som))
-    unstressed = ModelConfig(model=SiteModel(), water_limited_decomposition=True)
+    unstressed = ModelConfig(model=SiteModel(), decomposition=("water_limited_decomposition",))
     np.testing.assert_allclose(simulate(params, forcing, unstressed).outputs.rh_som,
                                simulate(params, forcing, ModelConfig()).outputs.rh_som)
 
@@ -206,7 +208,7 @@ def test_groundwater_supply_conserves_and_carries_the_vegetation_through_a_droug
         groundwater_supply_rate=1.0)
     plain = ModelConfig(model=SiteModel(), water_stress=LinearBeta())
     supplied = ModelConfig(model=SiteModel(), water_stress=LinearBeta(),
-                           groundwater_supply=True)
+                           soil_water=(GroundwaterSupply(),))
     with_supply = check_site_budgets(params, forcing, supplied)
     without = check_site_budgets(params, forcing, plain)
     assert without.outputs.groundwater_supply is None
@@ -240,7 +242,8 @@ def test_deep_water_uptake_conserves_and_carries_the_vegetation_through_a_drough
         paw_runoff_focal_point=150.0, puw_runoff_focal_point=1e5, paw_to_puw_fraction=0.9,
         field_capacity=20.0, wilting_point_fraction=0.05, deep_water_uptake_rate=0.01)
     plain = ModelConfig(model=SiteModel(), water_stress=LinearBeta())
-    rising = ModelConfig(model=SiteModel(), water_stress=LinearBeta(), deep_water_uptake=True)
+    rising = ModelConfig(model=SiteModel(), water_stress=LinearBeta(),
+                         soil_water=("deep_water_uptake",))
     with_rise = check_site_budgets(params, forcing, rising)
     without = check_site_budgets(params, forcing, plain)
     assert without.outputs.deep_water_uptake is None
@@ -267,6 +270,6 @@ def test_deep_water_uptake_conserves_and_carries_the_vegetation_through_a_drough
 
 def test_deep_water_uptake_needs_the_site_model_and_the_default_mode():
     with pytest.raises(ValueError, match="deep_water_uptake needs the site model"):
-        ModelConfig(model=GlobalModel(), deep_water_uptake=True)
+        ModelConfig(model=GlobalModel(), soil_water=("deep_water_uptake",))
     with pytest.raises(ValueError, match="reference_mode"):
-        ModelConfig(model=SiteModel(), deep_water_uptake=True, reference_mode=True)
+        ModelConfig(model=SiteModel(), soil_water=("deep_water_uptake",), reference_mode=True)

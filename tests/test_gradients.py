@@ -52,7 +52,8 @@ def test_site_gradients_match_finite_differences(fluxsites_dir, start):
 def test_gradient_of_the_groundwater_supply_matches_finite_differences(fluxsites_dir):
     """In the dry summer, where the supply sets the soil water, beta and so GPP and ET."""
     forcing = site_forcing(fluxsites_dir, "US-Var", n_steps=60, start=180)
-    config = ModelConfig(model=SiteModel(), water_stress=LinearBeta(), groundwater_supply=True)
+    config = ModelConfig(model=SiteModel(), water_stress=LinearBeta(),
+                         soil_water=("groundwater_supply",))
     params = default_parameters("site").replace(initial_plant_available_water=40.0,
                                                 field_capacity=100.0,
                                                 groundwater_supply_rate=0.5)
@@ -69,7 +70,8 @@ def test_gradient_of_the_deep_water_uptake_matches_finite_differences(fluxsites_
     """In the dry summer, where the rise from PUW sets the soil water, beta and so GPP and
     ET (PAW below its focal point throughout, so the rise is on)."""
     forcing = site_forcing(fluxsites_dir, "US-Var", n_steps=60, start=180)
-    config = ModelConfig(model=SiteModel(), water_stress=LinearBeta(), deep_water_uptake=True)
+    config = ModelConfig(model=SiteModel(), water_stress=LinearBeta(),
+                         soil_water=("deep_water_uptake",))
     params = default_parameters("site").replace(
         initial_plant_available_water=40.0, initial_plant_unavailable_water=300.0,
         paw_runoff_focal_point=200.0, field_capacity=100.0, deep_water_uptake_rate=0.005)

@@ -21,11 +21,12 @@ from differland import (
     simulate,
     simulate_pixels,
 )
+from differland.options import OptionError
 from differland.processes.neural import init_network, layer_sizes
 
 HYBRID = ModelConfig(model=SiteModel(), water_stress=NeuralBeta(), evapotranspiration=NeuralET())
 WEATHER = ModelConfig(model=SiteModel(), water_stress=NeuralBeta(), evapotranspiration=NeuralET(),
-                      gpp_weather=NeuralWeatherFactor())
+                      photosynthesis=(NeuralWeatherFactor(),))
 
 
 def _params():
@@ -41,8 +42,10 @@ def test_network_layout_follows_the_configuration():
     weather = init_network(jax.random.PRNGKey(0), WEATHER)
     assert set(weather) == {"water_stress", "evapotranspiration", "gpp_weather"}
     assert layer_sizes(weather["gpp_weather"]) == (2, 10, 1)
-    with pytest.raises(TypeError, match="gpp_weather"):
-        ModelConfig(gpp_weather="yes")
+    with pytest.raises(OptionError, match="unknown photosynthesis option 'yes'"):
+        ModelConfig(photosynthesis=("yes",))
+    with pytest.raises(OptionError, match="not a photosynthesis"):
+        ModelConfig(photosynthesis=(NeuralBeta(),))
 
 
 def test_missing_network_is_a_clear_error(fluxsites_dir):
@@ -126,7 +129,7 @@ def test_neural_terms_run_in_the_global_model_over_pixels(fluxsites_dir):
     forcing = site_forcing(fluxsites_dir, "DE-Hai", n_steps=24)
     forcing = jax.tree.map(lambda x: jnp.stack([x, x]), forcing)
     config = ModelConfig(model=GlobalModel(), evapotranspiration=NeuralET(),
-                         gpp_weather=NeuralWeatherFactor())
+                         photosynthesis=(NeuralWeatherFactor(),))
     params = jax.tree.map(lambda x: jnp.stack([x, x]), default_parameters("global"))
     network = init_network(jax.random.PRNGKey(0), config)
     out = simulate_pixels(params, forcing, config, network=network).outputs
@@ -179,7 +182,7 @@ def test_et_network_without_the_soil_water_input():
     assert et(option, layers, 20.0) == et(option, layers, 600.0) > 0.0
     assert abs(et(NeuralET(), with_water, 20.0) - et(NeuralET(), with_water, 600.0)) > 1e-3
     assert et(NeuralET(), with_water, 0.0) == pytest.approx(et(option, layers, 600.0), rel=1e-6)
-    config = SiteCalibrationConfig(evapotranspiration="neural_no_soil_water").model_config
+    config = SiteCalibrationConfig(evapotranspiration="neural:soil_water_input=false").model_config
     assert config.evapotranspiration == option
 
 
@@ -204,7 +207,7 @@ def test_monotone_water_stress_never_falls_as_the_soil_water_rises():
         gradient = jax.grad(neural_beta)(500.0, layers, NeuralBeta(monotone=True))
         assert np.isfinite(gradient) and gradient >= 0.0
     assert plain_falls > 0  # the constraint is what makes the difference
-    config = SiteCalibrationConfig(water_stress="neural_monotone").model_config
+    config = SiteCalibrationConfig(water_stress="neural:monotone=true").model_config
     assert config.water_stress == NeuralBeta(monotone=True)
 
 
@@ -220,15 +223,16 @@ def test_calibrated_network_round_trips_through_the_cli(fluxsites_dir, tmp_path,
     driver = str(fluxsites_dir / "US-SRG.nc")
     out = tmp_path / "run"
     config = tmp_path / "config.json"
-    config.write_text(json.dumps({"evapotranspiration": "neural_evaporation",
-                                  "water_limited_decomposition": True, "gpp_weather": True,
+    config.write_text(json.dumps({"evapotranspiration": "neural:transpiration=uwue",
+                                  "decomposition": ["water_limited_decomposition"],
+                                  "photosynthesis": ["gpp_weather", "canopy_saturation"],
                                   "gradient": {"chunk": 5, "n_starts": 2}}))
     status = main(["calibrate", "site", "--driver", driver, "--out", str(out), "--config",
                    str(config), "--iterations", "10", "--no-progress"])
     assert status == 0, capsys.readouterr().err
     network = json.loads((out / "network.json").read_text())
     assert set(network) == {"water_stress", "evapotranspiration", "gpp_weather"}
-    options = ["--water-stress", "neural", "--evapotranspiration", "neural_evaporation",
+    options = ["--water-stress", "neural", "--evapotranspiration", "neural:transpiration=uwue",
                "--water-limited-decomposition", "--gpp-weather", "--canopy-saturation",
                "--deep-water-uptake"]
     status = main(["simulate", "--driver", driver, "--params", str(out / "params.json"),

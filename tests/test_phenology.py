@@ -13,8 +13,16 @@ from helpers import site_forcing
 from test_conservation import check_site_budgets
 from test_gradients import check_against_finite_differences
 
-from differland import ModelConfig, SiteModel, default_parameters, initial_state, simulate, step
-from differland.config import CalendarPhenology, ClimatePhenology, LinearBeta
+from differland import (
+    CalendarPhenology,
+    ClimatePhenology,
+    ModelConfig,
+    SiteModel,
+    default_parameters,
+    initial_state,
+    simulate,
+    step,
+)
 from differland.processes import phenology
 from differland.processes.photosynthesis import day_length
 
@@ -43,17 +51,13 @@ def test_growing_season_factors_against_hand_values():
     water = phenology.growing_season_water_factor(jnp.array([25.0, 50.0, 1e4]), 50.0, option)
     np.testing.assert_allclose(water, [1.0 / (1.0 + 2.0**4), 0.5, 1.0], rtol=1e-9)
     np.testing.assert_allclose(phenology.index_driven_rates(0.25, 0.04, 0.1), [0.01, 0.075])
-    np.testing.assert_allclose(phenology.background_leaf_fall(2.0), 1.0 / (2.0 * 365.25))
 
 
-@pytest.mark.parametrize("pulses,rates", [(False, "both"), (True, "both"), (True, "growth"),
-                                          (True, "fall")])
-def test_step_uses_the_running_index_of_its_weather_and_soil_water(fluxsites_dir, pulses,
-                                                                   rates):
+@pytest.mark.parametrize("rates", ["both", "fall"])
+def test_step_uses_the_running_index_of_its_weather_and_soil_water(fluxsites_dir, rates):
     forcing = jax.tree.map(lambda x: x[0], site_forcing(fluxsites_dir, "US-Ha1", n_steps=1))
     params = _climate_parameters()
-    config = ModelConfig(model=SiteModel(),
-                         phenology=ClimatePhenology(pulses=pulses, index_rates=rates))
+    config = ModelConfig(model=SiteModel(), phenology=ClimatePhenology(index_rates=rates))
     state = initial_state(params, config)
     out = jax.device_get(step(params, state, forcing, config)[1])
     index = phenology.growing_season_weather_index(
@@ -62,42 +66,15 @@ def test_step_uses_the_running_index_of_its_weather_and_soil_water(fluxsites_dir
     # the rates follow the running mean, which starts at initial_index and moves towards
     # the step's index with a 21-day e-folding time
     index = 0.5 + (index - 0.5) * (1.0 - np.exp(-1.0 / 21.0))
-    if pulses:  # added to the calendar pulses of the same step
-        calendar = jax.device_get(step(params, initial_state(params, ModelConfig()), forcing,
-                                       ModelConfig())[1])
-        release, fall = calendar.labile_release_factor, calendar.leaf_fall_factor
-    else:  # added to an even background leaf fall
-        release, fall = 0.0, 1.0 / (params.leaf_lifespan * 365.25)
-    # with the index on one rate only, the other is the calendar's whatever the index
-    growth = 0.05 * index if rates != "fall" else 0.0
-    senescence = 0.1 * (1.0 - index) if rates != "growth" else 0.0
-    np.testing.assert_allclose(out.labile_release_factor, release + growth, rtol=1e-12)
-    np.testing.assert_allclose(out.leaf_fall_factor, fall + senescence, rtol=1e-12)
-
-
-def test_index_can_take_its_water_factor_from_beta(fluxsites_dir):
-    """With ``water_factor="beta"`` the index's water factor is photosynthesis' beta of the
-    start-of-step soil water (here linear, half-way between wilting point and capacity)."""
-    forcing = jax.tree.map(lambda x: x[0], site_forcing(fluxsites_dir, "US-Ha1", n_steps=1))
-    params = _climate_parameters().replace(field_capacity=100.0, wilting_point_fraction=0.2,
-                                           initial_plant_available_water=60.0)
-    phenology_option = ClimatePhenology(pulses=True, water_factor="beta")
-    config = ModelConfig(model=SiteModel(), water_stress=LinearBeta(), phenology=phenology_option)
-    out = jax.device_get(step(params, initial_state(params, config), forcing, config)[1])
-    np.testing.assert_allclose(out.beta, 0.5, rtol=1e-12)
-    index = phenology.growing_season_weather_index(
-        forcing.t_min, forcing.vpd, forcing.latitude, forcing.doy, 278.15, 11.0, 20.0,
-        phenology_option) * 0.5
-    index = 0.5 + (index - 0.5) * (1.0 - np.exp(-1.0 / 21.0))
+    # added to the calendar pulses of the same step
     calendar = jax.device_get(step(params, initial_state(params, ModelConfig()), forcing,
                                    ModelConfig())[1])
-    np.testing.assert_allclose(out.labile_release_factor,
-                               calendar.labile_release_factor + 0.05 * index, rtol=1e-12)
-    np.testing.assert_allclose(out.leaf_fall_factor,
-                               calendar.leaf_fall_factor + 0.1 * (1.0 - index), rtol=1e-12)
-    assert "growing_season_water" not in phenology_option.parameters
-    with pytest.raises(ValueError, match="water_factor"):
-        ClimatePhenology(water_factor="paw")
+    release, fall = calendar.labile_release_factor, calendar.leaf_fall_factor
+    # with the index on leaf fall only, the release is the calendar's whatever the index
+    growth = 0.05 * index if rates == "both" else 0.0
+    senescence = 0.1 * (1.0 - index)
+    np.testing.assert_allclose(out.labile_release_factor, release + growth, rtol=1e-12)
+    np.testing.assert_allclose(out.leaf_fall_factor, fall + senescence, rtol=1e-12)
 
 
 def test_climate_phenology_conserves_carbon_and_water(fluxsites_dir):
@@ -126,29 +103,19 @@ def test_leaves_follow_the_weather_not_the_calendar(fluxsites_dir):
     assert float(jnp.mean(dry_lai)) < 0.8 * float(jnp.mean(wet_lai))
 
 
-GROWTH = ModelConfig(model=SiteModel(),
-                     phenology=ClimatePhenology(pulses=True, index_rates="growth"))
-SENESCENCE = ModelConfig(model=SiteModel(),
-                         phenology=ClimatePhenology(pulses=True, index_rates="fall"))
-BETA_INDEX = ModelConfig(model=SiteModel(), water_stress=LinearBeta(),
-                         phenology=ClimatePhenology(pulses=True, water_factor="beta"))
+SENESCENCE = ModelConfig(model=SiteModel(), phenology=ClimatePhenology(index_rates="fall"))
 
 
-@pytest.mark.parametrize("config", [GROWTH, SENESCENCE, BETA_INDEX],
-                         ids=["growth", "fall", "beta"])
-def test_index_on_one_rate_conserves_carbon_and_water(fluxsites_dir, config):
-    check_site_budgets(_climate_parameters(), site_forcing(fluxsites_dir, "US-Var"), config)
+def test_index_on_one_rate_conserves_carbon_and_water(fluxsites_dir):
+    check_site_budgets(_climate_parameters(), site_forcing(fluxsites_dir, "US-Var"), SENESCENCE)
 
 
 def test_index_rates_option_is_checked():
     with pytest.raises(ValueError, match="index_rates"):
-        ClimatePhenology(pulses=True, index_rates="onset")
-    with pytest.raises(ValueError, match="pulses"):
-        ClimatePhenology(index_rates="fall")
+        ClimatePhenology(index_rates="onset")
 
 
-@pytest.mark.parametrize("config", [CLIMATE, GROWTH, SENESCENCE, BETA_INDEX],
-                         ids=["climate", "growth", "fall", "beta"])
+@pytest.mark.parametrize("config", [CLIMATE, SENESCENCE], ids=["climate", "fall"])
 def test_climate_phenology_gradients_match_finite_differences(fluxsites_dir, config):
     forcing = site_forcing(fluxsites_dir, "US-Var", n_steps=60, start=300)
     params = _climate_parameters()

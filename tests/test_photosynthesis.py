@@ -49,7 +49,8 @@ def test_model_option_uses_the_parameter_and_conserves(fluxsites_dir):
     forcing = site_forcing(fluxsites_dir, "US-Var", n_steps=365)
     params = default_parameters("site").replace(initial_plant_available_water=300.0)
     plain = ModelConfig(model=SiteModel(), water_stress=LinearBeta())
-    option = ModelConfig(model=SiteModel(), water_stress=LinearBeta(), canopy_saturation=True)
+    option = ModelConfig(model=SiteModel(), water_stress=LinearBeta(),
+                         photosynthesis=("canopy_saturation",))
     base = simulate(params, forcing, plain).outputs
     # at the ACM's value the option is the same model
     np.testing.assert_array_equal(simulate(params, forcing, option).outputs.gpp, base.gpp)
@@ -68,7 +69,8 @@ def test_model_option_uses_the_parameter_and_conserves(fluxsites_dir):
 
 def test_gradient_of_the_saturation_matches_finite_differences(fluxsites_dir):
     forcing = site_forcing(fluxsites_dir, "US-Var", n_steps=60)
-    config = ModelConfig(model=SiteModel(), water_stress=LinearBeta(), canopy_saturation=True)
+    config = ModelConfig(model=SiteModel(), water_stress=LinearBeta(),
+                         photosynthesis=("canopy_saturation",))
     params = default_parameters("site").replace(initial_plant_available_water=300.0,
                                                 canopy_lai_half_saturation=0.8)
 
@@ -81,10 +83,14 @@ def test_gradient_of_the_saturation_matches_finite_differences(fluxsites_dir):
     check_against_finite_differences(jax.jit(loss), params)
 
 
+def _has_saturation(config: ModelConfig) -> bool:
+    return any(o.name == "canopy_saturation" for o in config.photosynthesis)
+
+
 def test_calibration_frees_the_saturation_only_with_the_option():
-    fixed = SiteCalibrationConfig(canopy_saturation=False)
+    fixed = SiteCalibrationConfig(photosynthesis=())
     assert "canopy_lai_half_saturation" not in free_parameter_names(fixed)
-    assert not fixed.model_config.canopy_saturation
+    assert not _has_saturation(fixed.model_config)
     config = SiteCalibrationConfig()  # the site calibration's default calibrates it
     assert "canopy_lai_half_saturation" in free_parameter_names(config)
-    assert config.model_config.canopy_saturation
+    assert _has_saturation(config.model_config)

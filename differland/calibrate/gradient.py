@@ -384,9 +384,9 @@ def fit(train_loss: LossFunction, evaluation_loss: EvaluationFunction, validatio
 
 
 # Starts per computation on CPU. The time loop compiles into one kernel there, whose cost per
-# start does not fall beyond 8 starts (US-Var, value_and_grad: 2.6 ms per start with 8, 2.8
-# with 32), so running the active starts in groups of 8 loses nothing, compiles one shape, and
-# lets frozen starts leave the computation 8 at a time.
+# start does not fall beyond 8 starts (docs/performance.md), so running the active starts in
+# groups of 8 loses nothing, compiles one shape, and lets frozen starts leave the computation
+# 8 at a time.
 CPU_GROUP = 8
 
 

@@ -118,8 +118,7 @@ class SiteCalibrationConfig:
             loss uses only calibration days, but the steady-state EDCs sum over the whole
             run, test years included. ``"calibration"``: the calibration period only, so
             that nothing after it, forcing included, enters the optimisation, and each loss
-            evaluation costs what the calibration years cost (about 1.5x faster over the 12
-            reference sites).
+            evaluation costs what the calibration years cost.
     """
 
     model: str = "site"

@@ -192,7 +192,8 @@ def parse(slot: str, text) -> Option:
         return text
     if not isinstance(text, str):
         raise OptionError(f"{slot}: give an option name, not {text!r}")
-    name, _, rest = text.strip().partition(":")
+    name, _, rest = text.partition(":")
+    name = name.strip()
     known = _REGISTRY[slot]
     if name not in known:
         raise OptionError(f"unknown {slot} option {name!r}; known: {', '.join(known)}")
@@ -233,14 +234,14 @@ def markdown_table() -> str:
         option = cls()
         fields = ", ".join(f"`{f.name}` ({_text(getattr(option, f.name))})"
                            for f in dataclasses.fields(cls)) or "-"
-        adds = [f"network `{term}`" for term in option.networks] + [
-            f"state `{name}`" for name in option.state_fields] + [
-            f"output `{name}`" for name in option.outputs]
+        adds = [f"{kind} {', '.join(f'`{n}`' for n in names)}" for kind, names in (
+            ("network", list(option.networks)), ("state", option.state_fields),
+            ("outputs", option.outputs)) if names]
         flag = f"`--{cls.name.replace('_', '-')}`" if SLOTS[cls.slot].multiple else \
             f"`--{cls.slot.replace('_', '-')} {cls.name}`"
         rows.append(f"| {cls.slot} | {flag} | {summary(cls)} | {fields} | "
                     f"{', '.join(f'`{n}`' for n in cls.reads) or '-'} | "
-                    f"{', '.join(adds) or '-'} |")
+                    f"{'; '.join(adds) or '-'} |")
     return "\n".join(rows)
 
 

@@ -73,7 +73,8 @@ class Option:
         return self, network
 
     def with_layers(self, term: str, sizes: tuple[int, ...]) -> Option:
-        """The option with the hidden layers of network ``term`` set to ``sizes``."""
+        """The option with the hidden layers of its network ``term`` taken from ``sizes``
+        (inputs, hidden..., outputs), e.g. those of a network file."""
         return self
 
 
@@ -88,11 +89,6 @@ class NetworkOption(Option):
     @property
     def networks(self) -> dict[str, tuple[int, ...]]:
         return {self.term: (self.n_inputs,) + (self.hidden,) * self.layers + (1,)}
-
-    @property
-    def sizes(self) -> tuple[int, ...]:
-        """Layer sizes of the network, inputs first."""
-        return self.networks[self.term]
 
     def with_layers(self, term: str, sizes: tuple[int, ...]) -> Option:
         return dataclasses.replace(self, hidden=sizes[1], layers=len(sizes) - 2)

@@ -29,9 +29,9 @@ def dense(x: jax.Array, weight: jax.Array) -> jax.Array:
 
     Written as a broadcast product and a sum over the inputs, which XLA fuses with the
     surrounding elementwise work. Inside a compiled time loop, vmapped over starts or pixels
-    that each carry their own weights, this runs the gradient of a 10-unit network about 2x
-    faster on CPU than a batched matrix product, which becomes a separate small kernel per
-    step. For large products outside the time loop keep ``@``.
+    that each carry their own weights, it avoids the separate small kernel per step that a
+    batched matrix product becomes on CPU (docs/performance.md). For large products outside
+    the time loop keep ``@``.
     """
     return jnp.sum(x[:, None] * weight, axis=0)
 

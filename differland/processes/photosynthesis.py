@@ -28,8 +28,8 @@ def day_length(latitude: jax.Array, doy: jax.Array) -> jax.Array:
         doy: day of year [d].
     """
     # tan(lat) tan(dec) and arccos(-m) = 2 atan(sqrt((1 + m) / (1 - m))), |m| < 1: the same
-    # function with the operations that XLA:CPU evaluates fastest (tan and arccos are ~2x
-    # slower there, and day length is one of the most expensive terms of the forcing).
+    # function with the operations that XLA:CPU evaluates fastest (docs/performance.md; day
+    # length is one of the most expensive terms of the forcing).
     lat = latitude * jnp.pi / 180.0
     dec = solar_declination(doy)
     mult = (jnp.sin(lat) * jnp.sin(dec)) / (jnp.cos(lat) * jnp.cos(dec))
