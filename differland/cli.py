@@ -501,8 +501,13 @@ def _refresh_option_parameters() -> None:
             base = base.replace(parameters=[p for p in base.parameters.values()
                                             if p.kind != inspect.Parameter.VAR_KEYWORD])
             command._base_signature = base
+        generated = _option_parameters(defaults)
+        taken = sorted({p.name for p in generated} & set(base.parameters))
+        if taken:
+            raise CliError(f"the process option(s) {', '.join(taken)} take the name of an "
+                           "option of the command; register them under another name")
         command.__signature__ = base.replace(
-            parameters=[*base.parameters.values(), *_option_parameters(defaults)])
+            parameters=[*base.parameters.values(), *generated])
 
 
 MAX_EXAMPLE_YEARS = 200
@@ -584,8 +589,8 @@ def main(argv: list[str] | None = None) -> int:
 
     argv = list(sys.argv[1:] if argv is None else argv)
     usage_errors = _usage_error_types()
-    _refresh_option_parameters()
     try:
+        _refresh_option_parameters()
         app(args=argv, prog_name="differland", standalone_mode=False)
     except (CliError, DriverError, ForcingError, ParameterError, OutputError, OptionError,
             CalibrationConfigError, CheckpointMismatchError, NonFiniteLossError) as error:

@@ -118,3 +118,20 @@ def test_registration_refuses_what_the_model_cannot_run(scaled_gpp):
 
     with pytest.raises(OptionError, match="already have an option 'gpp_weather'"):
         register(Taken)
+
+
+def test_an_option_named_as_a_command_option_is_one_line(capsys):
+    @dataclass(frozen=True)
+    class Overwrite(PhotosynthesisModifier):
+        """Takes the name of a command option."""
+
+        name: ClassVar[str] = "overwrite"
+
+    register(Overwrite)
+    try:
+        assert main(["simulate", "--out", "x.nc"]) == 2
+    finally:
+        unregister(Overwrite)
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "overwrite" in err
+    assert main(["options"]) == 0  # the command line is whole again
