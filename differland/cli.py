@@ -149,8 +149,10 @@ def _network(path: Path | None, config):
 
 
 def _run_simulation(driver_path: Path, out: Path, params_path: Path | None, config,
-                    float64: bool, network_path: Path | None = None) -> str:
-    """Simulate the model configuration ``config`` and write the result."""
+                    float64: bool, network_path: Path | None = None,
+                    sites_table: Path | None = None) -> str:
+    """Simulate the model configuration ``config`` and write the result (``sites_table``: the
+    ``sites.csv`` that sets the driver's calibration period, if not the one beside it)."""
     import jax
     import numpy as np
 
@@ -163,7 +165,7 @@ def _run_simulation(driver_path: Path, out: Path, params_path: Path | None, conf
         enable_float64()
     variant = config.variant
     network, config = _network(network_path, config)
-    driver = read_site_driver(driver_path)
+    driver = read_site_driver(driver_path, sites_table=sites_table)
     params = _parameter_set(params_path, variant)
     if params_path is not None:
         _check_option_parameters(params, config, variant, params_path)
@@ -228,7 +230,8 @@ def _calibration_run(run: Path) -> dict:
     return {"driver": (found or candidates or [None])[0],
             "params": params, "network": network if network.is_file() else None,
             "float64": record.get("precision") == "float64",
-            "config": calibration.model_config}
+            "config": calibration.model_config,
+            "sites_table": Path(record["sites_table"]) if record.get("sites_table") else None}
 
 
 def _option_parameters(defaults: dict) -> list[inspect.Parameter]:
@@ -332,6 +335,7 @@ def simulate(
                            f"{run}; drop {flags}")
         recorded = _calibration_run(run)
         config, params, network = recorded["config"], recorded["params"], recorded["network"]
+        sites_table = recorded["sites_table"] if driver is None else None
         float64 = float64 or recorded["float64"]
         if driver is None:
             driver = recorded["driver"]
@@ -339,6 +343,7 @@ def simulate(
                 raise CliError(f"{run / 'config.json'}: its driver {driver} is not found from "
                                "here; pass --driver")
     else:
+        sites_table = None
         chosen = {slot: _with_modifiers((), value) if isinstance(value, dict) else value
                   for slot, value in given.items()}
         try:
@@ -356,7 +361,7 @@ def simulate(
             from differland.io import write_example_site_driver
 
             driver = write_example_site_driver(Path(scratch) / "example.nc")
-        message = _run_simulation(driver, out, params, config, float64, network)
+        message = _run_simulation(driver, out, params, config, float64, network, sites_table)
     typer.echo(message)
 
 
@@ -510,6 +515,86 @@ def _refresh_option_parameters() -> None:
             parameters=[*base.parameters.values(), *generated])
 
 
+spatial_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, context_settings=_CONTEXT,
+                          help="Spatialization: one network maps what is known about a place "
+                               "to its parameters.")
+app.add_typer(spatial_app, name="spatial")
+
+
+@spatial_app.command("train")
+def spatial_train_command(
+    sites_dir: Annotated[Path, typer.Option(
+        help="Folder of site drivers (<SITE_ID>.nc) and their sites.csv.")],
+    out: Annotated[Path, typer.Option(
+        help="Model directory (an unfinished training there is resumed).")],
+    config: Annotated[Path | None, typer.Option(
+        help="JSON configuration (keys of SpatialConfig; \"calibration\" holds the site "
+             "calibration keys: model options, streams, loss).")] = None,
+    seed: Annotated[int | None, typer.Option(
+        help="Train one network with this seed (default: the config's seeds).")] = None,
+    iterations: Annotated[int | None, typer.Option(
+        help="Maximum Adam iterations (default: the config's, 1500).")] = None,
+    sites_csv: Annotated[Path | None, typer.Option(
+        help="Sites to train on (default: SITES_DIR/sites.csv).")] = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", help="Replace a trained model in --out.")] = False,
+) -> None:
+    """Train the spatialization network on every site's calibration period."""
+    from differland.spatial_workflows import load_config, spatial_train
+
+    settings = load_config(config, seed, iterations)
+    record = spatial_train(sites_dir, out, settings, sites_csv=sites_csv, progress=progress,
+                           overwrite=overwrite, inputs=(config,))
+    seeds = ", ".join(f"seed {k}: {v['iterations']} iterations, validation loss "
+                      f"{v['best_validation_loss']:.4g}" for k, v in record["seeds"].items())
+    typer.echo(f"wrote {out}: {record['sites']} sites; {seeds}")
+
+
+@spatial_app.command("predict")
+def spatial_predict_command(
+    model: Annotated[Path, typer.Option(help="Model directory of differland spatial train.")],
+    sites_csv: Annotated[Path, typer.Option(
+        help="Sites to predict (sites.csv columns: SITE_ID, lat, ELEV, MAP, MAT, IGBP, "
+             "test_start, and the model's extra predictors).")],
+    sites_dir: Annotated[Path, typer.Option(help="Folder of the sites' drivers.")],
+    out: Annotated[Path, typer.Option(help="Output folder: one run directory per site.")],
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", help="Replace earlier predictions in --out.")] = False,
+) -> None:
+    """Predict the parameters of every site, simulate its record and score it."""
+    from differland.spatial_workflows import spatial_predict
+
+    results = spatial_predict(model, sites_csv, sites_dir, out, overwrite=overwrite)
+    typer.echo(f"wrote {out}: {len(results)} sites; {out / 'summary.md'}")
+
+
+@spatial_app.command("cv")
+def spatial_cv_command(
+    sites_dir: Annotated[Path, typer.Option(
+        help="Folder of site drivers (<SITE_ID>.nc) and their sites.csv.")],
+    folds: Annotated[int, typer.Option(help="Number of groups of held-out sites.")],
+    out: Annotated[Path, typer.Option(help="Output folder.")],
+    config: Annotated[Path | None, typer.Option(help="JSON configuration.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Train one network with this seed.")] = None,
+    iterations: Annotated[int | None, typer.Option(help="Maximum Adam iterations.")] = None,
+    site_runs: Annotated[Path | None, typer.Option(
+        help="Folder of the sites' own calibration runs (<SITE>/metrics.json), shown next "
+             "to the held-out skill.")] = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", help="Replace earlier results in --out.")] = False,
+) -> None:
+    """Leave-sites-out cross-validation of the spatialization network."""
+    from differland.spatial_workflows import load_config, spatial_cv
+
+    settings = load_config(config, seed, iterations)
+    results = spatial_cv(sites_dir, folds, out, settings, site_runs=site_runs,
+                         progress=progress, overwrite=overwrite, inputs=(config,))
+    typer.echo(f"wrote {out}: {len(results)} held-out sites in {folds} folds; "
+               f"{out / 'summary.md'}")
+
+
 MAX_EXAMPLE_YEARS = 200
 """Longest example driver [years]."""
 
@@ -589,11 +674,17 @@ def main(argv: list[str] | None = None) -> int:
 
     argv = list(sys.argv[1:] if argv is None else argv)
     usage_errors = _usage_error_types()
+    user_errors = (CliError, DriverError, ForcingError, ParameterError, OutputError,
+                   OptionError, CalibrationConfigError, CheckpointMismatchError,
+                   NonFiniteLossError)
+    if argv[:1] == ["spatial"]:  # Flax is imported only by the commands that use it
+        from differland.spatial.predictors import PredictorError
+
+        user_errors += (PredictorError,)
     try:
         _refresh_option_parameters()
         app(args=argv, prog_name="differland", standalone_mode=False)
-    except (CliError, DriverError, ForcingError, ParameterError, OutputError, OptionError,
-            CalibrationConfigError, CheckpointMismatchError, NonFiniteLossError) as error:
+    except user_errors as error:
         print(f"differland: error: {' '.join(str(error).split())}", file=sys.stderr)
         return EXIT_ERROR
     except typer.Exit as done:

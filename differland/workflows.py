@@ -288,20 +288,43 @@ def calibrate_site(driver_path: str | Path, out: str | Path,
     params, trajectory, terms = jax.device_get(jax.jit(problem.evaluate)(best))
     if training is not problem:  # the loss terms the optimiser saw
         terms = jax.device_get(jax.jit(training.loss_terms)(best, training.calibration_steps))
+    optimisation = {
+        "best_start": result.best_index,
+        "selection_loss": result.selection_loss.tolist(),
+        "validation_loss": result.validation_loss.tolist(),
+        "iterations": result.iterations,
+        "nonfinite_steps_skipped": result.nonfinite_steps.tolist(),
+        "stopped_early": result.stopped_early,
+        "resumed_from_iteration": result.resumed_from,
+        "refinement": refinement,
+        "wall_seconds": time.perf_counter() - started,
+    }
+    return write_run_results(out, driver, driver_path, config, problem, params, trajectory,
+                             best.get("network"),
+                             {"loss_terms_calibration": {k: float(v) for k, v in terms.items()},
+                              "optimisation": optimisation})
+
+
+def write_run_results(out: Path, driver, driver_path, config: SiteCalibrationConfig, problem,
+                      params, trajectory, network, record: dict, title: str = "calibrated"
+                      ) -> dict:
+    """Write the results of a run directory from a simulation over the whole record:
+    ``params.json``, ``network.json`` (with neural terms), ``simulation.nc``, the figures and,
+    last, ``metrics.json`` (skill per variable and period plus ``record``); returns the
+    metrics."""
     predictions = {name: np.asarray(predict(name, trajectory, params, problem.forcing))
                    for name in EVALUATED}
     calibration = problem.periods.calibration > 0
     scores: dict[str, dict[str, dict[str, float]]] = {}
     for name in EVALUATED:
-        record = driver.observations.get(name)
-        if record is None:
+        observations = driver.observations.get(name)
+        if observations is None:
             continue
-        observed = np.where(record.mask, record.values, np.nan)
+        observed = np.where(observations.mask, observations.values, np.nan)
         scores[name] = {
             "calibration": skill(predictions[name], observed, calibration),
             "test": skill(predictions[name], observed, ~calibration),
         }
-    terms = {k: float(v) for k, v in terms.items()}
     metrics = {
         "site": driver.site_id,
         "periods": {
@@ -310,28 +333,17 @@ def calibrate_site(driver_path: str | Path, out: str | Path,
             if driver.calibration_end < driver.n_steps else None,
         },
         "skill": scores,
-        "loss_terms_calibration": terms,
-        "optimisation": {
-            "best_start": result.best_index,
-            "selection_loss": result.selection_loss.tolist(),
-            "validation_loss": result.validation_loss.tolist(),
-            "iterations": result.iterations,
-            "nonfinite_steps_skipped": result.nonfinite_steps.tolist(),
-            "stopped_early": result.stopped_early,
-            "resumed_from_iteration": result.resumed_from,
-            "refinement": refinement,
-            "wall_seconds": time.perf_counter() - started,
-        },
+        **record,
     }
     write_parameter_json(out / "params.json", jax.tree.map(float, params))
-    if best.get("network") is not None:
+    if network is not None:
         write_json(out / "network.json", jax.tree.map(lambda x: np.asarray(x).tolist(),
-                                                      best["network"]))
+                                                      network))
     states = {k: np.asarray(v) for k, v in as_dict(trajectory.states).items()}
     outputs = {k: np.asarray(v) for k, v in as_dict(trajectory.outputs).items()}
     dataset = simulation_dataset(
         driver.dates, states, outputs, {k: float(v) for k, v in params.items()}, config.model,
-        {"title": f"differland calibrated {config.model} simulation of {driver.site_id}",
+        {"title": f"differland {title} {config.model} simulation of {driver.site_id}",
          "source": f"differland {__version__}", "driver": str(driver_path),
          "calibration_period_end": str(driver.dates[driver.calibration_end - 1])})
     write_dataset(out / "simulation.nc", dataset)

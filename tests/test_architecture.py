@@ -18,7 +18,7 @@ LAYERS = [
     {"differland.observations", "differland.likelihood", "differland.metrics"},
     {"differland.spatial", "differland.calibrate"},
     {"differland.io", "differland.plots"},
-    {"differland.cli", "differland.workflows"},
+    {"differland.cli", "differland.workflows", "differland.spatial_workflows"},
 ]
 EDGE_LIBRARIES = {"xarray", "pandas", "netCDF4", "h5netcdf", "rioxarray", "geopandas"}
 

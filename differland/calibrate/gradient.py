@@ -318,10 +318,10 @@ def fit(train_loss: LossFunction, evaluation_loss: EvaluationFunction, validatio
         "chunk": jnp.asarray(0, jnp.int32),
     }
     fingerprint = settings.fingerprint(fingerprint_extra)
-    manager = _checkpoint_manager(checkpoint_dir) if checkpoint_dir is not None else None
+    manager = checkpoint_manager(checkpoint_dir) if checkpoint_dir is not None else None
     resumed_from = 0
     if manager is not None and manager.latest_step() is not None:
-        state = _restore(manager, state, fingerprint)
+        state = restore_checkpoint(manager, state, fingerprint)
         resumed_from = int(state["chunk"]) * settings.chunk
 
     bar = None
@@ -351,7 +351,7 @@ def fit(train_loss: LossFunction, evaluation_loss: EvaluationFunction, validatio
                             active=int(jnp.sum(state["active"])))
         finished = completed >= n_chunks or not bool(jnp.any(state["active"]))
         if manager is not None and (completed % settings.checkpoint_every == 0 or finished):
-            _save(manager, completed, state, fingerprint)
+            save_checkpoint(manager, completed, state, fingerprint)
         if stop_after_chunks is not None and chunks_this_call >= stop_after_chunks:
             break
     if bar is not None:
@@ -407,7 +407,7 @@ def batch_indices(running: np.ndarray, group: int) -> np.ndarray:
 # --- checkpoints ----------------------------------------------------------------------------
 
 
-def _checkpoint_manager(directory: str | Path):
+def checkpoint_manager(directory: str | Path):
     import orbax.checkpoint as ocp
 
     options = ocp.CheckpointManagerOptions(max_to_keep=2, enable_async_checkpointing=False)
@@ -418,7 +418,7 @@ def _as_leaves(state) -> dict[str, np.ndarray]:
     return {f"{i:04d}": np.asarray(leaf) for i, leaf in enumerate(jax.tree.leaves(state))}
 
 
-def _save(manager, step: int, state, fingerprint: str) -> None:
+def save_checkpoint(manager, step: int, state, fingerprint: str) -> None:
     import orbax.checkpoint as ocp
 
     manager.save(step, args=ocp.args.Composite(
@@ -431,7 +431,7 @@ def check_checkpoint(checkpoint_dir: str | Path, settings: GradientSettings,
     """Raise :class:`CheckpointMismatchError` if ``checkpoint_dir`` holds a checkpoint that
     :func:`fit` with these arguments would refuse (nothing there is fine)."""
     if Path(checkpoint_dir).is_dir():
-        manager = _checkpoint_manager(checkpoint_dir)
+        manager = checkpoint_manager(checkpoint_dir)
         if manager.latest_step() is not None:
             _check_fingerprint(manager, settings.fingerprint(fingerprint_extra))
 
@@ -459,7 +459,7 @@ def _read_meta(manager, step: int) -> dict:
 
 def _check_fingerprint(manager, fingerprint: str) -> None:
     """Refuse checkpoints of another problem. The newest step whose metadata can be read
-    decides (a damaged newer step is left to :func:`_restore`'s fallback)."""
+    decides (a damaged newer step is left to :func:`restore_checkpoint`'s fallback)."""
     for step in sorted(manager.all_steps(), reverse=True):
         try:
             with _quiet_orbax():
@@ -473,7 +473,7 @@ def _check_fingerprint(manager, fingerprint: str) -> None:
         return
 
 
-def _restore(manager, template, fingerprint: str):
+def restore_checkpoint(manager, template, fingerprint: str):
     """The newest checkpoint that restores; a damaged newer one is skipped with a notice.
 
     Raises:

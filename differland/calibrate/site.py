@@ -497,6 +497,7 @@ class SiteProblem:
     streams: dict[str, Stream]
     periods: Periods
     fixed: ParameterSet
+    valid: jax.Array | None = None  # 0 at padding steps after the record (see ``padded``)
 
     def physical(self, theta) -> ParameterSet:
         """Physical parameter values (free ones from ``theta``, the others fixed)."""
@@ -537,7 +538,10 @@ class SiteProblem:
         terms["edc_parameters"] = ramp * self.config.edc_weight * sum(edcs.values())
         initial = initial_state(params, self.config.model_config)
         year_end = jnp.asarray(self.periods.year_end)
-        steady = steady_state_edcs(trajectory.outputs, trajectory.states, initial, year_end,
+        outputs = trajectory.outputs
+        if self.valid is not None:  # padding steps add nothing to the pool balances
+            outputs = jax.tree.map(lambda x: x * self.valid, outputs)
+        steady = steady_state_edcs(outputs, trajectory.states, initial, year_end,
                                    form=self.config.steady_state_form)
         pool_weights = dict(self.config.steady_state_pool_weights)
         terms["edc_steady_state"] = ramp * self.config.steady_state_weight * sum(
@@ -547,8 +551,12 @@ class SiteProblem:
             terms["edc_water_steady_state"] = (
                 ramp * self.config.water_steady_state_weight * sum(water_steady.values()))
         if self.config.water_drift_weight > 0.0:
-            annual_precipitation = 365.25 * jnp.maximum(jnp.mean(self.forcing.precipitation),
-                                                        1e-3)
+            if self.valid is None:
+                mean_precipitation = jnp.mean(self.forcing.precipitation)
+            else:
+                mean_precipitation = (jnp.sum(self.forcing.precipitation * self.valid)
+                                      / jnp.sum(self.valid))
+            annual_precipitation = 365.25 * jnp.maximum(mean_precipitation, 1e-3)
             terms["edc_water_drift"] = ramp * self.config.water_drift_weight * water_drift_edc(
                 trajectory.states, year_end, annual_precipitation)
         penalty = trajectory.outputs.water_violation_penalty
@@ -605,8 +613,36 @@ class SiteProblem:
         streams = {name: stream.replace(values=head(stream.values), mask=head(stream.mask),
                                         sigma=head(stream.sigma))
                    for name, stream in self.streams.items()}
+        valid = None if self.valid is None else head(self.valid)
         return SiteProblem(self.config, jax.tree.map(head, self.forcing), streams, periods,
-                           self.fixed)
+                           self.fixed, valid)
+
+    def padded(self, n_steps: int) -> SiteProblem:
+        """The same problem extended to ``n_steps`` steps (so that sites of different record
+        lengths batch together): the forcing repeats its last step, no stream is observed,
+        no period or year end falls in the padding, and :attr:`valid` marks the real steps.
+        The loss is the unpadded problem's."""
+        n = int(self.forcing.delta_t.shape[-1])
+        extra = n_steps - n
+        if extra < 0:
+            raise ValueError(f"cannot pad {n} steps to {n_steps}")
+
+        def pad(x, mode="edge", value=0.0):
+            x = np.asarray(x)
+            widths = [(0, 0)] * (x.ndim - 1) + [(0, extra)]
+            if mode == "edge":
+                return jnp.asarray(np.pad(x, widths, mode="edge"))
+            return jnp.asarray(np.pad(x, widths, constant_values=value))
+
+        forcing = jax.tree.map(lambda x: pad(x) if np.ndim(x) else x, self.forcing)
+        periods = Periods(*(np.asarray(pad(getattr(self.periods, f.name), "constant"))
+                            for f in dataclasses.fields(Periods)))
+        streams = {name: stream.replace(values=pad(stream.values, "constant"),
+                                        mask=pad(stream.mask, "constant"),
+                                        sigma=pad(stream.sigma, "constant", 1.0))
+                   for name, stream in self.streams.items()}
+        valid = pad(np.ones(n) if self.valid is None else self.valid, "constant")
+        return SiteProblem(self.config, forcing, streams, periods, self.fixed, valid)
 
     def training_problem(self) -> SiteProblem:
         """The problem the optimiser sees (``config.training_window``)."""

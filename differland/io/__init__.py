@@ -23,7 +23,7 @@ from differland.io.netcdf import (
     write_dataset,
     write_parameter_json,
 )
-from differland.io.results import simulation_dataset, state_variable_name
+from differland.io.results import ensemble_dataset, simulation_dataset, state_variable_name
 from differland.io.site import (
     OBSERVATION_VARIABLES,
     Observation,
@@ -54,6 +54,7 @@ __all__ = [
     "reference_climate",
     "remove_stale_temporaries",
     "simulation_dataset",
+    "ensemble_dataset",
     "state_variable_name",
     "write_dataset",
     "write_atomically",

@@ -139,3 +139,31 @@ def simulation_dataset(dates, states: Mapping[str, np.ndarray],
     dataset = xr.Dataset(data_vars, coords={"time": ("time", time_values, time_attrs)})
     dataset.attrs.update({"Conventions": "CF-1.8", **dict(attrs or {})})
     return dataset
+
+
+def ensemble_dataset(dates, fluxes: Mapping[str, np.ndarray],
+                     parameters: Mapping[str, np.ndarray],
+                     attrs: Mapping[str, object] | None = None) -> xr.Dataset:
+    """The mean and spread (standard deviation) over ensemble members of predicted fluxes
+    ``{name: (members, T)}`` (``gpp``, ``reco``, ``nee``, ``et``, ``lai``) and of parameters
+    ``{name: (members,)}``, as CF variables ``<name>_mean`` and ``<name>_spread``."""
+    time_values, time_attrs = cf_time_coordinate(dates)
+    flux_units = {"reco": UNITS["gpp"]}
+    data_vars: dict[str, xr.Variable] = {}
+    for name, values in fluxes.items():
+        values = np.asarray(values)
+        units = flux_units.get(name, UNITS.get(name, "1"))
+        for statistic, reduce in (("mean", np.mean), ("spread", np.std)):
+            data_vars[f"{name}_{statistic}"] = xr.Variable(
+                "time", reduce(values, axis=0),
+                {"units": units, "long_name": f"ensemble {statistic} of {name}",
+                 "cell_methods": f"time: mean realization: {statistic}"})
+    for name, values in parameters.items():
+        spec = SPECS[name]
+        for statistic, reduce in (("mean", np.mean), ("spread", np.std)):
+            data_vars[f"{name}_{statistic}"] = xr.Variable(
+                (), reduce(np.asarray(values)),
+                {"units": spec.units, "long_name": f"ensemble {statistic} of {name}"})
+    dataset = xr.Dataset(data_vars, coords={"time": ("time", time_values, time_attrs)})
+    dataset.attrs.update({"Conventions": "CF-1.8", **dict(attrs or {})})
+    return dataset

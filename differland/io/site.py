@@ -379,9 +379,10 @@ def read_sites_rows(table: str | PathLike) -> list[dict[str, str]]:
     return rows
 
 
-def _table_split_index(path: Path, dates: np.ndarray) -> int | None:
-    """Calibration end from a ``sites.csv`` next to the driver, if it lists the site."""
-    table = path.parent / SITES_TABLE
+def _table_split_index(path: Path, dates: np.ndarray, table: Path | None = None) -> int | None:
+    """Calibration end from ``table`` (default: a ``sites.csv`` next to the driver), if it
+    lists the site."""
+    table = path.parent / SITES_TABLE if table is None else Path(table)
     if not table.is_file():
         return None
     rows = [row for row in read_sites_rows(table)
@@ -444,16 +445,19 @@ def _observations(dataset: xr.Dataset, path: Path) -> dict[str, Observation]:
 # --- reader ---------------------------------------------------------------------------------------
 
 
-def read_site_driver(path: str | PathLike) -> SiteDriver:
+def read_site_driver(path: str | PathLike, sites_table: str | PathLike | None = None
+                     ) -> SiteDriver:
     """Read and validate a CARDAMOM-style daily site driver.
 
     The calibration period runs from the record start to ``test_start`` (exclusive) of the
-    site's row in a ``sites.csv`` next to the driver, or else follows
+    site's row in ``sites_table`` (default: a ``sites.csv`` next to the driver), or else
+    follows
     :func:`calibration_split_index`. The reference climate of the forcing (``mean_temperature``,
     ``mean_precipitation``) is averaged over the calibration period.
 
     Args:
         path: the driver NetCDF file; its stem is the site id.
+        sites_table: the ``sites.csv`` that gives the site's ``test_start``.
 
     Returns:
         The driver, with forcing validated by :func:`differland.forcing.validate_forcing`.
@@ -477,7 +481,7 @@ def read_site_driver(path: str | PathLike) -> SiteDriver:
     burned_area = (_series(dataset, BURNED_AREA_VARIABLE, path)
                    if BURNED_AREA_VARIABLE in dataset.variables else np.zeros_like(time))
 
-    calibration_end = _table_split_index(path, dates)
+    calibration_end = _table_split_index(path, dates, sites_table)
     if calibration_end is None:
         calibration_end = calibration_split_index(dates)
     if calibration_end < 1:
