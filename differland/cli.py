@@ -468,6 +468,11 @@ def calibrate_site_command(
     overwrite: Annotated[bool, typer.Option(
         "--overwrite", help="Replace a finished run in --out (only the files differland "
                             "wrote).")] = False,
+    finetune: Annotated[Path | None, typer.Option(
+        help="Model directory of differland spatial train: start from its prediction for "
+             "the site and pull toward it (prior_weight of the config). Needs the site's row "
+             "in the sites.csv beside the driver; the model options are the network's.")
+    ] = None,
     **model_options,
 ) -> None:
     """Calibrate at one site, evaluate on the held-out period and write a run directory.
@@ -483,8 +488,14 @@ def calibrate_site_command(
                                        seed=seed, n_starts=starts, max_iterations=iterations)
     if float64:
         enable_float64()
+    prior = None
+    if finetune is not None:
+        from differland.spatial_workflows import site_prior
+
+        prior = site_prior(finetune, driver, settings)
     metrics = calibrate_site(driver, out, settings, progress=progress, overwrite=overwrite,
-                             streams_required=chosen is not None, inputs=(config,))
+                             streams_required=chosen is not None, inputs=(config,),
+                             prior=prior)
     if metrics["periods"]["test"] is None:
         typer.echo(f"wrote {out}: {metrics['site']} (no test period)")
         return
@@ -677,7 +688,8 @@ def main(argv: list[str] | None = None) -> int:
     user_errors = (CliError, DriverError, ForcingError, ParameterError, OutputError,
                    OptionError, CalibrationConfigError, CheckpointMismatchError,
                    NonFiniteLossError)
-    if argv[:1] == ["spatial"]:  # Flax is imported only by the commands that use it
+    if argv[:1] == ["spatial"] or any(a.startswith("--finetune") for a in argv):
+        # Flax is imported only by the commands that use it
         from differland.spatial.predictors import PredictorError
 
         user_errors += (PredictorError,)

@@ -423,6 +423,52 @@ def _ensemble(out: Path, site: Site, members, problem) -> dict:
     return {"members": len(members), "mean_skill": scores}
 
 
+def site_prior(model_dir: Path, driver_path: Path, config) -> dict:
+    """The network's prediction for the site of ``driver_path`` as the prior of a site
+    calibration (``calibrate site --finetune``): ``{"params": unconstrained free parameters
+    (the ensemble members' mean), "network": the first member's hybrid weights, "model":
+    model_dir}``. The site's predictors come from the ``sites.csv`` beside the driver.
+
+    Raises:
+        DriverError, PredictorError: the site's row or predictors cannot be read.
+        CalibrationConfigError: ``config`` calibrates other parameters or model options than
+            the network predicts.
+    """
+    from differland.params import ParameterSet
+
+    model = load_model(model_dir)
+    trained = model.config.calibration
+    if (config.model_config.option_texts() != trained.model_config.option_texts()
+            or tuple(model.config.parameter_names) != tuple(
+                config.free_parameters or config.model_config.parameter_names())):
+        raise CalibrationConfigError(
+            f"--finetune {model_dir}: the network predicts the parameters of other model "
+            f"options ({_options_text(trained)}); calibrate with those")
+    driver_path = Path(driver_path)
+    table = driver_path.parent / "sites.csv"
+    if not table.is_file():
+        raise DriverError(f"{table}: not found; --finetune needs the site's row (lat, ELEV, "
+                          "MAP, MAT, IGBP) in a sites.csv beside the driver")
+    rows = [row for row in read_sites_rows(table)
+            if row["SITE_ID"].strip() == driver_path.stem]
+    if not rows:
+        raise DriverError(f"{table}: no row for site {driver_path.stem} (needed by --finetune)")
+    driver = read_site_driver(driver_path)
+    climate = climate_predictors(driver.forcing, driver.dates, driver.calibration_end)
+    predictors = site_predictors(rows[0], climate, model.config.extra_predictors, str(table))
+    inputs = model.standardizer.inputs([predictors])
+    z = np.mean([np.asarray(u)[0] for u in model.unconstrained(inputs)], axis=0)
+    names = model.config.parameter_names
+    return {"params": ParameterSet({n: jax.numpy.asarray(z[j]) for j, n in enumerate(names)}),
+            "network": model.members[0][2], "model": Path(model_dir)}
+
+
+def _options_text(config) -> str:
+    texts = config.model_config.option_texts()
+    return ", ".join(f"{slot} {' '.join(v) if isinstance(v, list) else v}"
+                     for slot, v in texts.items() if v)
+
+
 def summary_rows(results: list[dict], reference: dict | None = None) -> list[dict]:
     """One row per site: NSE per variable and period (and the reference runs' test NSE)."""
     rows = []
@@ -543,5 +589,6 @@ def _write_rows(path: Path, rows: list[dict]) -> None:
 
 
 __all__ = ["MODEL_RECORD", "Site", "SpatialModel", "load_config", "load_model", "load_weights",
-           "predict_site", "read_sites", "save_weights", "spatial_cv", "spatial_predict",
+           "predict_site", "read_sites", "save_weights", "site_prior", "spatial_cv",
+           "spatial_predict",
            "spatial_train", "write_summary"]

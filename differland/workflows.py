@@ -222,7 +222,8 @@ def refine_selected(problem, config: SiteCalibrationConfig, result, progress: bo
 def calibrate_site(driver_path: str | Path, out: str | Path,
                    config: SiteCalibrationConfig | None = None, progress: bool = True,
                    stop_after_chunks: int | None = None, overwrite: bool = False,
-                   streams_required: bool = False, inputs: tuple = ()) -> dict:
+                   streams_required: bool = False, inputs: tuple = (),
+                   prior: dict | None = None) -> dict:
     """Calibrate one site and write its run directory; returns the metrics dictionary.
 
     Args:
@@ -238,6 +239,10 @@ def calibrate_site(driver_path: str | Path, out: str | Path,
         streams_required: every stream of ``config`` must be observed (else streams the
             driver lacks are left out with a notice).
         inputs: further input files (a configuration file), which ``out`` must not replace.
+        prior: a spatialization network's prediction for the site, ``{"params": unconstrained
+            ParameterSet of the free parameters, "network": hybrid weights or None, "model":
+            model directory}``: the starts begin there and the loss pulls toward it
+            (``config.prior_weight``).
 
     Raises:
         OutputError, DriverError, CalibrationConfigError: before anything is written.
@@ -256,12 +261,18 @@ def calibrate_site(driver_path: str | Path, out: str | Path,
                      "jax_version": jax.__version__,
                      "precision": "float64" if jax.config.jax_enable_x64 else "float32",
                      "calibration": config.to_dict()}
+    if prior is not None:
+        config_record["finetune_model"] = str(prior["model"])
     # a checkpoint resumes only the same problem: configuration, data, precision, version and
     # code (an edited model is a new problem); a refused one leaves the run directory as it was
     fingerprint = json.dumps({"config": config.to_dict(), "site": driver.site_id,
                               "steps": driver.n_steps, "precision": config_record["precision"],
                               "differland_version": __version__,
-                              "source": config_record["differland_source_sha256"]},
+                              "source": config_record["differland_source_sha256"],
+                              **({} if prior is None else {"prior": jax.tree.map(
+                                  lambda x: np.asarray(x).round(6).tolist(),
+                                  {"params": prior["params"].to_dict(),
+                                   "network": prior["network"]})})},
                              sort_keys=True)
     if mode == "resume":
         check_checkpoint(out / CHECKPOINTS, config.gradient, fingerprint)
@@ -275,7 +286,10 @@ def calibrate_site(driver_path: str | Path, out: str | Path,
             notice(f"removed {leftover}, left by an interrupted write")
     write_json(out / "config.json", config_record)
 
-    initial = problem.initial_guesses(config.gradient.n_starts, config.gradient.seed)
+    if prior is not None:
+        problem = dataclasses.replace(problem, prior=prior["params"])
+    initial = problem.initial_guesses(config.gradient.n_starts, config.gradient.seed,
+                                      network=None if prior is None else prior["network"])
     training = problem.training_problem()
     result = fit(*training.fit_arguments(), initial, config.gradient,
                  checkpoint_dir=out / CHECKPOINTS, progress=progress,
@@ -288,6 +302,8 @@ def calibrate_site(driver_path: str | Path, out: str | Path,
     params, trajectory, terms = jax.device_get(jax.jit(problem.evaluate)(best))
     if training is not problem:  # the loss terms the optimiser saw
         terms = jax.device_get(jax.jit(training.loss_terms)(best, training.calibration_steps))
+    finetune = None if prior is None else {"model": str(prior["model"]),
+                                           "prior_weight": config.prior_weight}
     optimisation = {
         "best_start": result.best_index,
         "selection_loss": result.selection_loss.tolist(),
@@ -302,7 +318,8 @@ def calibrate_site(driver_path: str | Path, out: str | Path,
     return write_run_results(out, driver, driver_path, config, problem, params, trajectory,
                              best.get("network"),
                              {"loss_terms_calibration": {k: float(v) for k, v in terms.items()},
-                              "optimisation": optimisation})
+                              "optimisation": optimisation,
+                              **({"finetune": finetune} if finetune else {})})
 
 
 def write_run_results(out: Path, driver, driver_path, config: SiteCalibrationConfig, problem,

@@ -262,3 +262,29 @@ def test_spatial_commands_smoke(tmp_path, fluxsites_dir, capsys):
         assert (cv / "folds" / str(fold) / "model" / "training.json").exists()
     held = json.loads((cv / "folds" / "0" / "model" / "config.json").read_text())["sites"]
     assert len(held) == 2
+
+
+def test_finetune_starts_from_the_prediction(tmp_path, fluxsites_dir, capsys):
+    folder = _folder(tmp_path, fluxsites_dir, ("US-Var", "AU-How", "US-SRG"))
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(TINY))
+    model = tmp_path / "model"
+    assert main(["spatial", "train", "--sites-dir", str(folder), "--out", str(model),
+                 "--config", str(config), "--no-progress"]) == 0
+    site_config = tmp_path / "site.json"
+    site_config.write_text(json.dumps({**TINY["calibration"], "prior_weight": 2.0,
+                                       "gradient": {"n_starts": 2, "max_iterations": 10,
+                                                    "chunk": 5},
+                                       "refine_iterations": 0}))
+    out = tmp_path / "run"
+    assert main(["calibrate", "site", "--driver", str(folder / "US-SRG.nc"), "--out", str(out),
+                 "--config", str(site_config), "--finetune", str(model),
+                 "--no-progress"]) == 0, capsys.readouterr().err
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["finetune"] == {"model": str(model), "prior_weight": 2.0}
+    assert metrics["loss_terms_calibration"]["prior"] >= 0.0
+    assert json.loads((out / "config.json").read_text())["finetune_model"] == str(model)
+    # the network predicts the parameters of its own model options only
+    err = _one_line_error(capsys, "calibrate", "site", "--driver", folder / "US-SRG.nc",
+                          "--out", tmp_path / "other", "--finetune", model, "--no-progress")
+    assert "other model options" in err and not (tmp_path / "other").exists()

@@ -119,6 +119,10 @@ class SiteCalibrationConfig:
             run, test years included. ``"calibration"``: the calibration period only, so
             that nothing after it, forcing included, enters the optimisation, and each loss
             evaluation costs what the calibration years cost.
+        prior_weight: with a prior (``calibrate site --finetune``: a spatialization
+            network's prediction for the site), the weight of the penalty
+            ``mean((z - z_prior)^2)`` on the unconstrained free parameters z, which pulls the
+            calibration toward the prediction.
     """
 
     model: str = "site"
@@ -148,6 +152,7 @@ class SiteCalibrationConfig:
     refine_iterations: int = 200
     refine_learning_rate: float = 0.01
     training_window: str = "record"
+    prior_weight: float = 1.0
 
     def __post_init__(self):
         _check_config_types(self)
@@ -355,7 +360,7 @@ def _translate_legacy(values: dict) -> dict:
             values[slot] = renamed[name]
     return values
 _WEIGHT_KEYS = ("edc_weight", "steady_state_weight", "water_steady_state_weight",
-                "water_drift_weight", "violation_weight")
+                "water_drift_weight", "violation_weight", "prior_weight")
 
 
 def _check_config_types(config: SiteCalibrationConfig) -> None:
@@ -498,6 +503,7 @@ class SiteProblem:
     periods: Periods
     fixed: ParameterSet
     valid: jax.Array | None = None  # 0 at padding steps after the record (see ``padded``)
+    prior: ParameterSet | None = None  # unconstrained values the calibration is pulled to
 
     def physical(self, theta) -> ParameterSet:
         """Physical parameter values (free ones from ``theta``, the others fixed)."""
@@ -517,13 +523,22 @@ class SiteProblem:
 
     def loss_terms(self, theta, steps: jax.Array, ramp=1.0) -> dict[str, jax.Array]:
         """Per-term breakdown of the loss on the steps where ``steps`` is 1 (constraint terms
-        scaled by ``ramp``)."""
-        return self._terms(*self.run(theta), steps, ramp)
+        scaled by ``ramp``; with a :attr:`prior`, its penalty ``prior``)."""
+        return self._terms(*self.run(theta), steps, ramp) | self._prior_term(theta)
+
+    def _prior_term(self, theta) -> dict[str, jax.Array]:
+        if self.prior is None:
+            return {}
+        free = theta["params"]
+        return {"prior": self.config.prior_weight * sum(
+            (free[name] - self.prior[name]) ** 2 for name in self.prior.names) / len(
+                self.prior.names)}
 
     def evaluate(self, theta):
         """``(physical parameters, trajectory, calibration-period loss terms)`` in one pass."""
         params, trajectory = self.run(theta)
-        return params, trajectory, self._terms(params, trajectory, self.calibration_steps, 1.0)
+        return params, trajectory, self._terms(params, trajectory, self.calibration_steps,
+                                               1.0) | self._prior_term(theta)
 
     def _terms(self, params, trajectory, steps, ramp) -> dict[str, jax.Array]:
         terms = {}
@@ -615,7 +630,7 @@ class SiteProblem:
                    for name, stream in self.streams.items()}
         valid = None if self.valid is None else head(self.valid)
         return SiteProblem(self.config, jax.tree.map(head, self.forcing), streams, periods,
-                           self.fixed, valid)
+                           self.fixed, valid, self.prior)
 
     def padded(self, n_steps: int) -> SiteProblem:
         """The same problem extended to ``n_steps`` steps (so that sites of different record
@@ -642,7 +657,8 @@ class SiteProblem:
                                         sigma=pad(stream.sigma, "constant", 1.0))
                    for name, stream in self.streams.items()}
         valid = pad(np.ones(n) if self.valid is None else self.valid, "constant")
-        return SiteProblem(self.config, forcing, streams, periods, self.fixed, valid)
+        return SiteProblem(self.config, forcing, streams, periods, self.fixed, valid,
+                           self.prior)
 
     def training_problem(self) -> SiteProblem:
         """The problem the optimiser sees (``config.training_window``)."""
@@ -650,8 +666,19 @@ class SiteProblem:
             return self
         return self.window(int(np.sum(self.periods.calibration)))
 
-    def initial_guesses(self, n_starts: int, seed: int):
-        """Random starts: each free parameter uniform in [0.05, 0.95] of its transform."""
+    def initial_guesses(self, n_starts: int, seed: int, network=None):
+        """Random starts: each free parameter uniform in [0.05, 0.95] of its transform; with
+        a :attr:`prior`, the prior itself and starts scattered around it (standard deviation
+        0.25 in the unconstrained values), all with the hybrid weights ``network``."""
+        if self.prior is not None:
+            key = jax.random.PRNGKey(seed)
+            noise = 0.25 * jax.random.normal(key, (n_starts, len(self.prior.names)))
+            noise = noise.at[0].set(0.0)
+            values = {name: self.prior[name] + noise[:, j]
+                      for j, name in enumerate(self.prior.names)}
+            batched = None if network is None else jax.tree.map(
+                lambda x: jnp.broadcast_to(x, (n_starts, *jnp.shape(x))), network)
+            return {"params": ParameterSet(values), "network": batched}
         key = jax.random.PRNGKey(seed)
         names = free_parameter_names(self.config)
         key, sub = jax.random.split(key)
