@@ -60,7 +60,9 @@ class SpatialConfig:
         max_iterations: most Adam iterations.
         eval_every: iterations between evaluations of the validation loss (and checkpoints).
         patience: evaluations without a lower validation loss before training stops.
-        weight_decay: decoupled weight decay of AdamW.
+        weight_decay: decoupled weight decay of AdamW, on the network's weight matrices
+            (not its biases, which carry what the sites share, nor the hybrid terms): it
+            shrinks each site's prediction toward what the sites share.
         seeds: one network per seed; several form an ensemble.
     """
 
@@ -73,7 +75,7 @@ class SpatialConfig:
     max_iterations: int = 1500
     eval_every: int = 25
     patience: int = 12
-    weight_decay: float = 1e-4
+    weight_decay: float = 1.0
     seeds: tuple[int, ...] = (0,)
 
     def __post_init__(self):
@@ -242,8 +244,13 @@ def train(batch: SiteBatch, inputs: np.ndarray, config: SpatialConfig, seed: int
     schedule = optax.warmup_cosine_decay_schedule(
         0.0, config.learning_rate, config.warmup, max(config.max_iterations, config.warmup + 1),
         0.05 * config.learning_rate)
-    optimiser = optax.adamw(schedule, weight_decay=config.weight_decay)
     trainable = {"net": state, "hybrid": hybrid}
+    # decay the network's weight matrices only: the biases carry the sites' common values
+    # and the hybrid terms are not shrunk
+    kernels = jax.tree_util.tree_map_with_path(
+        lambda path, _: path[0].key == "net" and "kernel" in jax.tree_util.keystr(path),
+        trainable)
+    optimiser = optax.adamw(schedule, weight_decay=config.weight_decay, mask=kernels)
     opt_state = optimiser.init(trainable)
 
     def mean_loss(trainable, period):
