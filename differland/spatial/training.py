@@ -10,7 +10,6 @@ stress, ET) are shared by all sites and trained with the network.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,7 +20,6 @@ import numpy as np
 import optax
 
 from differland.calibrate.gradient import (
-    CheckpointMismatchError,
     SettingsError,
     check_integer,
     check_number,
@@ -215,15 +213,6 @@ class Trained:
         return spatial_network.apply(self.graphdef, self.state, inputs)
 
 
-def fingerprint(config: SpatialConfig, sites: Sequence[str], inputs: np.ndarray,
-                extra: str = "") -> str:
-    """What a checkpoint must match to be resumed: the configuration, the sites and their
-    inputs."""
-    return json.dumps({"config": config.to_dict(), "sites": list(sites),
-                       "inputs": np.round(np.asarray(inputs, np.float64), 9).tolist(),
-                       "extra": extra}, sort_keys=True)
-
-
 def train(batch: SiteBatch, inputs: np.ndarray, config: SpatialConfig, seed: int,
           checkpoint_dir=None, progress: bool = True, description: str = "",
           fingerprint_text: str = "", stop_after: int | None = None) -> Trained:
@@ -354,5 +343,5 @@ def r_squared(predicted: np.ndarray, planted: np.ndarray) -> float:
     return float(1.0 - residual / total) if total > 0 else math.nan
 
 
-__all__ = ["CheckpointMismatchError", "SiteBatch", "SpatialConfig", "Trained",
-           "physical_parameters", "r_squared", "train"]
+__all__ = ["SiteBatch", "SpatialConfig", "Trained", "physical_parameters", "r_squared",
+           "train"]
