@@ -178,13 +178,13 @@ REGISTRY: tuple[ParameterSpec, ...] = (
     ParameterSpec("growing_season_water", "(none)", "mm", 1.0, 1e4,
                   "Plant-available water at which the water factor of the growing-season "
                   "index (option climate phenology) or of the labile release (option "
-                  "calendar_water phenology) is one half.", _BOTH, {}),
+                  "calendar:water_limited_release=true) is one half.", _BOTH, {}),
     ParameterSpec("leaf_growth_rate", "(none)", "d-1", 1e-3, 0.3,
                   "Labile -> foliage transfer rate at a growing-season index of one (option "
                   "climate phenology).", _BOTH, {}),
     ParameterSpec("leaf_senescence_rate", "(none)", "d-1", 1e-3, 0.3,
                   "Extra leaf-fall rate at a growing-season index of zero (option climate "
-                  "phenology): x (1 - GSI), on top of 1 / leaf lifespan.", _BOTH, {}),
+                  "phenology): x (1 - GSI), on top of the calendar's leaf fall.", _BOTH, {}),
     ParameterSpec("leaf_carbon_mass_per_area", "LCMA", "gC m-2", 5.0, 200.0,
                   "Leaf carbon mass per leaf area: LAI = C_foliar / LCMA.",
                   _BOTH, _slots(16, 14)),
