@@ -557,6 +557,13 @@ def spatial_cv(sites_dir: Path, folds: int, out: Path, config: SpatialConfig,
         if not (model_dir / MODEL_RECORD).exists() or overwrite:
             spatial_train(sites_dir, model_dir, config, sites_csv=train_csv, progress=progress,
                           overwrite=overwrite, inputs=inputs)
+        else:  # a finished fold is reused only for the same configuration and sites
+            record = read_json(model_dir / "config.json")
+            if (record.get("spatial") != json.loads(json.dumps(config.to_dict()))
+                    or record.get("sites") != [row["SITE_ID"].strip() for row in kept]):
+                raise output_error(model_dir, "holds a fold trained with another "
+                                              "configuration or other sites; pass "
+                                              "--overwrite to train it again")
         model = load_model(model_dir)
         for site in read_sites(test_csv, sites_dir, config.extra_predictors):
             run = out / site.site_id

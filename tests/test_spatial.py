@@ -262,6 +262,15 @@ def test_spatial_commands_smoke(tmp_path, fluxsites_dir, capsys):
         assert (cv / "folds" / str(fold) / "model" / "training.json").exists()
     held = json.loads((cv / "folds" / "0" / "model" / "config.json").read_text())["sites"]
     assert len(held) == 2
+    # an interrupted cross-validation resumes its finished folds only with the same settings
+    (cv / "summary.csv").unlink()
+    (cv / "summary.md").unlink()
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({**TINY, "hidden": 4}))
+    capsys.readouterr()
+    err = _one_line_error(capsys, "spatial", "cv", "--sites-dir", folder, "--folds", "3",
+                          "--out", cv, "--config", other, "--no-progress")
+    assert "another configuration" in err
 
 
 def test_finetune_starts_from_the_prediction(tmp_path, fluxsites_dir, capsys):
