@@ -196,6 +196,7 @@ def spatial_train(sites_dir: Path, out: Path, config: SpatialConfig,
               "parameter_names": list(config.parameter_names),
               "predictors": list(names) + ["plant_functional_type"],
               "spatial": config.to_dict()}
+    record = json.loads(json.dumps(record))  # as it reads back
     if mode == "resume":
         try:
             previous = json.loads((out / "config.json").read_text(encoding="utf-8"))
