@@ -568,10 +568,11 @@ def spatial_cv(sites_dir: Path, folds: int, out: Path, config: SpatialConfig,
         model = load_model(model_dir)
         for site in read_sites(test_csv, sites_dir, config.extra_predictors):
             run = out / site.site_id
-            mode = prepare_run_directory(run, [site.driver_path], overwrite)
-            if mode == "resume" and (run / COMPLETION_RECORD).exists():
+            if (not overwrite and (run / COMPLETION_RECORD).exists()
+                    and _predicted_by(run, model_dir)):  # finished before an interruption
                 metrics = read_json(run / COMPLETION_RECORD)
             else:
+                mode = prepare_run_directory(run, [site.driver_path], overwrite)
                 metrics = predict_site(model, site, run, mode)
             results.append({**metrics, "fold": fold})
     reference = None
@@ -586,6 +587,15 @@ def spatial_cv(sites_dir: Path, folds: int, out: Path, config: SpatialConfig,
     results.sort(key=lambda m: m["site"])
     write_summary(out, results, reference)
     return results
+
+
+def _predicted_by(run: Path, model_dir: Path) -> bool:
+    """Whether the run directory ``run`` is a prediction of the model in ``model_dir``."""
+    try:
+        record = json.loads((run / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(record, dict) and record.get("spatial_model") == str(model_dir)
 
 
 def _write_rows(path: Path, rows: list[dict]) -> None:
