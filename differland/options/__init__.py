@@ -19,6 +19,7 @@ import typing
 from dataclasses import dataclass
 from typing import get_args, get_origin
 
+from differland._pytree import field_names
 from differland.options.base import (
     DecompositionModifier,
     Evapotranspiration,
@@ -117,9 +118,8 @@ def register(cls: type[Option]) -> type[Option]:
         option = cls()
     except TypeError as error:
         raise OptionError(f"{cls.__name__}: every field needs a default ({error})") from None
-    state, outputs = set(dataclasses.fields(State)), set(dataclasses.fields(StepOutputs))
-    bad = [n for n in option.state_fields if n not in {f.name for f in state}] + [
-        n for n in option.outputs if n not in {f.name for f in outputs}]
+    bad = [n for n in option.state_fields if n not in field_names(State)] + [
+        n for n in option.outputs if n not in field_names(StepOutputs)]
     if bad:
         raise OptionError(f"{cls.__name__} declares state or outputs the model does not "
                           f"have: {', '.join(bad)}")
