@@ -9,6 +9,7 @@ the loss only sees the calibration period.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -243,7 +244,7 @@ class SiteCalibrationConfig:
                                 patience=-(-iterations // chunk) + 1,
                                 seed=self.gradient.seed)
 
-    @property
+    @functools.cached_property
     def model_config(self) -> ModelConfig:
         """The model configuration of the calibrated runs."""
         return ModelConfig(**{slot: getattr(self, slot) for slot in SLOTS})
