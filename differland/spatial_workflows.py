@@ -228,11 +228,11 @@ def spatial_train(sites_dir: Path, out: Path, config: SpatialConfig,
     _loss_figure(out / "figures" / "loss.png", histories)
     unconstrained = [t.unconstrained(inputs_matrix) for t in trained]
     site_losses = {s.site_id: {} for s in sites}
+    losses_of = jax.jit(lambda z, hybrid, period: batch.site_losses(
+        z, hybrid, config.parameter_names, period), static_argnames="period")  # compiled once
     for seed, z, result in zip(config.seeds, unconstrained, trained, strict=True):
         for period in ("train", "validation"):
-            losses = jax.device_get(jax.jit(
-                lambda z, h, p=period: batch.site_losses(z, h, config.parameter_names, p))(
-                    z, result.hybrid))
+            losses = jax.device_get(losses_of(z, result.hybrid, period=period))
             for site, loss in zip(sites, losses, strict=True):
                 site_losses[site.site_id][f"seed_{seed}_{period}"] = float(loss)
     training = {"sites": len(sites), "wall_seconds": time.perf_counter() - started,

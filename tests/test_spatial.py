@@ -161,11 +161,15 @@ def _folder(tmp_path, fluxsites_dir, sites, change=None):
         link = folder / f"{row['SITE_ID']}.nc"
         if not link.exists():
             link.symlink_to(fluxsites_dir / f"{row['SITE_ID']}.nc")
-    with open(folder / "sites.csv", "w", newline="", encoding="utf-8") as handle:
+    _write_csv(folder / "sites.csv", rows)
+    return folder
+
+
+def _write_csv(path, rows) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    return folder
 
 
 def _one_line_error(capsys, *args) -> str:
@@ -205,10 +209,7 @@ def test_spatial_commands_smoke(tmp_path, fluxsites_dir, capsys):
     config.write_text(json.dumps(TINY))
     train_csv = tmp_path / "train.csv"
     rows = [row for row in read_sites_rows(folder / "sites.csv") if row["SITE_ID"] != "US-SRG"]
-    with open(train_csv, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    _write_csv(train_csv, rows)
     model = tmp_path / "model"
     ensemble = tmp_path / "ensemble.json"  # two networks (seeds) form an ensemble
     ensemble.write_text(json.dumps({**TINY, "seeds": [0, 1]}))
