@@ -532,26 +532,65 @@ spatial_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, context_s
 app.add_typer(spatial_app, name="spatial")
 
 
+def _one_source(sites_dir: Path | None, grid: Path | None) -> None:
+    if (sites_dir is None) == (grid is None):
+        raise CliError("--sites-dir / --grid: give exactly one (sites or a grid driver)")
+
+
+def _use_devices(devices: int | None) -> None:
+    """Ask for ``devices`` CPU devices when the machine has fewer accelerators; must run
+    before the first JAX computation."""
+    if devices is None:
+        return
+    if devices < 1:
+        raise CliError(f"--devices: {devices} is not a positive number of devices")
+    import jax
+
+    try:
+        jax.config.update("jax_num_cpu_devices", devices)
+    except RuntimeError:  # backends already started (e.g. in a test process)
+        pass
+
+
 @spatial_app.command("train")
 def spatial_train_command(
-    sites_dir: Annotated[Path, typer.Option(
-        help="Folder of site drivers (<SITE_ID>.nc) and their sites.csv.")],
     out: Annotated[Path, typer.Option(
         help="Model directory (an unfinished training there is resumed).")],
+    sites_dir: Annotated[Path | None, typer.Option(
+        help="Folder of site drivers (<SITE_ID>.nc) and their sites.csv.")] = None,
+    grid: Annotated[Path | None, typer.Option(
+        help="Grid driver (Zarr or NetCDF): train over its cells in minibatches.")] = None,
     config: Annotated[Path | None, typer.Option(
-        help="JSON configuration (keys of SpatialConfig; \"calibration\" holds the site "
-             "calibration keys: model options, streams, loss).")] = None,
+        help="JSON configuration (sites: keys of SpatialConfig, \"calibration\" holding the "
+             "site calibration keys; grid: keys of GridConfig).")] = None,
     seed: Annotated[int | None, typer.Option(
         help="Train one network with this seed (default: the config's seeds).")] = None,
     iterations: Annotated[int | None, typer.Option(
-        help="Maximum Adam iterations (default: the config's, 1500).")] = None,
+        help="Maximum Adam iterations (default: the config's).")] = None,
     sites_csv: Annotated[Path | None, typer.Option(
         help="Sites to train on (default: SITES_DIR/sites.csv).")] = None,
+    devices: Annotated[int | None, typer.Option(
+        help="Grid: devices the minibatches are split over (default: all; on CPU, this "
+             "many host devices).")] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
     overwrite: Annotated[bool, typer.Option(
         "--overwrite", help="Replace a trained model in --out.")] = False,
 ) -> None:
-    """Train the spatialization network on every site's calibration period."""
+    """Train the spatialization network on every site's calibration period, or over the
+    cells of a grid."""
+    _one_source(sites_dir, grid)
+    if grid is not None:
+        _use_devices(devices)
+        from differland.grid_workflows import grid_train, read_grid_config
+
+        values = read_grid_config(config, seed, iterations)
+        record = grid_train(grid, out, values, devices=devices, progress=progress,
+                            overwrite=overwrite)
+        seeds = ", ".join(f"seed {k}: {v['iterations']} iterations, validation loss "
+                          f"{v['best_validation_loss']:.4g}" for k, v in record["seeds"].items())
+        typer.echo(f"wrote {out}: {record['cells']} cells on {record['devices']} device(s); "
+                   f"{seeds}")
+        return
     from differland.spatial_workflows import load_config, spatial_train
 
     settings = load_config(config, seed, iterations)
@@ -565,15 +604,29 @@ def spatial_train_command(
 @spatial_app.command("predict")
 def spatial_predict_command(
     model: Annotated[Path, typer.Option(help="Model directory of differland spatial train.")],
-    sites_csv: Annotated[Path, typer.Option(
+    out: Annotated[Path, typer.Option(
+        help="Output folder: one run directory per site, or the maps of a grid.")],
+    sites_csv: Annotated[Path | None, typer.Option(
         help="Sites to predict (sites.csv columns: SITE_ID, lat, ELEV, MAP, MAT, IGBP, "
-             "test_start, and the model's extra predictors).")],
-    sites_dir: Annotated[Path, typer.Option(help="Folder of the sites' drivers.")],
-    out: Annotated[Path, typer.Option(help="Output folder: one run directory per site.")],
+             "test_start, and the model's extra predictors).")] = None,
+    sites_dir: Annotated[Path | None, typer.Option(help="Folder of the sites' drivers.")] = None,
+    grid: Annotated[Path | None, typer.Option(
+        help="Grid driver: parameter and flux maps, regional budgets, figures.")] = None,
     overwrite: Annotated[bool, typer.Option(
         "--overwrite", help="Replace earlier predictions in --out.")] = False,
 ) -> None:
-    """Predict the parameters of every site, simulate its record and score it."""
+    """Predict the parameters of every site (or grid cell), simulate and score it."""
+    if grid is not None:
+        if sites_csv is not None or sites_dir is not None:
+            raise CliError("--grid: give either a grid or --sites-csv and --sites-dir")
+        from differland.grid_workflows import grid_predict
+
+        report = grid_predict(model, grid, out)
+        typer.echo(f"wrote {out}: parameters.nc, fluxes.nc, maps/, budgets.csv, "
+                   f"identified.json ({len(report['identified'])} identified parameters)")
+        return
+    if sites_csv is None or sites_dir is None:
+        raise CliError("--sites-csv and --sites-dir: both are needed (or --grid)")
     from differland.spatial_workflows import spatial_predict
 
     results = spatial_predict(model, sites_csv, sites_dir, out, overwrite=overwrite)
@@ -608,6 +661,56 @@ def spatial_cv_command(
 
 MAX_EXAMPLE_YEARS = 200
 """Longest example driver [years]."""
+
+
+def _region(text: str | None) -> tuple[float, float, float, float] | None:
+    if text is None:
+        return None
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 4:
+        raise CliError(f"--region: {text!r} is not LON0,LON1,LAT0,LAT1 (four numbers)")
+    return values
+
+
+@app.command("world")
+def world_command(
+    out: Annotated[Path, typer.Option(help="New Zarr store of the world (WORLD.zarr).")],
+    resolution: Annotated[float, typer.Option(
+        help="Cell size [degree], a multiple of 0.5 that divides 180.")] = 2.0,
+    region: Annotated[str | None, typer.Option(
+        help="LON0,LON1,LAT0,LAT1 [degree] (default: the globe).")] = None,
+    years: Annotated[int, typer.Option(help="Years of monthly steps from 2001.")] = 10,
+    seed: Annotated[int, typer.Option(
+        help="Seed of the climate anomalies, planted maps and observation noise.")] = 0,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Build a twin world on real land cover, climate zones and elevation: synthetic
+    climate, planted parameter maps, and noisy observations of the model's fluxes, with the
+    truth beside them."""
+    from differland.grid_workflows import make_world
+    from differland.world.build import WorldSpec
+
+    spec = WorldSpec(resolution=resolution, region=_region(region), years=years, seed=seed)
+    dataset = make_world(out, spec, progress)
+    typer.echo(f"wrote {out}: {int(dataset['mask'].sum())} cells, {dataset.sizes['time']} "
+               f"months, {dataset.sizes.get('region', 0)} regions")
+
+
+@app.command("demo")
+def demo_command(
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("runs/demo"),
+    smoke: Annotated[bool, typer.Option(
+        "--smoke", help="A tiny world and a few iterations (a check that it runs).")] = False,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """Build a small twin world, train the network over it, predict maps and budgets, and
+    print how well the planted parameters and fluxes were recovered."""
+    from differland.grid_workflows import demo
+
+    demo(out, smoke=smoke, progress=progress)
 
 
 @app.command("example-driver")
@@ -688,11 +791,15 @@ def main(argv: list[str] | None = None) -> int:
     user_errors = (CliError, DriverError, ForcingError, ParameterError, OutputError,
                    OptionError, CalibrationConfigError, CheckpointMismatchError,
                    NonFiniteLossError)
-    if argv[:1] == ["spatial"] or any(a.startswith("--finetune") for a in argv):
+    if argv[:1] in (["spatial"], ["world"], ["demo"]) or any(a.startswith("--finetune")
+                                                             for a in argv):
         # Flax is imported only by the commands that use it
+        from differland.calibrate.gradient import SettingsError
         from differland.spatial.predictors import PredictorError
+        from differland.world.build import WorldError
+        from differland.world.maps import WorldMapsError
 
-        user_errors += (PredictorError,)
+        user_errors += (PredictorError, SettingsError, WorldError, WorldMapsError)
     try:
         _refresh_option_parameters()
         app(args=argv, prog_name="differland", standalone_mode=False)

@@ -80,3 +80,74 @@ def scatter_figure(path: Path, observed: Mapping[str, np.ndarray],
     _save(fig, path)
     plt.close(fig)
     return path
+
+
+def _coastline(ax, lon, lat, land_fraction) -> None:
+    """Coastlines drawn offline: the half-land contour of the grid's land fraction."""
+    if land_fraction is not None and np.size(lon) > 1 and np.size(lat) > 1:
+        ax.contour(lon, lat, np.nan_to_num(land_fraction), levels=[0.5], colors="0.2",
+                   linewidths=0.6)
+
+
+def parameter_map_figure(path: Path, lon, lat, predicted: np.ndarray, truth, land_fraction,
+                         name: str, units: str) -> Path:
+    """A parameter map (and, where known, the truth beside it), with coastlines."""
+    plt = _pyplot()
+    panels = [("predicted", predicted)] + ([("truth", truth)] if truth is not None else [])
+    values = np.concatenate([np.ravel(v) for _, v in panels])
+    low, high = np.nanpercentile(values, [2, 98]) if np.isfinite(values).any() else (0, 1)
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.6), squeeze=False)
+    for ax, (label, data) in zip(axes[0], panels, strict=True):
+        image = ax.pcolormesh(lon, lat, data, vmin=low, vmax=high, shading="nearest",
+                              cmap="viridis")
+        _coastline(ax, lon, lat, land_fraction)
+        ax.set_title(f"{name} ({label})", fontsize=9)
+        ax.set_xlabel("longitude [deg]")
+        ax.set_ylabel("latitude [deg]")
+        ax.set_aspect("equal", adjustable="box")
+        fig.colorbar(image, ax=ax, shrink=0.8, label=units)
+    fig.tight_layout()
+    _save(fig, path)
+    plt.close(fig)
+    return path
+
+
+def regional_series_figure(path: Path, dates, regions, modelled: np.ndarray,
+                           observed: np.ndarray) -> Path:
+    """Regional mean NBE [gC m-2 d-1], modelled against observed, one panel per region
+    (``modelled``, ``observed``: ``(R, T)``)."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(len(regions), 1, figsize=(10, 1.9 * len(regions)), sharex=True,
+                             squeeze=False)
+    for ax, region, model, obs in zip(axes[:, 0], regions, modelled, observed, strict=True):
+        ax.plot(dates, obs, ".", ms=3, color="0.4", label="observed")
+        ax.plot(dates, model, lw=1.0, color="tab:blue", label="modelled")
+        ax.axhline(0.0, color="0.7", lw=0.5)
+        ax.set_ylabel(f"{region}\nNBE [gC m-2 d-1]", fontsize=8)
+    axes[0, 0].legend(loc="upper right", fontsize=8)
+    fig.tight_layout()
+    _save(fig, path)
+    plt.close(fig)
+    return path
+
+
+def tower_figure(path: Path, dates, streams, modelled: Mapping[str, np.ndarray],
+                 observed: Mapping[str, np.ndarray]) -> Path:
+    """Modelled against eddy-covariance fluxes at tower cells (rows: cells; columns:
+    streams; arrays ``(cells, T)``)."""
+    plt = _pyplot()
+    n_cells = next(iter(modelled.values())).shape[0]
+    fig, axes = plt.subplots(n_cells, len(streams), figsize=(4.2 * len(streams),
+                                                             1.9 * n_cells), sharex=True,
+                             squeeze=False)
+    for j, name in enumerate(streams):
+        for i in range(n_cells):
+            ax = axes[i, j]
+            ax.plot(dates, observed[name][i], ".", ms=3, color="0.4")
+            ax.plot(dates, modelled[name][i], lw=1.0, color="tab:blue")
+            if i == 0:
+                ax.set_title(f"{name.upper()} [{_units(name)}]", fontsize=9)
+    fig.tight_layout()
+    _save(fig, path)
+    plt.close(fig)
+    return path

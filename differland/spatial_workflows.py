@@ -124,7 +124,8 @@ def read_sites(sites_csv: Path, sites_dir: Path, extra: tuple[str, ...]) -> list
     return sites
 
 
-def _prepare_model_directory(out: Path, inputs: list, overwrite: bool) -> str:
+def _prepare_model_directory(out: Path, inputs: list, overwrite: bool,
+                             kind: str = MODEL_KIND) -> str:
     """``"new"``, ``"resume"`` or ``"replace"`` for a model directory (as
     :func:`~differland.workflows.prepare_run_directory` for runs)."""
     out = Path(out)
@@ -139,12 +140,12 @@ def _prepare_model_directory(out: Path, inputs: list, overwrite: bool) -> str:
         return "new"
     try:
         ours = json.loads((out / "config.json").read_text(encoding="utf-8")).get(
-            "kind") == MODEL_KIND
+            "kind") == kind
     except (OSError, ValueError, AttributeError):
         ours = False
     if not ours:
-        raise output_error(out, "--out exists and is not a differland spatial model; choose "
-                                "another directory")
+        raise output_error(out, f"--out exists and is not a {kind}; choose another "
+                                "directory")
     if (out / MODEL_RECORD).exists() and not overwrite:
         raise output_error(out, "--out holds a trained model; pass --overwrite to replace it")
     return "replace" if overwrite else "resume"
@@ -258,16 +259,17 @@ def save_weights(path: Path, trained) -> None:
     checkpointer.wait_until_finished()
 
 
-def load_weights(path: Path, config: SpatialConfig, n_inputs: int, seed: int):
+def load_weights(path: Path, config, n_inputs: int, seed: int):
     """``(graphdef, state, hybrid)`` saved by :func:`save_weights` for a network of
-    ``config`` with ``n_inputs`` inputs."""
+    ``config`` (a :class:`SpatialConfig` or a grid configuration) with ``n_inputs``
+    inputs."""
     import orbax.checkpoint as ocp
 
     from differland.processes.neural import init_network
 
     graphdef, state = spatial_network.build(n_inputs, len(config.parameter_names),
                                             config.hidden, config.depth, seed)
-    model_config = config.calibration.model_config
+    model_config = config.model_config
     hybrid = init_network(jax.random.PRNGKey(seed), model_config) \
         if model_config.network_sizes else None
     template = {"net": spatial_network.to_pure(state), "hybrid": hybrid}

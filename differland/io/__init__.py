@@ -1,4 +1,4 @@
-"""Input and output: site drivers, NetCDF writing, parameter files, the example driver.
+"""Input and output: site and grid drivers, NetCDF writing, parameter files, the example driver.
 
 This package is the only part of differland that imports xarray, pandas or netCDF4. Every
 problem with an input file raises :class:`DriverError` with a one-line message
@@ -17,6 +17,12 @@ from differland.io._files import (
 )
 from differland.io.errors import DriverError, OutputError, output_error
 from differland.io.example import example_site_dataset, write_example_site_driver
+from differland.io.grid import (
+    PIXEL_OBSERVATIONS,
+    GridDriver,
+    GridObservation,
+    read_grid_driver,
+)
 from differland.io.netcdf import (
     cf_time_coordinate,
     read_parameter_values,
@@ -37,7 +43,10 @@ from differland.io.site import (
 __all__ = [
     "NETCDF_SIGNATURES",
     "OBSERVATION_VARIABLES",
+    "PIXEL_OBSERVATIONS",
     "DriverError",
+    "GridDriver",
+    "GridObservation",
     "OutputError",
     "Observation",
     "SiteDriver",
@@ -47,6 +56,7 @@ __all__ = [
     "cf_time_coordinate",
     "example_site_dataset",
     "read_json",
+    "read_grid_driver",
     "read_parameter_values",
     "output_error",
     "read_site_driver",

@@ -32,6 +32,10 @@ SITE_COLUMNS = {"latitude": "lat", "elevation": "ELEV", "mean_annual_precipitati
 """Numeric predictors from ``sites.csv``: predictor name -> column [degrees_north, m,
 mm yr-1, degC]."""
 
+GRID_PREDICTORS = ("latitude", "elevation")
+"""Numeric predictors of a grid cell besides its climate: cell-centre latitude
+[degrees_north] and mean elevation [m] (a static ``elevation`` map of the grid)."""
+
 CLIMATE_PREDICTORS = (
     "temperature_mean", "temperature_amplitude", "precipitation_mean",
     "precipitation_amplitude", "vpd_mean", "vpd_amplitude", "radiation_mean",
@@ -48,6 +52,11 @@ CLIP = 10.0  # standardised predictors are clipped to +-CLIP standard deviations
 
 class PredictorError(ValueError):
     """A site's predictor that is missing, not a number, or an unknown class."""
+
+
+def grid_predictor_names(extra: Sequence[str] = ()) -> tuple[str, ...]:
+    """Names of the numeric predictors of a grid cell, in column order."""
+    return (*GRID_PREDICTORS, *CLIMATE_PREDICTORS, *extra)
 
 
 def predictor_names(extra: Sequence[str] = ()) -> tuple[str, ...]:
@@ -81,25 +90,36 @@ def plant_functional_type(row: Mapping[str, str], site: str, source: str) -> str
     return IGBP_PFT[igbp]
 
 
+def climate_table(temperature: np.ndarray, precipitation: np.ndarray, vpd: np.ndarray,
+                  radiation: np.ndarray, month: np.ndarray) -> dict[str, np.ndarray]:
+    """:data:`CLIMATE_PREDICTORS` of many places at once: series ``(P, T)`` of mean air
+    temperature [degC], precipitation [mm d-1], VPD [hPa] and SSRD [MJ m-2 d-1], and the
+    calendar month (0..11) of each step ``(T,)``; returns ``{name: (P,)}``."""
+    month = np.asarray(month)
+    present = [m for m in range(12) if np.any(month == m)]
+    series = {"temperature": temperature, "precipitation": precipitation, "vpd": vpd,
+              "radiation": radiation}
+    out = {}
+    for name, values in series.items():
+        values = np.asarray(values, dtype=np.float64)
+        monthly = np.stack([values[:, month == m].mean(axis=1) for m in present], axis=1)
+        out[f"{name}_mean"] = values.mean(axis=1)
+        out[f"{name}_amplitude"] = monthly.max(axis=1) - monthly.min(axis=1)
+    out["aridity_index"] = out["precipitation_mean"] / np.maximum(
+        out["radiation_mean"] / LATENT_HEAT, 1e-6)
+    return out
+
+
 def climate_predictors(forcing, dates, calibration_end: int) -> dict[str, float]:
     """:data:`CLIMATE_PREDICTORS` of a site from its forcing over the first
     ``calibration_end`` steps (fields of shape ``(T,)``; ``dates`` daily datetime64)."""
     keep = slice(0, calibration_end)
     months = np.asarray(dates, dtype="datetime64[M]").astype(int)[keep] % 12
-    series = {
-        "temperature": 0.5 * (np.asarray(forcing.t_min) + np.asarray(forcing.t_max))[keep],
-        "precipitation": np.asarray(forcing.precipitation)[keep],
-        "vpd": np.asarray(forcing.vpd)[keep],
-        "radiation": np.asarray(forcing.ssrd)[keep],
-    }
-    out = {}
-    for name, values in series.items():
-        monthly = [values[months == m].mean() for m in range(12) if np.any(months == m)]
-        out[f"{name}_mean"] = float(values.mean())
-        out[f"{name}_amplitude"] = float(max(monthly) - min(monthly))
-    out["aridity_index"] = out["precipitation_mean"] / max(
-        out["radiation_mean"] / LATENT_HEAT, 1e-6)
-    return out
+    row = lambda x: np.asarray(x)[None, keep]  # noqa: E731
+    table = climate_table(row(0.5 * (np.asarray(forcing.t_min) + np.asarray(forcing.t_max))),
+                          row(forcing.precipitation), row(forcing.vpd), row(forcing.ssrd),
+                          months)
+    return {name: float(values[0]) for name, values in table.items()}
 
 
 def site_predictors(row: Mapping[str, str], climate: Mapping[str, float],
@@ -124,6 +144,11 @@ def site_predictors(row: Mapping[str, str], climate: Mapping[str, float],
     return values
 
 
+def _table(sites: Sequence[Mapping], names: Sequence[str]) -> np.ndarray:
+    return np.array([[site[name] for name in names] for site in sites],
+                    dtype=np.float64).reshape(len(sites), len(names))
+
+
 @dataclass(frozen=True)
 class Standardizer:
     """Maps predictors to the network's inputs: numeric ones standardised with the training
@@ -142,7 +167,12 @@ class Standardizer:
     @classmethod
     def fit(cls, sites: Sequence[Mapping], names: Sequence[str]) -> Standardizer:
         """Statistics of ``names`` over the training ``sites`` (from :func:`site_predictors`)."""
-        table = np.array([[site[name] for name in names] for site in sites], dtype=np.float64)
+        return cls.fit_table(_table(sites, names), names)
+
+    @classmethod
+    def fit_table(cls, table: np.ndarray, names: Sequence[str]) -> Standardizer:
+        """Statistics of the columns ``names`` of ``table`` ``(n_places, len(names))``."""
+        table = np.asarray(table, dtype=np.float64)
         std = table.std(axis=0)
         return cls(tuple(names), tuple(table.mean(axis=0).tolist()),
                    tuple(np.where(std > 0.0, std, 1.0).tolist()))
@@ -153,11 +183,15 @@ class Standardizer:
 
     def inputs(self, sites: Sequence[Mapping]) -> np.ndarray:
         """The ``(n_sites, n_inputs)`` network inputs of ``sites``."""
-        table = np.array([[site[name] for name in self.names] for site in sites],
-                         dtype=np.float64).reshape(len(sites), len(self.names))
+        return self.inputs_table(_table(sites, self.names), [site["pft"] for site in sites])
+
+    def inputs_table(self, table: np.ndarray, pft: Sequence[str]) -> np.ndarray:
+        """The ``(n_places, n_inputs)`` network inputs of a predictor ``table`` (columns
+        :attr:`names`) and the places' plant functional types."""
+        table = np.asarray(table, dtype=np.float64).reshape(len(pft), len(self.names))
         scaled = np.clip((table - np.asarray(self.mean)) / np.asarray(self.std), -CLIP, CLIP)
-        onehot = np.array([[float(site["pft"] == pft) for pft in PFT_CLASSES]
-                           for site in sites]).reshape(len(sites), len(PFT_CLASSES))
+        pft = np.asarray(pft)
+        onehot = (pft[:, None] == np.asarray(PFT_CLASSES)[None, :]).astype(np.float64)
         return np.concatenate([scaled, onehot], axis=1)
 
     def to_dict(self) -> dict:

@@ -103,6 +103,11 @@ class SpatialConfig:
             raise CalibrationConfigError("config: extra_predictors must name columns")
 
     @property
+    def model_config(self):
+        """The model configuration of the calibration."""
+        return self.calibration.model_config
+
+    @property
     def parameter_names(self) -> tuple[str, ...]:
         """The parameters the network predicts (those the model configuration reads, or the
         calibration's ``free_parameters``)."""

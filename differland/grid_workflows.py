@@ -1,0 +1,791 @@
+"""Gridded workflows: build a twin world, train the spatialization network over a grid's
+cells, predict parameter maps, flux maps and regional budgets, and the demo.
+
+A grid model directory (``spatial train --grid``) holds ``config.json`` (the
+:class:`~differland.spatial.grid.GridConfig`, the grid, the predictors), ``predictors.json``,
+``split.json`` (the role of each cell: training, validation, test), ``weights/seed_<N>/``,
+``history.json``, ``figures/loss.png``, ``checkpoints/`` and, written last,
+``training.json``.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io as text_io
+import json
+import math
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import xarray as xr
+
+from differland import __version__
+from differland.calibrate.site import CalibrationConfigError
+from differland.io import (
+    DriverError,
+    check_writable_location,
+    output_error,
+    read_grid_driver,
+    read_json,
+    write_dataset,
+    write_json,
+)
+from differland.params import SPECS, ParameterSet, unconstrain
+from differland.spatial import network as spatial_network
+from differland.spatial.grid import (
+    ROLES,
+    GridConfig,
+    GridProblem,
+    holdout_roles,
+    new_network,
+    pixel_mesh,
+    predict_cells,
+    train_grid,
+)
+from differland.spatial.predictors import (
+    CLIMATE_PREDICTORS,
+    GRID_PREDICTORS,
+    IGBP_PFT,
+    Standardizer,
+    climate_table,
+)
+from differland.spatial.training import physical_parameters, r_squared
+from differland.spatial_workflows import (
+    _loss_figure,
+    _prepare_model_directory,
+    load_weights,
+    save_weights,
+)
+from differland.workflows import package_digest
+from differland.world.build import WorldSpec, build_world
+from differland.world.maps import IGBP_CLASSES
+
+GRID_MODEL_KIND = "differland grid model"
+MODEL_RECORD = "training.json"
+MODEL_FILES = ("config.json", "predictors.json", "split.json", "history.json", MODEL_RECORD)
+LOAD_BATCH = 4096
+"""Cells read from a grid driver at a time."""
+MEMORY_LIMIT = 8 * 2**30
+"""A grid whose training arrays need more bytes is read from disk minibatch by minibatch."""
+FLUXES = ("gpp", "reco", "nee", "nbe", "et", "lai", "sif", "biomass")
+"""Fluxes and states a prediction maps."""
+SECONDS_PER_YEAR = 365.25 * 86400.0
+DAYS_PER_YEAR = 365.25
+IDENTIFIED_RATIO = 0.3
+"""A parameter is reported as identified where the observations' Cramér–Rao standard
+deviation at a typical cell is below this share of the spread of its map (unconstrained
+space): then the map can be recovered with R^2 of about 1 - 0.3^2."""
+IDENTIFIABILITY_CELLS = 96
+
+
+# --- the twin world -------------------------------------------------------------------------
+
+
+def _check_new_output(out: Path, what: str) -> None:
+    out = Path(out)
+    if out.exists():
+        raise output_error(out, f"--out exists; {what} is never written over an existing "
+                                "path (choose another --out or remove it)")
+    check_writable_location(out)
+
+
+def write_grid_store(dataset: xr.Dataset, out: Path) -> None:
+    """Write a grid dataset as a Zarr store atomically: into a hidden sibling folder, then
+    renamed to ``out``."""
+    out = Path(out)
+    temporary = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        encoding = {}
+        for name, variable in dataset.data_vars.items():
+            chunks = tuple(min(size, 12 if dim == "time" else 256)
+                           for dim, size in zip(variable.dims, variable.shape, strict=True))
+            if chunks:
+                encoding[name] = {"chunks": chunks}
+        encoding["time"] = {"units": "days since 2001-01-01", "calendar": "standard",
+                            "dtype": "int64"}
+        encoding["time_bnds"] = {"units": "days since 2001-01-01", "calendar": "standard",
+                                 "dtype": "int64", "chunks": None}
+        encoding["time_bnds"].pop("chunks")
+        dataset.to_zarr(temporary / "store.zarr", mode="w", zarr_format=2, consolidated=True,
+                        encoding=encoding)
+        os.replace(temporary / "store.zarr", out)
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)
+
+
+def make_world(out: Path, spec: WorldSpec, progress: bool = True) -> xr.Dataset:
+    """Build the twin world of ``spec`` and write it to ``out`` (a new ``.zarr`` path)."""
+    _check_new_output(out, "a world")
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(unit="cell", desc="world", leave=False)
+
+    def report(stage, n, total):
+        if bar is not None:
+            bar.total = total
+            bar.update(n)
+
+    dataset = build_world(spec, report)
+    if bar is not None:
+        bar.close()
+    write_grid_store(dataset, out)
+    return dataset
+
+
+# --- from a grid driver to a training problem -----------------------------------------------
+
+
+def _pft_of(driver, cells: np.ndarray) -> np.ndarray:
+    if "igbp" not in driver.categorical:
+        return np.full(cells.size, "", dtype=object)
+    codes = driver.static("igbp", cells)
+    return np.array([IGBP_PFT.get(IGBP_CLASSES.get(int(c), ""), "") if np.isfinite(c) else ""
+                     for c in codes], dtype=object)
+
+
+def grid_predictors(driver, extra: tuple[str, ...]) -> tuple[tuple[str, ...], np.ndarray,
+                                                             np.ndarray]:
+    """``(names, table (P, n), pft (P,))``: latitude, elevation (when the grid has an
+    ``elevation`` map), the climate of the whole record and ``extra`` static maps."""
+    missing = [name for name in extra if name not in driver.predictors]
+    if missing:
+        raise DriverError(f"{driver.path}: variable {missing[0]}: the configuration's "
+                          "extra_predictors names a map the grid does not have")
+    names = [n for n in GRID_PREDICTORS if n != "elevation" or "elevation" in driver.predictors]
+    months = driver.dates.astype("datetime64[M]").astype(int) % 12
+    climate = {name: np.empty(driver.n_pixels) for name in CLIMATE_PREDICTORS}
+    for start in range(0, driver.n_pixels, LOAD_BATCH):
+        cells = np.arange(start, min(start + LOAD_BATCH, driver.n_pixels))
+        forcing = driver.forcing(cells)
+        table = climate_table(0.5 * (forcing.t_min + forcing.t_max), forcing.precipitation,
+                              forcing.vpd, forcing.ssrd, months)
+        for name in CLIMATE_PREDICTORS:
+            climate[name][cells] = table[name]
+    cells = np.arange(driver.n_pixels)
+    columns = {"latitude": driver.lat[driver.rows], **climate}
+    if "elevation" in names:
+        columns["elevation"] = driver.static("elevation", cells)
+    for name in extra:
+        columns[name] = driver.static(name, cells)
+    names = [*names, *CLIMATE_PREDICTORS, *extra]
+    table = np.stack([np.asarray(columns[n], float) for n in names], axis=1)
+    bad = ~np.isfinite(table)
+    if bad.any():
+        cell, column = np.argwhere(bad)[0]
+        raise DriverError(f"{driver.path}: variable {names[column]}: no value at the simulated "
+                          f"cell lat={driver.lat[driver.rows[cell]]:g}, "
+                          f"lon={driver.lon[driver.cols[cell]]:g}")
+    return tuple(names), table, _pft_of(driver, cells)
+
+
+def _observations(driver, streams, cells):
+    shape = (len(streams), cells.size, driver.n_steps)
+    values, mask, sigma = (np.zeros(shape, np.float32), np.zeros(shape, np.float32),
+                           np.ones(shape, np.float32))
+    for k, name in enumerate(streams):
+        observation = driver.observation(name, cells)
+        ok = observation.mask
+        if observation.sigma is not None:
+            ok = ok & (observation.sigma > 0)
+            sigma[k] = np.where(ok, observation.sigma, 1.0)
+        else:
+            spread = np.nanstd(np.where(observation.mask, observation.values, np.nan))
+            sigma[k] = max(float(spread) * 0.2, 1e-6) if np.isfinite(spread) else 1.0
+        values[k] = np.where(ok, observation.values, 0.0)
+        mask[k] = ok
+    return values, mask, sigma
+
+
+def load_problem(driver, config: GridConfig, standardizer: Standardizer | None = None,
+                 roles: np.ndarray | None = None):
+    """``(problem, standardizer, predictor names)`` of a grid driver: every cell's forcing,
+    observations and network inputs in memory (float32), the roles of the cells, and the
+    regional observations. ``standardizer`` defaults to one fitted on the training cells."""
+    streams = tuple(s for s in config.streams if s in driver.observations)
+    regional = tuple(s for s in config.regional if s in driver.regional and driver.regions)
+    if not streams and not regional:
+        raise DriverError(f"{driver.path}: none of the configuration's streams "
+                          f"({', '.join(config.streams + config.regional)}) is observed")
+    needed = driver.n_pixels * driver.n_steps * 4 * (13 + 3 * len(streams))
+    if needed > MEMORY_LIMIT:
+        raise DriverError(f"{driver.path}: the training arrays need {needed / 2**30:.1f} GiB, "
+                          f"more than the {MEMORY_LIMIT / 2**30:.0f} GiB this version holds in "
+                          "memory; train on a region or a coarser grid")
+    names, table, pft = grid_predictors(driver, config.extra_predictors)
+    if roles is None:
+        roles = holdout_roles(driver.rows, driver.cols, config, seed=config.seeds[0])
+    if standardizer is None:
+        train = roles == ROLES["train"]
+        standardizer = Standardizer.fit_table(table[train], names)
+    inputs = standardizer.inputs_table(table, pft).astype(np.float32)
+    forcing, values, mask, sigma = {}, [], [], []
+    for start in range(0, driver.n_pixels, LOAD_BATCH):
+        cells = np.arange(start, min(start + LOAD_BATCH, driver.n_pixels))
+        batch = driver.forcing(cells)
+        for field in dataclasses.fields(batch):
+            forcing.setdefault(field.name, []).append(
+                np.asarray(getattr(batch, field.name), np.float32))
+        v, m, s = _observations(driver, streams, cells)
+        values.append(v)
+        mask.append(m)
+        sigma.append(s)
+    forcing = {k: np.concatenate(v) for k, v in forcing.items()}
+    n_regions = len(driver.regions)
+    fractions = driver.region_weights(np.arange(driver.n_pixels)) if n_regions else np.zeros(
+        (0, driver.n_pixels))
+    region_values = np.zeros((len(regional), n_regions, driver.n_steps), np.float32)
+    region_mask, region_sigma = np.zeros_like(region_values), np.ones_like(region_values)
+    for k, name in enumerate(regional):
+        observation = driver.regional_observation(name)
+        ok = observation.mask if observation.sigma is None else observation.mask & (
+            observation.sigma > 0)
+        region_values[k] = np.where(ok, observation.values, 0.0).T
+        region_mask[k] = ok.T
+        if observation.sigma is not None:
+            region_sigma[k] = np.where(ok, observation.sigma, 1.0).T
+        else:
+            spread = np.nanstd(np.where(ok, observation.values, np.nan))
+            region_sigma[k] = max(float(spread) * 0.2, 1e-6)
+    problem = GridProblem(forcing, inputs, np.concatenate(values, axis=1),
+                          np.concatenate(mask, axis=1), np.concatenate(sigma, axis=1),
+                          streams, np.asarray(fractions, np.float64), region_values,
+                          region_mask, region_sigma, regional, np.asarray(roles, np.int8))
+    return problem, standardizer, names
+
+
+def grid_config_for(driver, values: dict | None = None) -> GridConfig:
+    """A :class:`GridConfig` from JSON ``values``, with the grid's declared
+    ``free_parameters`` and ``parameter_values`` (a twin world's) where the values do not
+    give them."""
+    values = dict(values or {})
+    for key in ("free_parameters", "parameter_values"):
+        if key not in values and key in driver.attrs:
+            try:
+                values[key] = json.loads(driver.attrs[key])
+            except (TypeError, ValueError):
+                raise DriverError(f"{driver.path}: attribute {key} is not JSON") from None
+    if "model_options" in driver.attrs and not {"model", "water_stress", "evapotranspiration",
+                                                "phenology"} & set(values):
+        try:
+            values.update(json.loads(driver.attrs["model_options"]))
+        except (TypeError, ValueError):
+            raise DriverError(f"{driver.path}: attribute model_options is not JSON") from None
+    return GridConfig.from_dict(values)
+
+
+def read_grid_config(path: Path | None, seed: int | None = None,
+                     iterations: int | None = None) -> dict:
+    """The JSON object of a grid configuration file (keys of :class:`GridConfig`), with
+    ``--seed`` (one network of that seed) and ``--iterations`` overrides; checked against
+    :class:`GridConfig` (the grid's own declarations are added when it is read)."""
+    values = {}
+    if path is not None:
+        values = read_json(path)
+        if not isinstance(values, dict):
+            raise CalibrationConfigError(f"{path}: the configuration must be a JSON object")
+    if seed is not None:
+        values["seeds"] = [seed]
+    if iterations is not None:
+        values["max_iterations"] = iterations
+    try:
+        GridConfig.from_dict(values)
+    except CalibrationConfigError as error:
+        raise CalibrationConfigError(f"{path}: {error}" if path else str(error)) from None
+    return values
+
+
+# --- training -------------------------------------------------------------------------------
+
+
+def grid_train(grid: Path, out: Path, config_values: dict | None = None,
+               devices: int | None = None, progress: bool = True, overwrite: bool = False,
+               stop_after: int | None = None) -> dict:
+    """Train the network(s) over the cells of ``grid`` and write the model directory
+    ``out``; returns the training record (empty when ``stop_after`` stopped it)."""
+    out = Path(out)
+    mode = _prepare_model_directory(out, [grid], overwrite, kind=GRID_MODEL_KIND)
+    driver = read_grid_driver(grid)
+    try:
+        config = grid_config_for(driver, config_values)
+    except CalibrationConfigError as error:
+        raise CalibrationConfigError(str(error)) from None
+    mesh = pixel_mesh(devices)
+    driver.check_forcing()
+    problem, standardizer, names = load_problem(driver, config)
+    record = {"kind": GRID_MODEL_KIND, "differland_version": __version__,
+              "differland_source_sha256": package_digest(),
+              "precision": "float64" if jax.config.jax_enable_x64 else "float32",
+              "grid": str(Path(grid).resolve()), "cells": driver.n_pixels,
+              "parameter_names": list(config.parameter_names),
+              "predictors": list(names) + ["plant_functional_type"],
+              "streams": list(problem.streams), "regional": list(problem.regional),
+              "grid_config": config.to_dict()}
+    record = json.loads(json.dumps(record))
+    if mode == "resume":
+        previous = read_json(out / "config.json")
+        if {k: previous.get(k) for k in record} != record:
+            raise output_error(out, "--out holds an unfinished training of another "
+                                    "configuration or grid; pass --overwrite to start again")
+    if mode == "replace":
+        for name in MODEL_FILES[::-1]:
+            (out / name).unlink(missing_ok=True)
+        for folder in ("weights", "checkpoints"):
+            shutil.rmtree(out / folder, ignore_errors=True)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "config.json", record)
+    write_json(out / "predictors.json", standardizer.to_dict())
+    write_json(out / "split.json", {"rows": driver.rows.tolist(), "cols": driver.cols.tolist(),
+                                    "roles": problem.roles.tolist(),
+                                    "role_codes": dict(ROLES)})
+    started = time.perf_counter()
+    histories, seeds = {}, {}
+    for seed in config.seeds:
+        fingerprint = json.dumps({**record, "seed": seed}, sort_keys=True)
+        network, hybrid = new_network(standardizer.n_inputs, config, seed)
+        result = train_grid(problem, config, network, hybrid, seed, mesh,
+                            checkpoint_dir=out / "checkpoints" / f"seed_{seed}",
+                            progress=progress, description=f"seed {seed}",
+                            fingerprint_text=fingerprint, stop_after=stop_after)
+        if not result.finished:
+            return {}
+        save_weights(out / "weights" / f"seed_{seed}", result)
+        histories[str(seed)] = result.history
+        seeds[str(seed)] = {"iterations": result.history["iterations"],
+                            "stopped_early": result.stopped_early,
+                            "best_validation_loss": result.history["best_validation_loss"],
+                            "resumed_from_iteration": result.resumed_from}
+    write_json(out / "history.json", histories)
+    _loss_figure(out / "figures" / "loss.png", histories)
+    training = {"cells": driver.n_pixels, "devices": int(mesh.devices.size),
+                "wall_seconds": time.perf_counter() - started, "seeds": seeds}
+    write_json(out / MODEL_RECORD, training)
+    return training
+
+
+@dataclasses.dataclass
+class GridModel:
+    """A trained grid model directory, loaded."""
+
+    path: Path
+    config: GridConfig
+    standardizer: Standardizer
+    record: dict
+    members: list  # (graphdef, state, hybrid) per seed
+
+
+def load_grid_model(path: Path) -> GridModel:
+    """A model directory written by :func:`grid_train`.
+
+    Raises:
+        DriverError: not a finished grid model, or its files cannot be read.
+    """
+    path = Path(path)
+    if not (path / MODEL_RECORD).is_file():
+        raise DriverError(f"{path}: not a trained grid model (no {MODEL_RECORD}; train one with "
+                          "differland spatial train --grid, or finish it by rerunning it)")
+    record = read_json(path / "config.json")
+    if not isinstance(record, dict) or record.get("kind") != GRID_MODEL_KIND:
+        raise DriverError(f"{path / 'config.json'}: not a differland grid model")
+    try:
+        config = GridConfig.from_dict(record["grid_config"])
+        standardizer = Standardizer.from_dict(read_json(path / "predictors.json"))
+        members = [load_weights(path / "weights" / f"seed_{seed}", config,
+                                standardizer.n_inputs, seed) for seed in config.seeds]
+    except (CalibrationConfigError, KeyError, TypeError, OSError, ValueError) as error:
+        raise DriverError(f"{path}: cannot be read: {error}") from None
+    return GridModel(path, config, standardizer, record, members)
+
+
+# --- prediction -----------------------------------------------------------------------------
+
+
+def _member_parameters(model: GridModel, inputs: np.ndarray) -> list[ParameterSet]:
+    fixed = model.config.fixed_parameters()
+    out = []
+    for graphdef, state, _ in model.members:
+        z = spatial_network.apply(graphdef, state, jnp.asarray(inputs, jnp.float32))
+        out.append(physical_parameters(z, model.config.parameter_names, model.config, fixed))
+    return out
+
+
+def _simulate(problem: GridProblem, params: ParameterSet, config: GridConfig, hybrid,
+              names: tuple[str, ...], batch: int = 2048) -> dict[str, np.ndarray]:
+    from differland.forcing import Forcing
+
+    n = problem.n_pixels
+    pieces = []
+    for start in range(0, n, batch):
+        keep = slice(start, start + batch)
+        forcing = Forcing(**{k: v[keep] for k, v in problem.forcing.items()})
+        p = ParameterSet({k: v[keep] for k, v in params.items()})
+        out = predict_cells(p, forcing, config.model_config, hybrid, names)
+        pieces.append({k: np.asarray(v) for k, v in out.items()})
+    return {k: np.concatenate([p[k] for p in pieces]) for k in names}
+
+
+def identifiability(problem: GridProblem, params: ParameterSet, config: GridConfig, hybrid,
+                    cells: np.ndarray) -> dict[str, float]:
+    """Median over ``cells`` of each predicted parameter's Cramér–Rao standard deviation in
+    the unconstrained space, from the cell streams' Gaussian likelihood at ``params`` (the
+    Fisher information J^T J of the residuals scaled by their uncertainties; the other
+    predicted parameters free)."""
+    from differland.forcing import Forcing
+    from differland.params import constrain
+
+    names = config.parameter_names
+    scales = dict(config.parameter_scales)
+    streams = problem.streams
+    z0 = unconstrain(ParameterSet({n: jnp.asarray(params[n][cells]) for n in names}),
+                     scales=scales)
+    fixed = ParameterSet({k: jnp.asarray(v[cells]) for k, v in params.items()})
+    forcing = Forcing(**{k: jnp.asarray(v[cells]) for k, v in problem.forcing.items()})
+    mask = jnp.asarray(problem.mask[:, cells])
+    sigma = jnp.asarray(problem.sigma[:, cells])
+    from differland.spatial.grid import predictions
+
+    def residuals(z_vector, fixed_cell, forcing_cell, mask_cell, sigma_cell):
+        z = ParameterSet(dict(zip(names, z_vector, strict=True)))
+        free = constrain(z, scales=scales)
+        p = ParameterSet({k: free[k] if k in free else fixed_cell[k] for k in fixed_cell.names})
+        single = jax.tree.map(lambda x: x[None], (p, forcing_cell))
+        ewt = mask_cell[streams.index("ewt")][None] if "ewt" in streams else None
+        out = predictions(*single, config.model_config, hybrid, streams, ewt)
+        return jnp.concatenate([(out[s][0] / sigma_cell[k]) * mask_cell[k]
+                                for k, s in enumerate(streams)])
+
+    z_matrix = jnp.stack([z0[n] for n in names], axis=1)
+    jacobian = jax.jit(jax.vmap(jax.jacfwd(residuals)))(
+        z_matrix, fixed, forcing, jnp.moveaxis(mask, 1, 0), jnp.moveaxis(sigma, 1, 0))
+    fisher = np.einsum("pti,ptj->pij", np.asarray(jacobian, np.float64),
+                       np.asarray(jacobian, np.float64))
+    sd = []
+    for f in fisher:
+        covariance = np.linalg.pinv(f + 1e-6 * np.eye(len(names)))
+        sd.append(np.sqrt(np.clip(np.diag(covariance), 0.0, None)))
+    return dict(zip(names, np.median(np.array(sd), axis=0).tolist(), strict=True))
+
+
+def annual_budgets(nbe: np.ndarray, weights: np.ndarray, dates: np.ndarray) -> np.ndarray:
+    """Regional net biome exchange [PgC yr-1] per calendar year: ``nbe`` ``(P, T)``
+    [gC m-2 d-1], ``weights`` ``(R, P)`` region fraction x cell area [m2]; returns
+    ``(R, years)`` (complete years only)."""
+    years = dates.astype("datetime64[Y]").astype(int) + 1970
+    starts = dates.astype("datetime64[D]")
+    days = ((starts.astype("datetime64[M]") + 1).astype("datetime64[D]") - starts).astype(float)
+    total = weights @ (nbe * days[None, :])  # gC per month
+    out = []
+    for year in np.unique(years):
+        keep = years == year
+        out.append(total[:, keep].sum(axis=1) / 1e15 if keep.sum() == 12 else
+                   np.full(total.shape[0], np.nan))
+    return np.stack(out, axis=1), np.unique(years)
+
+
+CYCLIC_DAYS = ("labile_release_day", "leaf_fall_day")
+"""Phenology dates that act through the day of the year only: dates a year apart give the
+same model, so their recovery is scored on the day of the year."""
+
+
+def _day_r_squared(predicted: np.ndarray, planted: np.ndarray) -> float:
+    """:func:`r_squared` of dates with errors taken on the circle of the year."""
+    planted = np.asarray(planted, float)
+    error = (np.asarray(predicted, float) - planted + DAYS_PER_YEAR / 2.0) % DAYS_PER_YEAR \
+        - DAYS_PER_YEAR / 2.0
+    total = np.sum((planted - planted.mean()) ** 2)
+    return float(1.0 - np.sum(error**2) / total) if total > 0 else math.nan
+
+
+def _nse(predicted: np.ndarray, truth: np.ndarray) -> float:
+    ok = np.isfinite(truth) & np.isfinite(predicted)
+    spread = np.sum((truth[ok] - truth[ok].mean()) ** 2)
+    return float(1.0 - np.sum((predicted[ok] - truth[ok]) ** 2) / spread) if spread > 0 \
+        else math.nan
+
+
+def grid_predict(model_dir: Path, grid: Path, out: Path, progress: bool = True) -> dict:
+    """Parameter maps, flux maps, regional budgets, the identifiability report and, on a
+    twin world, the recovery of the truth; written to ``out`` (see ``docs/spatial.md``)."""
+    out = Path(out)
+    model = load_grid_model(model_dir)
+    for source in (grid, model_dir):
+        if Path(source).resolve() == out.resolve() or out.resolve() in Path(
+                source).resolve().parents:
+            raise output_error(out, f"--out would overwrite the input {source}")
+    if out.exists() and any(out.iterdir()) and not (out / "recovery.json").exists() \
+            and not (out / "parameters.nc").exists():
+        raise output_error(out, "--out exists and is not a differland prediction; choose "
+                                "another directory")
+    check_writable_location(out / "parameters.nc")
+    driver = read_grid_driver(grid)
+    split = read_json(Path(model_dir) / "split.json")
+    same_grid = (split["rows"] == driver.rows.tolist() and split["cols"] == driver.cols.tolist())
+    roles = np.asarray(split["roles"], np.int8) if same_grid else np.full(
+        driver.n_pixels, ROLES["test"], np.int8)
+    config = dataclasses.replace(model.config, validation_fraction=0.0, test_fraction=0.0)
+    problem, _, _ = load_problem(driver, config, model.standardizer, roles)
+    out.mkdir(parents=True, exist_ok=True)
+    members = _member_parameters(model, problem.inputs)
+    names = config.parameter_names
+    every = tuple(model.config.model_config.parameter_names())
+    stacked = {n: np.stack([np.asarray(m[n]) for m in members]) for n in every}
+    mean_params = {n: stacked[n].mean(axis=0) for n in every}
+    # parameter maps
+    variables = {}
+    for name in every:
+        attrs = {"units": SPECS[name].units, "long_name": name.replace("_", " "),
+                 "predicted": int(name in names)}
+        variables[name] = driver.to_map(mean_params[name], name, attrs)
+        if name in names and len(members) > 1:
+            variables[f"{name}_spread"] = driver.to_map(
+                stacked[name].std(axis=0), f"{name}_spread",
+                {"units": SPECS[name].units, "long_name": f"ensemble spread of {name}"})
+    write_dataset(out / "parameters.nc", xr.Dataset(variables, attrs={
+        "title": "differland parameter maps", "model": str(model_dir), "grid": str(grid)}))
+    # fluxes
+    flux_names = tuple(dict.fromkeys((*FLUXES, *problem.streams)))
+    member_fluxes = [_simulate(problem, m, config, hybrid, flux_names)
+                     for m, (_, _, hybrid) in zip(members, model.members, strict=True)]
+    fluxes = {n: np.mean([f[n] for f in member_fluxes], axis=0) for n in flux_names}
+    flux_units = {"gpp": "gC m-2 d-1", "reco": "gC m-2 d-1", "nee": "gC m-2 d-1",
+                  "nbe": "gC m-2 d-1", "et": "mm d-1", "lai": "m2 m-2", "sif": "1",
+                  "biomass": "gC m-2", "ewt": "mm"}
+    flux_maps = {n: driver.to_map(fluxes[n], n, {"units": flux_units.get(n, "1")})
+                 for n in FLUXES}
+    write_dataset(out / "fluxes.nc", xr.Dataset(flux_maps, attrs={
+        "title": "differland flux maps (ensemble mean)", "Conventions": "CF-1.8"}))
+    _write_geotiffs(out / "maps", flux_maps)
+    # identifiability at the predicted parameters
+    rng = np.random.default_rng(0)
+    sample = np.sort(rng.choice(problem.n_pixels, size=min(IDENTIFIABILITY_CELLS,
+                                                           problem.n_pixels), replace=False))
+    crb = identifiability(problem, ParameterSet({k: jnp.asarray(v) for k, v in
+                                                 mean_params.items()}),
+                          config, model.members[0][2], sample)
+    z_mean = unconstrain(ParameterSet({n: jnp.asarray(mean_params[n]) for n in names}),
+                         scales=dict(config.parameter_scales))
+    spread = {n: float(np.std(np.asarray(z_mean[n]))) for n in names}
+    identified = [n for n in names if spread[n] > 0 and crb[n] < IDENTIFIED_RATIO * spread[n]]
+    write_json(out / "identified.json", {
+        "identified": identified,
+        "not_identified": [n for n in names if n not in identified],
+        "rule": f"Cramér–Rao sd (median over {sample.size} cells, unconstrained space) < "
+                f"{IDENTIFIED_RATIO} x the spread of the predicted map",
+        "cramer_rao_sd": crb, "map_spread": spread})
+    # regional budgets
+    report = {"identified": identified}
+    rows = []
+    if driver.regions:
+        weights = driver.region_weights(np.arange(driver.n_pixels))
+        member_budgets = [annual_budgets(f["nbe"], weights, driver.dates)[0]
+                          for f in member_fluxes]
+        budgets, years = annual_budgets(fluxes["nbe"], weights, driver.dates)
+        spread_b = np.std(member_budgets, axis=0) if len(members) > 1 else np.zeros_like(
+            budgets)
+        truth_b = None
+        if "nbe" in driver.truth:
+            truth_b = annual_budgets(driver.true("nbe", np.arange(driver.n_pixels)), weights,
+                                     driver.dates)[0]
+        observed_b = None
+        if "nbe" in driver.regional:
+            observation = driver.regional_observation("nbe")
+            observed_b = _observed_budgets(observation, weights, driver.dates)
+        for r, region in enumerate(driver.regions):
+            for y, year in enumerate(years):
+                if not np.isfinite(budgets[r, y]):
+                    continue
+                row = {"region": region, "year": int(year),
+                       "nbe_pgc_per_year": float(budgets[r, y]),
+                       "ensemble_sd": float(spread_b[r, y])}
+                if observed_b is not None:
+                    row["observed"] = float(observed_b[r, y])
+                if truth_b is not None:
+                    row["truth"] = float(truth_b[r, y])
+                rows.append(row)
+            mean_row = {"region": region, "year": "mean",
+                        "nbe_pgc_per_year": float(np.nanmean(budgets[r])),
+                        "ensemble_sd": float(np.std([np.nanmean(b[r]) for b in
+                                                     member_budgets]))}
+            if observed_b is not None:
+                mean_row["observed"] = float(np.nanmean(observed_b[r]))
+            if truth_b is not None:
+                mean_row["truth"] = float(np.nanmean(truth_b[r]))
+            rows.append(mean_row)
+        _write_csv(out / "budgets.csv", rows)
+    # recovery of a twin world's truth
+    if driver.truth:
+        report |= _recovery(driver, problem, names, mean_params, fluxes, rows, identified)
+    write_json(out / "recovery.json" if driver.truth else out / "summary.json", report)
+    _figures(out / "figures", driver, problem, fluxes, mean_params, identified, rows)
+    return report
+
+
+def _observed_budgets(observation, weights, dates):
+    """Annual budgets [PgC yr-1] of the observed regional means (complete years only)."""
+    values = np.where(observation.mask, observation.values, np.nan).T  # (R, T)
+    area = weights.sum(axis=1, keepdims=True)
+    years = dates.astype("datetime64[Y]").astype(int) + 1970
+    starts = dates.astype("datetime64[D]")
+    days = ((starts.astype("datetime64[M]") + 1).astype("datetime64[D]") - starts).astype(float)
+    out = []
+    for year in np.unique(years):
+        keep = years == year
+        total = np.sum(values[:, keep] * days[keep], axis=1) * area[:, 0] / 1e15
+        out.append(total if keep.sum() == 12 else np.full(values.shape[0], np.nan))
+    return np.stack(out, axis=1)
+
+
+def _recovery(driver, problem, names, params, fluxes, budget_rows, identified) -> dict:
+    roles = problem.roles
+    test = roles == ROLES["test"]
+    if not test.any():
+        test = np.ones(problem.n_pixels, bool)
+    cells = np.arange(driver.n_pixels)
+    parameters = {}
+    for name in names:
+        if name not in driver.truth:
+            continue
+        truth = driver.true(name, cells)
+        score = _day_r_squared if name in CYCLIC_DAYS else r_squared
+        parameters[name] = {"r2_test_cells": score(params[name][test], truth[test]),
+                            "r2_all_cells": score(params[name], truth),
+                            "identified": name in identified}
+    flux_skill = {}
+    for name in ("gpp", "reco", "nee", "nbe", "et", "lai", "sif", "biomass"):
+        if name in driver.truth and name in fluxes:
+            truth = driver.true(name, cells)
+            flux_skill[name] = {"nse_test_cells": _nse(fluxes[name][test], truth[test]),
+                                "nse_all_cells": _nse(fluxes[name], truth)}
+    budgets = [row for row in budget_rows if row["year"] == "mean" and "truth" in row]
+    within = [abs(row["nbe_pgc_per_year"] - row["truth"]) <= max(2.0 * row["ensemble_sd"],
+                                                                 1e-12)
+              for row in budgets]
+    return {"test_cells": int(test.sum()), "parameters": parameters, "fluxes": flux_skill,
+            "budgets_within_two_sd": int(sum(within)), "budgets": len(budgets)}
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    buffer = text_io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    from differland.io import write_atomically
+
+    write_atomically(path, lambda p: p.write_text(buffer.getvalue(), encoding="utf-8"))
+
+
+def _write_geotiffs(folder: Path, maps: dict[str, xr.DataArray]) -> None:
+    """Record-mean maps as GeoTIFF (EPSG:4326) through rioxarray."""
+    import rioxarray  # noqa: F401  (registers .rio)
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, data in maps.items():
+        mean = data.mean("time").astype(np.float32) if "time" in data.dims else data
+        mean = mean.rename(lat="y", lon="x").sortby("y", ascending=False)
+        mean = mean.rio.write_crs("EPSG:4326").rio.write_nodata(np.nan)
+        path = folder / f"{name}_mean.tif"
+        temporary = folder / f".{name}_mean.tmp.tif"
+        mean.rio.to_raster(temporary)
+        temporary.replace(path)
+
+
+def _figures(folder: Path, driver, problem, fluxes, params, identified, budget_rows) -> None:
+    from differland import plots
+
+    folder.mkdir(parents=True, exist_ok=True)
+    land = driver.dataset["land_fraction"].values if "land_fraction" in driver.dataset else \
+        None
+    cells = np.arange(driver.n_pixels)
+    for name in identified[:6]:
+        truth = driver.true(name, cells) if name in driver.truth else None
+        plots.parameter_map_figure(folder / f"parameter_{name}.png", driver.lon, driver.lat,
+                                   driver.to_map(params[name]).values,
+                                   None if truth is None else driver.to_map(truth).values,
+                                   land, name, SPECS[name].units)
+    if driver.regions and "nbe" in driver.regional:
+        weights = driver.region_weights(cells)
+        modelled = (weights @ fluxes["nbe"]) / weights.sum(axis=1, keepdims=True)
+        observation = driver.regional_observation("nbe")
+        observed = np.where(observation.mask, observation.values, np.nan).T
+        plots.regional_series_figure(folder / "regional_nbe.png", driver.dates,
+                                     list(driver.regions), modelled, observed)
+    towers = [k for k in range(len(problem.streams)) if problem.streams[k] in ("gpp", "reco",
+                                                                              "et")]
+    if towers:
+        observed_cells = np.flatnonzero(problem.mask[towers[0]].any(axis=1))[:4]
+        if observed_cells.size:
+            plots.tower_figure(folder / "towers.png", driver.dates,
+                               [problem.streams[k] for k in towers],
+                               {problem.streams[k]: fluxes[problem.streams[k]][observed_cells]
+                                for k in towers},
+                               {problem.streams[k]: np.where(
+                                   problem.mask[k][observed_cells] > 0,
+                                   problem.values[k][observed_cells], np.nan)
+                                for k in towers})
+
+
+# --- the demo -------------------------------------------------------------------------------
+
+
+DEMO_SPEC = WorldSpec(resolution=2.0, region=(-12.0, 42.0, 34.0, 72.0), years=8, seed=0)
+DEMO_CONFIG = {"max_iterations": 600, "eval_every": 50, "patience": 4, "seeds": [0, 1]}
+SMOKE_SPEC = WorldSpec(resolution=4.0, region=(-12.0, 42.0, 34.0, 72.0), years=2, seed=0)
+SMOKE_CONFIG = {"max_iterations": 4, "eval_every": 2, "patience": 2, "seeds": [0],
+                "hidden": 8}
+
+
+def demo(out: Path, smoke: bool = False, progress: bool = True) -> dict:
+    """Build a small twin world, train on it, predict, and print how well the planted maps
+    and fluxes were recovered; everything is written under ``out``."""
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        if not (out / "world.zarr").exists():
+            raise output_error(out, "--out exists and is not a differland demo; choose "
+                                    "another directory")
+    spec, config = (SMOKE_SPEC, SMOKE_CONFIG) if smoke else (DEMO_SPEC, DEMO_CONFIG)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    world = out / "world.zarr"
+    if not world.exists():
+        _say(f"[1/3] building a twin world ({spec.resolution:g} degree cells, "
+             f"{spec.years} years) from the shipped land cover, climate zones and elevation")
+        make_world(world, spec, progress)
+    _say("[2/3] training the spatialization network over the world's cells")
+    grid_train(world, out / "model", config, progress=progress,
+               overwrite=(out / "model" / MODEL_RECORD).exists())
+    _say("[3/3] predicting parameter maps, fluxes and regional budgets")
+    report = grid_predict(out / "model", world, out / "prediction", progress=progress)
+    report["wall_seconds"] = time.perf_counter() - started
+    _say(recovery_table(report))
+    _say(f"maps, budgets and figures: {out / 'prediction'}  "
+         f"({report['wall_seconds']:.0f} s)")
+    return report
+
+
+def recovery_table(report: dict) -> str:
+    """The recovery of a twin world as a Markdown table."""
+    lines = ["| parameter | identified | R2 test cells | R2 all cells |", "|---|---|---|---|"]
+    for name, row in report.get("parameters", {}).items():
+        lines.append(f"| {name} | {'yes' if row['identified'] else 'no'} | "
+                     f"{row['r2_test_cells']:.3f} | {row['r2_all_cells']:.3f} |")
+    lines += ["", "| flux | NSE test cells | NSE all cells |", "|---|---|---|"]
+    for name, row in report.get("fluxes", {}).items():
+        lines.append(f"| {name} | {row['nse_test_cells']:.3f} | {row['nse_all_cells']:.3f} |")
+    if report.get("budgets"):
+        lines += ["", f"regional NBE budgets within two ensemble sd of the truth: "
+                      f"{report['budgets_within_two_sd']} of {report['budgets']}"]
+    return "\n".join(lines)
+
+
+def _say(text: str) -> None:
+    print(text, file=sys.stdout, flush=True)

@@ -1,0 +1,750 @@
+"""Training the spatialization network over the cells of a grid, in pixel minibatches.
+
+The objective over the training cells ``i`` and the regions ``R`` with regional observations
+(regional NBE) is
+
+    L = (1 / N) sum_i l_i + (1 / N_R) sum_R l_R,
+
+``l_i`` the sum over the cell's observed streams of ``w_s x 0.5 x mean_t ((pred - obs) /
+sigma)^2`` and ``l_R`` the same for the area-weighted mean of the region's cells. A minibatch
+holds whole regions (their cells kept together, so that a region's mean is predicted from
+all its cells) and its loss is the part of ``L`` on its cells and regions times the number
+of minibatches of an epoch: the minibatch gradients of an epoch average to the full
+gradient. Cells held out (validation and test) enter regional means (they are part of the
+region) but not the cell terms.
+
+The pixel axis of a minibatch is sharded over the devices of a one-axis mesh
+(``jax.sharding``); with several processes joined by ``jax.distributed`` the mesh spans the
+devices of all of them and every process runs the same program.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from differland._pytree import pytree_dataclass
+from differland.calibrate.gradient import (
+    SettingsError,
+    check_integer,
+    check_number,
+    checkpoint_manager,
+    restore_checkpoint,
+    save_checkpoint,
+)
+from differland.calibrate.site import CalibrationConfigError
+from differland.config import ModelConfig
+from differland.forcing import Forcing
+from differland.model import simulate
+from differland.observations import predict, water_storage_anomaly
+from differland.params import SPECS, ParameterSet, check_scales
+from differland.spatial import network as spatial_network
+from differland.spatial.training import physical_parameters
+
+PIXEL_STREAMS = ("lai", "sif", "biomass", "ewt", "gpp", "reco", "et", "nee", "nbe", "fire")
+"""Streams a cell can be fitted to (``ewt``: the anomaly of the model's water storage over
+the observed months)."""
+REGIONAL_STREAMS = ("nbe", "nee", "gpp", "et")
+"""Streams a region's mean can be fitted to."""
+ROLES = {"train": 0, "validation": 1, "test": 2}
+
+
+@dataclass(frozen=True)
+class GridConfig:
+    """Everything that defines a grid training (``config.json`` of a model directory).
+
+    Attributes:
+        model, water_stress, evapotranspiration, phenology, photosynthesis, soil_water,
+            decomposition, leaf_loss: process options (registry texts; default the monthly
+            global model with the linear water stress).
+        streams: cell streams fitted where the grid has them (see :data:`PIXEL_STREAMS`).
+        regional: regional means fitted where the grid has them (``<name>_region``).
+        weights: per-stream weights (regional ones as ``"<name>_region"``); others 1.
+        free_parameters: the parameters the network predicts (default: the grid's
+            ``free_parameters`` attribute, else every parameter the model reads).
+        parameter_values: fixed physical values of the other parameters (default: the grid's
+            ``parameter_values`` attribute, else the registry defaults).
+        parameter_scales: per-parameter scale of the bounded transforms.
+        extra_predictors: numeric static maps of the grid used as further predictors.
+        hidden, depth: the network's hidden width and number of hidden layers.
+        learning_rate, warmup, max_iterations: Adam(W) schedule (warm-up, cosine decay).
+        eval_every, patience: minibatches between validation losses; evaluations without
+            improvement before stopping.
+        weight_decay: decoupled weight decay of the weight matrices.
+        batch_pixels: cells per minibatch (raised to the largest region, and to a multiple
+            of the number of devices).
+        validation_fraction, test_fraction: shares of the cells held out for early stopping
+            and for reporting, drawn as blocks of ``holdout_block`` x ``holdout_block``
+            cells.
+        seeds: one network per seed (an ensemble).
+    """
+
+    model: str = "global"
+    water_stress: str = "beta"
+    evapotranspiration: str = "uwue"
+    phenology: str = "calendar"
+    photosynthesis: tuple[str, ...] = ()
+    soil_water: tuple[str, ...] = ()
+    decomposition: tuple[str, ...] = ()
+    leaf_loss: tuple[str, ...] = ()
+    streams: tuple[str, ...] = ("lai", "sif", "biomass", "ewt", "gpp", "reco", "et")
+    regional: tuple[str, ...] = ("nbe",)
+    weights: tuple[tuple[str, float], ...] = ()
+    free_parameters: tuple[str, ...] | None = None
+    parameter_values: tuple[tuple[str, float], ...] = ()
+    parameter_scales: tuple[tuple[str, str], ...] = ()
+    extra_predictors: tuple[str, ...] = ()
+    hidden: int = 64
+    depth: int = 2
+    learning_rate: float = 5e-3
+    warmup: int = 50
+    max_iterations: int = 1500
+    eval_every: int = 50
+    patience: int = 6
+    weight_decay: float = 1e-4
+    batch_pixels: int = 256
+    validation_fraction: float = 0.1
+    test_fraction: float = 0.1
+    holdout_block: int = 2
+    seeds: tuple[int, ...] = (0,)
+
+    def __post_init__(self):
+        for key in ("photosynthesis", "soil_water", "decomposition", "leaf_loss", "streams",
+                    "regional", "extra_predictors", "seeds"):
+            value = getattr(self, key)
+            if isinstance(value, str) or not isinstance(value, list | tuple):
+                raise CalibrationConfigError(f"config: {key} must be a list, not {value!r}")
+            object.__setattr__(self, key, tuple(value))
+        for key in ("weights", "parameter_values", "parameter_scales"):
+            value = getattr(self, key)
+            if isinstance(value, Mapping):
+                value = tuple(value.items())
+            object.__setattr__(self, key, tuple(tuple(pair) for pair in value))
+        if self.free_parameters is not None:
+            object.__setattr__(self, "free_parameters", tuple(self.free_parameters))
+        try:
+            for key, low in (("hidden", 1), ("depth", 1), ("warmup", 0), ("max_iterations", 1),
+                             ("eval_every", 1), ("patience", 1), ("batch_pixels", 1),
+                             ("holdout_block", 1)):
+                check_integer(key, getattr(self, key), low)
+            check_number("learning_rate", self.learning_rate, 0.0, positive=True)
+            check_number("weight_decay", self.weight_decay, 0.0)
+            check_number("validation_fraction", self.validation_fraction, 0.0, 0.5)
+            check_number("test_fraction", self.test_fraction, 0.0, 0.5)
+        except SettingsError as error:
+            raise CalibrationConfigError(f"config: {error}") from None
+        unknown = sorted(set(self.streams) - set(PIXEL_STREAMS))
+        if unknown:
+            raise CalibrationConfigError(f"config: streams: unknown {', '.join(unknown)} "
+                                         f"(known: {', '.join(PIXEL_STREAMS)})")
+        unknown = sorted(set(self.regional) - set(REGIONAL_STREAMS))
+        if unknown:
+            raise CalibrationConfigError(f"config: regional: unknown {', '.join(unknown)} "
+                                         f"(known: {', '.join(REGIONAL_STREAMS)})")
+        if not self.seeds or len(set(self.seeds)) < len(self.seeds) or not all(
+                isinstance(s, int) and not isinstance(s, bool) and 0 <= s < 2**31
+                for s in self.seeds):
+            raise CalibrationConfigError(f"config: seeds must be distinct integers >= 0, not "
+                                         f"{list(self.seeds)!r}")
+        try:
+            config = self.model_config
+        except (ValueError, TypeError) as error:
+            raise CalibrationConfigError(f"config: {error}") from None
+        known = set(config.parameter_names())
+        for key, names in (("free_parameters", self.free_parameters or ()),
+                           ("parameter_values", dict(self.parameter_values)),
+                           ("parameter_scales", dict(self.parameter_scales))):
+            unknown = sorted(set(names) - known)
+            if unknown:
+                raise CalibrationConfigError(f"config: {key}: {', '.join(unknown)} not read by "
+                                             "this model configuration")
+        for name, value in self.parameter_values:
+            spec = SPECS[name]
+            if not (isinstance(value, int | float) and spec.lower <= value <= spec.upper):
+                raise CalibrationConfigError(
+                    f"config: parameter_values: {name} = {value!r} is outside "
+                    f"[{spec.lower:g}, {spec.upper:g}] {spec.units}")
+        try:
+            check_scales(dict(self.parameter_scales), "config: parameter_scales")
+        except ValueError as error:
+            raise CalibrationConfigError(str(error)) from None
+
+    @property
+    def model_config(self) -> ModelConfig:
+        return ModelConfig(model=self.model, water_stress=self.water_stress,
+                           evapotranspiration=self.evapotranspiration,
+                           phenology=self.phenology, photosynthesis=self.photosynthesis,
+                           soil_water=self.soil_water, decomposition=self.decomposition,
+                           leaf_loss=self.leaf_loss)
+
+    @property
+    def parameter_names(self) -> tuple[str, ...]:
+        """The parameters the network predicts."""
+        names = self.model_config.parameter_names()
+        if self.free_parameters is None:
+            return tuple(names)
+        return tuple(name for name in names if name in set(self.free_parameters))
+
+    def fixed_parameters(self) -> ParameterSet:
+        """Physical values of every parameter the model reads (the predicted ones too, as
+        placeholders): ``parameter_values`` over the registry defaults."""
+        from differland.params import default_parameters
+
+        defaults = default_parameters(self.model_config.variant)
+        values = dict(self.parameter_values)
+        return ParameterSet({name: jnp.asarray(values.get(name, defaults[name]), jnp.float32)
+                             for name in self.model_config.parameter_names()})
+
+    def to_dict(self) -> dict:
+        out = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name in ("weights", "parameter_values", "parameter_scales"):
+                value = dict(value)
+            elif isinstance(value, tuple):
+                value = list(value)
+            out[f.name] = value
+        return out
+
+    @classmethod
+    def from_dict(cls, values: Mapping) -> GridConfig:
+        """The configuration from a JSON object.
+
+        Raises:
+            CalibrationConfigError: an unknown key or a bad value, naming the key.
+        """
+        if not isinstance(values, Mapping):
+            raise CalibrationConfigError("config: must be a JSON object")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise CalibrationConfigError(f"config: unknown key(s) {', '.join(unknown)} "
+                                         f"(known: {', '.join(sorted(known))})")
+        return cls(**values)
+
+
+# --- minibatches ----------------------------------------------------------------------------
+
+
+@pytree_dataclass
+class PixelBatch:
+    """One minibatch of cells (``B`` cells, ``S`` streams, ``R`` regions, ``T`` months).
+
+    Attributes:
+        forcing: fields ``(B, T)``.
+        inputs: the network inputs ``(B, n_inputs)``.
+        values, mask, sigma: cell observations ``(S, B, T)``; ``mask`` is 0 at gaps, on
+            padding cells and on cells whose role is not the one the loss is taken on.
+        region_weights: ``(R, B)`` weights of the cells in each region's mean (0 for cells
+            of other regions and padding).
+        region_values, region_mask, region_sigma: regional observations ``(Q, R, T)``.
+        scale: the factor of this minibatch's share of the objective (scalar).
+    """
+
+    forcing: Forcing
+    inputs: jax.Array
+    values: jax.Array
+    mask: jax.Array
+    sigma: jax.Array
+    region_weights: jax.Array
+    region_values: jax.Array
+    region_mask: jax.Array
+    region_sigma: jax.Array
+    scale: jax.Array
+
+
+def holdout_roles(rows: np.ndarray, cols: np.ndarray, config: GridConfig, seed: int = 0
+                  ) -> np.ndarray:
+    """Role of each cell (:data:`ROLES`): blocks of ``holdout_block`` cells drawn at random
+    (seeded) until the validation and test shares are reached."""
+    block = config.holdout_block
+    keys = (rows // block) * 1_000_003 + cols // block
+    unique, inverse = np.unique(keys, return_inverse=True)
+    order = np.random.default_rng([seed, 3]).permutation(unique.size)
+    sizes = np.bincount(inverse, minlength=unique.size)
+    roles = np.zeros(unique.size, np.int8)
+    n = rows.size
+    filled = 0
+    targets = [(ROLES["validation"], config.validation_fraction * n),
+               (ROLES["test"], (config.validation_fraction + config.test_fraction) * n)]
+    position = 0
+    for role, target in targets:
+        while position < order.size and filled + sizes[order[position]] / 2 <= target:
+            roles[order[position]] = role
+            filled += sizes[order[position]]
+            position += 1
+    return roles[inverse]
+
+
+def region_groups(region_fractions: np.ndarray) -> np.ndarray:
+    """Each cell's region: the one holding the largest fraction of it (``-1``: none);
+    ``region_fractions`` ``(R, P)``."""
+    if region_fractions.shape[0] == 0:
+        return np.full(region_fractions.shape[1], -1)
+    best = np.argmax(region_fractions, axis=0)
+    return np.where(region_fractions.max(axis=0) > 0.0, best, -1)
+
+
+def plan_batches(groups: np.ndarray, eligible: np.ndarray, batch_pixels: int, epoch_seed
+                 ) -> list[np.ndarray]:
+    """The minibatches of one epoch: index arrays of cells, each at most ``batch_pixels``.
+
+    Regions (``groups >= 0``) are kept whole and packed first-fit in a seeded random order;
+    cells without a region fill the gaps in chunks. ``eligible`` marks the cells that belong
+    in an epoch (for training: those in a region or with a training role).
+    """
+    rng = np.random.default_rng(epoch_seed)
+    units = [np.flatnonzero((groups == g) & eligible) for g in np.unique(groups[groups >= 0])]
+    units = [u for u in units if u.size]
+    loose = rng.permutation(np.flatnonzero((groups < 0) & eligible))
+    chunk = max(1, batch_pixels // 8)
+    units += [loose[k:k + chunk] for k in range(0, loose.size, chunk)]
+    units = [units[k] for k in rng.permutation(len(units))]
+    bins: list[list[np.ndarray]] = []
+    space: list[int] = []
+    for unit in units:
+        for start in range(0, unit.size, batch_pixels):  # a region larger than a batch splits
+            piece = unit[start:start + batch_pixels]
+            for k, free in enumerate(space):
+                if piece.size <= free:
+                    bins[k].append(piece)
+                    space[k] -= piece.size
+                    break
+            else:
+                bins.append([piece])
+                space.append(batch_pixels - piece.size)
+    return [np.concatenate(b) for b in bins]
+
+
+@dataclass(frozen=True)
+class GridProblem:
+    """Everything the loss of a grid needs in memory: per-cell arrays with a leading cell
+    axis (numpy), built by the workflow from a grid driver.
+
+    Attributes:
+        forcing: dict of ``(P, T)`` forcing fields (:class:`Forcing` field names).
+        inputs: network inputs ``(P, n_inputs)``.
+        values, mask, sigma: ``(S, P, T)`` cell observations of :attr:`streams` (sigma > 0
+            where mask is 1).
+        streams: the names of the cell streams.
+        region_fractions: ``(R, P)`` region mask x cell area (0 outside).
+        region_values, region_mask, region_sigma: ``(Q, R, T)`` regional observations of
+            :attr:`regional`.
+        regional: the names of the regional streams.
+        roles: ``(P,)`` :data:`ROLES` of each cell.
+    """
+
+    forcing: dict
+    inputs: np.ndarray
+    values: np.ndarray
+    mask: np.ndarray
+    sigma: np.ndarray
+    streams: tuple[str, ...]
+    region_fractions: np.ndarray
+    region_values: np.ndarray
+    region_mask: np.ndarray
+    region_sigma: np.ndarray
+    regional: tuple[str, ...]
+    roles: np.ndarray
+
+    @property
+    def n_pixels(self) -> int:
+        return int(self.inputs.shape[0])
+
+    @property
+    def n_regions(self) -> int:
+        return int(self.region_fractions.shape[0])
+
+    @property
+    def groups(self) -> np.ndarray:
+        return region_groups(self.region_fractions)
+
+    def fitted_regions(self) -> np.ndarray:
+        """Regions with at least one regional observation."""
+        if not self.regional:
+            return np.zeros(self.n_regions, bool)
+        return self.region_mask.reshape(-1, self.n_regions, self.region_mask.shape[-1]
+                                        ).any(axis=(0, 2))
+
+    def batch(self, cells: np.ndarray, size: int, role: str, scale: float,
+              n_regions: int, with_regions: bool) -> PixelBatch:
+        """The minibatch of ``cells`` padded to ``size`` cells and ``n_regions`` regions;
+        cell terms only on cells of ``role``; regional terms (``with_regions``) only for
+        regions whose fitted cells are all in ``cells``."""
+        cells = np.asarray(cells)
+        pad = size - cells.size
+        index = np.concatenate([cells, np.full(pad, cells[0] if cells.size else 0)])
+        real = np.concatenate([np.ones(cells.size), np.zeros(pad)])
+        on_role = (self.roles[index] == ROLES[role]) & (real > 0)
+        forcing = Forcing(**{k: np.asarray(v[index], np.float32)
+                             for k, v in self.forcing.items()})
+        mask = self.mask[:, index] * on_role[None, :, None]
+        weights = np.zeros((n_regions, size), np.float32)
+        values = np.zeros((len(self.regional), n_regions, self.region_values.shape[-1]),
+                          np.float32)
+        region_mask = np.zeros_like(values)
+        sigma = np.ones_like(values)
+        if with_regions and self.regional and self.n_regions:
+            groups = self.groups
+            whole = [r for r in np.unique(groups[cells]) if r >= 0
+                     and np.all(np.isin(np.flatnonzero(groups == r), cells))
+                     and self.fitted_regions()[r]]
+            for k, r in enumerate(whole[:n_regions]):
+                weights[k] = np.where((groups[index] == r) & (real > 0),
+                                      self.region_fractions[r, index], 0.0)
+                values[:, k] = self.region_values[:, r]
+                region_mask[:, k] = self.region_mask[:, r]
+                sigma[:, k] = self.region_sigma[:, r]
+        return PixelBatch(forcing, np.asarray(self.inputs[index], np.float32),
+                          np.asarray(self.values[:, index], np.float32),
+                          np.asarray(mask, np.float32),
+                          np.asarray(self.sigma[:, index], np.float32), weights, values,
+                          region_mask, sigma, np.asarray(scale, np.float32))
+
+
+# --- the loss -------------------------------------------------------------------------------
+
+
+def _misfit(prediction, values, mask, sigma):
+    """0.5 x mean over the observed steps of ((prediction - values) / sigma)^2, along the
+    last axis."""
+    safe = jnp.where(mask > 0, sigma, 1.0)
+    residual = jnp.where(mask > 0, (prediction - values) / safe, 0.0)
+    return 0.5 * jnp.sum(residual**2, axis=-1) / jnp.maximum(jnp.sum(mask, axis=-1), 1.0)
+
+
+def predictions(params: ParameterSet, forcing: Forcing, config: ModelConfig, hybrid,
+                names: Sequence[str], ewt_mask=None) -> dict[str, jax.Array]:
+    """Predicted cell series ``{name: (B, T)}`` (``ewt``: the storage anomaly over the
+    steps of ``ewt_mask``)."""
+    def one(p, f, m):
+        trajectory = simulate(p, f, config, network=hybrid)
+        out = {}
+        for name in names:
+            if name == "ewt":
+                out[name] = water_storage_anomaly(predict("water_storage", trajectory, p, f), m)
+            else:
+                out[name] = predict(name, trajectory, p, f)
+        return out
+
+    if ewt_mask is None:
+        ewt_mask = jnp.ones_like(forcing.t_min)
+    return jax.vmap(one)(params, forcing, ewt_mask)
+
+
+predict_cells = jax.jit(predictions, static_argnames=("config", "names"))
+"""Jitted :func:`predictions` (``names`` a tuple)."""
+
+
+@dataclass(frozen=True)
+class Objective:
+    """The grid loss for one configuration (static: what the compiled step closes over)."""
+
+    graphdef: object
+    names: tuple[str, ...]
+    fixed: ParameterSet
+    config: GridConfig
+    streams: tuple[str, ...]
+    regional: tuple[str, ...]
+    n_train: int
+    n_regions: int
+
+    def parameters(self, net_state, inputs) -> ParameterSet:
+        z = spatial_network.apply(self.graphdef, net_state, inputs)
+        return physical_parameters(z, self.names, self.config, self.fixed)
+
+    def terms(self, trainable, batch: PixelBatch) -> dict[str, jax.Array]:
+        """The batch's share of each term of the objective (before :attr:`scale`)."""
+        params = self.parameters(trainable["net"], batch.inputs)
+        needed = tuple(dict.fromkeys((*self.streams, *self.regional)))
+        ewt_mask = batch.mask[self.streams.index("ewt")] if "ewt" in self.streams else None
+        predicted = predictions(params, batch.forcing, self.config.model_config,
+                                trainable["hybrid"], needed, ewt_mask)
+        weights = dict(self.config.weights)
+        out = {}
+        for k, name in enumerate(self.streams):
+            per_cell = _misfit(predicted[name], batch.values[k], batch.mask[k], batch.sigma[k])
+            out[name] = weights.get(name, 1.0) * jnp.sum(per_cell) / max(self.n_train, 1)
+        for k, name in enumerate(self.regional):
+            w = batch.region_weights
+            mean = (w @ predicted[name]) / jnp.maximum(jnp.sum(w, axis=1, keepdims=True),
+                                                       1e-30)
+            per_region = _misfit(mean, batch.region_values[k], batch.region_mask[k],
+                                 batch.region_sigma[k])
+            out[f"{name}_region"] = weights.get(f"{name}_region", 1.0) * jnp.sum(
+                per_region) / max(self.n_regions, 1)
+        return out
+
+    def loss(self, trainable, batch: PixelBatch) -> jax.Array:
+        return batch.scale * sum(self.terms(trainable, batch).values())
+
+
+# --- devices --------------------------------------------------------------------------------
+
+
+def pixel_mesh(n_devices: int | None = None) -> Mesh:
+    """A one-axis mesh ``("pixels",)`` over the first ``n_devices`` devices (all processes'
+    devices by default)."""
+    devices = jax.devices()
+    if n_devices is not None:
+        if not 1 <= n_devices <= len(devices):
+            raise SettingsError(f"--devices: {n_devices} requested, {len(devices)} available "
+                                "(on CPU, XLA_FLAGS=--xla_force_host_platform_device_count=N "
+                                "before the first JAX call gives N)")
+        devices = devices[:n_devices]
+    return Mesh(np.asarray(devices), ("pixels",))
+
+
+def _batch_specs(batch: PixelBatch) -> PixelBatch:
+    """Partition specs of a minibatch: the cell axis split over the mesh."""
+    cells = P("pixels")
+    return PixelBatch(jax.tree.map(lambda _: cells, batch.forcing), cells,
+                      P(None, "pixels"), P(None, "pixels"), P(None, "pixels"),
+                      P(None, "pixels"), P(), P(), P(), P())
+
+
+def place(tree, specs, mesh: Mesh):
+    """Global arrays of ``tree`` (the same numpy values in every process) laid out by
+    ``specs`` on ``mesh``; works alike with one process or several."""
+    def put(x, spec):
+        x = np.asarray(x)
+        sharding = NamedSharding(mesh, spec)
+        return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+
+    return jax.tree.map(put, tree, specs)
+
+
+def replicate(tree, mesh: Mesh):
+    """``tree`` replicated on every device of ``mesh``."""
+    return place(tree, jax.tree.map(lambda _: P(), tree), mesh)
+
+
+# --- training -------------------------------------------------------------------------------
+
+
+@dataclass
+class GridTrained:
+    """A trained network: weights, the shared hybrid weights and the history."""
+
+    graphdef: object
+    state: object
+    hybrid: dict | None
+    history: dict
+    finished: bool
+    stopped_early: bool
+    resumed_from: int | None
+
+
+def epoch_batches(problem: GridProblem, config: GridConfig, batch_size: int, seed: int,
+                  epoch: int) -> list[np.ndarray]:
+    """The training minibatches of ``epoch`` (cells kept together by region)."""
+    groups = problem.groups
+    eligible = (problem.roles == ROLES["train"]) | (groups >= 0)
+    return plan_batches(groups, eligible, batch_size, [seed, 5, epoch])
+
+
+def batch_size_for(problem: GridProblem, config: GridConfig, n_devices: int) -> int:
+    """Cells per minibatch: ``batch_pixels`` raised to the largest fitted region, rounded up
+    to a multiple of ``n_devices``."""
+    groups = problem.groups
+    largest = max([int(np.sum(groups == r)) for r in np.flatnonzero(problem.fitted_regions())]
+                  or [0])
+    size = max(config.batch_pixels, largest)
+    return -(-size // n_devices) * n_devices
+
+
+def max_regions(batches: Sequence[np.ndarray], problem: GridProblem) -> int:
+    groups = problem.groups
+    return max([len(set(groups[b][groups[b] >= 0].tolist())) for b in batches] or [0]) or 1
+
+
+def train_grid(problem: GridProblem, config: GridConfig, graphdef_and_state, hybrid,
+               seed: int, mesh: Mesh, checkpoint_dir=None, progress: bool = True,
+               description: str = "", fingerprint_text: str = "",
+               stop_after: int | None = None) -> GridTrained:
+    """Train one network (seed ``seed``) on the cells of ``problem``.
+
+    Minibatches follow a seeded schedule of epochs (:func:`epoch_batches`), so a resumed
+    training sees the same minibatches; the validation loss (cell terms on the validation
+    cells) is evaluated every ``eval_every`` minibatches, the weights of its lowest value are
+    kept, and training stops after ``patience`` evaluations without improvement. With
+    ``checkpoint_dir`` the state is saved at every evaluation and a rerun resumes exactly.
+    """
+    graphdef, state = graphdef_and_state
+    names = config.parameter_names
+    n_devices = mesh.devices.size
+    size = batch_size_for(problem, config, n_devices)
+    first = epoch_batches(problem, config, size, seed, 0)
+    n_batches = len(first)
+    n_regions_batch = max(max_regions(first, problem), 1)
+    fitted = int(problem.fitted_regions().sum())
+    objective = Objective(graphdef, names, config.fixed_parameters(), config, problem.streams,
+                          problem.regional, int(np.sum(problem.roles == ROLES["train"])),
+                          fitted)
+    validation_cells = np.flatnonzero(problem.roles == ROLES["validation"])
+    if validation_cells.size == 0:
+        validation_cells = np.flatnonzero(problem.roles == ROLES["train"])
+    validation_role = "validation" if np.any(problem.roles == ROLES["validation"]) else "train"
+    validation_objective = dataclasses.replace(objective, regional=(), n_train=int(
+        validation_cells.size))
+    validation_batches = [problem.batch(validation_cells[k:k + size], size, validation_role,
+                                        1.0, 1, False)
+                          for k in range(0, validation_cells.size, size)]
+
+    trainable = {"net": state, "hybrid": hybrid}
+    schedule = optax.warmup_cosine_decay_schedule(
+        0.0, config.learning_rate, config.warmup, max(config.max_iterations, config.warmup + 1),
+        0.05 * config.learning_rate)
+    kernels = jax.tree_util.tree_map_with_path(
+        lambda path, _: path[0].key == "net" and "kernel" in jax.tree_util.keystr(path),
+        trainable)
+    optimiser = optax.adamw(schedule, weight_decay=config.weight_decay, mask=kernels)
+    opt_state = optimiser.init(trainable)
+    specs = _batch_specs(validation_batches[0])
+
+    @jax.jit
+    def step(trainable, opt_state, batch):
+        loss, grads = jax.value_and_grad(objective.loss)(trainable, batch)
+        updates, new_opt_state = optimiser.update(grads, opt_state, trainable)
+        finite = jnp.isfinite(loss)
+        for leaf in jax.tree.leaves(grads):
+            finite = finite & jnp.all(jnp.isfinite(leaf))
+        keep = lambda new, old: jnp.where(finite, new, old)  # noqa: E731
+        return (jax.tree.map(keep, optax.apply_updates(trainable, updates), trainable),
+                jax.tree.map(keep, new_opt_state, opt_state), loss, finite)
+
+    validation_loss = jax.jit(validation_objective.loss)
+
+    def evaluate(trainable) -> float:
+        return float(sum(float(validation_loss(trainable, place(b, specs, mesh)))
+                         for b in validation_batches))
+
+    n_evaluations = -(-config.max_iterations // config.eval_every)
+    carry = {"trainable": trainable, "opt_state": opt_state, "best": trainable,
+             "best_loss": np.asarray(np.inf), "done": np.asarray(0, np.int32),
+             "since_best": np.asarray(0, np.int32), "skipped": np.asarray(0, np.int32),
+             "record": {"iteration": np.zeros(n_evaluations, np.int32),
+                        "train": np.full(n_evaluations, np.nan),
+                        "validation": np.full(n_evaluations, np.nan)}}
+    manager = checkpoint_manager(checkpoint_dir) if checkpoint_dir is not None else None
+    resumed_from = None
+    if manager is not None and manager.latest_step() is not None:
+        carry = restore_checkpoint(manager, carry, fingerprint_text)
+        done = int(carry["done"])
+        resumed_from = int(carry["record"]["iteration"][done - 1]) if done else 0
+    carry = dict(carry)
+    carry["trainable"] = replicate(carry["trainable"], mesh)
+    carry["opt_state"] = replicate(carry["opt_state"], mesh)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=n_evaluations, initial=int(carry["done"]), unit="eval", leave=False,
+                   desc=description or "grid")
+    batches_cache: dict[int, list[np.ndarray]] = {0: first}
+    stopped_early = False
+    evaluations = 0
+    while int(carry["done"]) < n_evaluations:
+        if int(carry["since_best"]) >= config.patience:
+            stopped_early = True
+            break
+        if stop_after is not None and evaluations >= stop_after:
+            break
+        done = int(carry["done"])
+        trainable, opt_state = carry["trainable"], carry["opt_state"]
+        n_steps = min(config.eval_every, config.max_iterations - done * config.eval_every)
+        losses, skipped = [], 0
+        for k in range(n_steps):
+            iteration = done * config.eval_every + k
+            epoch, position = divmod(iteration, n_batches)
+            if epoch not in batches_cache:
+                batches_cache = {epoch: epoch_batches(problem, config, size, seed, epoch)}
+            plan = batches_cache[epoch]
+            cells = plan[position % len(plan)]
+            batch = problem.batch(cells, size, "train", float(n_batches), n_regions_batch,
+                                  True)
+            trainable, opt_state, loss, finite = step(trainable, opt_state,
+                                                      place(batch, specs, mesh))
+            losses.append(float(loss))
+            skipped += int(not bool(finite))
+        valid = evaluate(trainable)
+        improved = np.isfinite(valid) and valid < float(carry["best_loss"]) * (1.0 - 1e-4)
+        record = {key: np.array(value) for key, value in carry["record"].items()}
+        record["iteration"][done] = done * config.eval_every + n_steps
+        record["train"][done] = float(np.mean(losses)) / n_batches
+        record["validation"][done] = valid
+        carry = {"trainable": trainable, "opt_state": opt_state,
+                 "best": trainable if improved else carry["best"],
+                 "best_loss": np.asarray(valid if improved else carry["best_loss"]),
+                 "done": np.asarray(done + 1, np.int32),
+                 "since_best": np.asarray(0 if improved else int(carry["since_best"]) + 1,
+                                          np.int32),
+                 "skipped": np.asarray(int(carry["skipped"]) + skipped, np.int32),
+                 "record": record}
+        evaluations += 1
+        if manager is not None and jax.process_index() == 0:
+            save_checkpoint(manager, done + 1, _host(carry), fingerprint_text)
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(train=f"{record['train'][done]:.4g}", validation=f"{valid:.4g}")
+    if bar is not None:
+        bar.close()
+    if int(carry["since_best"]) >= config.patience:
+        stopped_early = True
+    if manager is not None:
+        manager.wait_until_finished()
+    done = int(carry["done"])
+    history = {key: np.asarray(value[:done]).tolist() for key, value in carry["record"].items()}
+    history["best_validation_loss"] = float(carry["best_loss"])
+    history["nonfinite_steps_skipped"] = int(carry["skipped"])
+    history["iterations"] = history["iteration"][-1] if history["iteration"] else 0
+    history["batch_pixels"] = size
+    history["batches_per_epoch"] = n_batches
+    history["devices"] = int(n_devices)
+    best = _host(carry["best"])
+    return GridTrained(graphdef, best["net"], best["hybrid"], history,
+                       stopped_early or done >= n_evaluations, stopped_early, resumed_from)
+
+
+def _host(tree):
+    """``tree`` as numpy arrays on this host (global arrays must be fully replicated)."""
+    return jax.tree.map(lambda x: np.asarray(x.addressable_data(0)) if isinstance(
+        x, jax.Array) else np.asarray(x), tree)
+
+
+def new_network(n_inputs: int, config: GridConfig, seed: int):
+    """``((graphdef, state), hybrid)``: a new network and the model's hybrid terms."""
+    from differland.processes.neural import init_network
+
+    model_config = config.model_config
+    hybrid = init_network(jax.random.PRNGKey(seed), model_config) \
+        if model_config.network_sizes else None
+    return spatial_network.build(n_inputs, len(config.parameter_names), config.hidden,
+                                 config.depth, seed), hybrid
+
+
+def full_loss(problem: GridProblem, config: GridConfig, graphdef, trainable,
+              cells: np.ndarray | None = None) -> Callable:
+    """The objective over every training cell and fitted region at once (one batch; for
+    checks of the minibatch estimator on small grids)."""
+    cells = np.arange(problem.n_pixels) if cells is None else cells
+    fitted = int(problem.fitted_regions().sum())
+    objective = Objective(graphdef, config.parameter_names, config.fixed_parameters(), config,
+                          problem.streams, problem.regional,
+                          int(np.sum(problem.roles == ROLES["train"])), fitted)
+    batch = problem.batch(cells, cells.size, "train", 1.0, max(problem.n_regions, 1), True)
+    return objective, batch
+
+
+__all__ = ["GridConfig", "GridProblem", "GridTrained", "Objective", "PixelBatch", "ROLES",
+           "batch_size_for", "epoch_batches", "full_loss", "holdout_roles", "new_network",
+           "pixel_mesh", "place", "plan_batches", "predict_cells", "predictions", "replicate",
+           "train_grid"]

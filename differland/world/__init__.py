@@ -1,0 +1,1 @@
+"""The twin world: a synthetic land surface on real static maps, with known parameters."""

@@ -1,0 +1,213 @@
+"""The twin world, pixel-minibatch training over a grid (one and several devices, one and
+two processes), grid prediction, and the demo."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from differland.cli import main
+from differland.grid_workflows import (
+    annual_budgets,
+    grid_config_for,
+    grid_predict,
+    grid_train,
+    load_problem,
+    make_world,
+)
+from differland.io import read_grid_driver
+from differland.spatial.grid import (
+    ROLES,
+    GridConfig,
+    batch_size_for,
+    epoch_batches,
+    full_loss,
+    holdout_roles,
+    new_network,
+    plan_batches,
+)
+from differland.world.build import WorldError, WorldSpec
+from differland.world.maps import load_world_maps
+from differland.world.planted import BASE_VALUES, PLANTED
+
+SCRIPT = Path(__file__).parent / "scripts" / "grid_devices.py"
+SMALL = WorldSpec(resolution=4.0, region=(-12.0, 42.0, 34.0, 72.0), years=2, seed=3)
+SETTINGS = {"hidden": 8, "max_iterations": 4, "eval_every": 2, "batch_pixels": 16}
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("world") / "world.zarr"
+    make_world(path, SMALL, progress=False)
+    return path
+
+
+@pytest.fixture(scope="module")
+def loaded(world):
+    driver = read_grid_driver(world)
+    config = grid_config_for(driver, SETTINGS)
+    problem, standardizer, names = load_problem(driver, config)
+    return driver, config, problem, standardizer
+
+
+def test_world_is_built_on_the_shipped_maps_with_its_truth(world):
+    driver = read_grid_driver(world)
+    maps = load_world_maps(SMALL.resolution, SMALL.region)
+    np.testing.assert_array_equal(driver.lat, maps.lat.values)
+    np.testing.assert_array_equal(driver.dataset.igbp.values, maps.igbp.values)
+    np.testing.assert_allclose(driver.static("elevation"), maps.elevation.values, rtol=1e-6)
+    assert driver.n_pixels > 20 and driver.n_steps == 24
+    assert set(driver.observations) >= {"lai", "sif", "biomass", "ewt", "gpp", "reco", "et"}
+    assert driver.regional == ("nbe",) and driver.regions
+    cells = np.arange(driver.n_pixels)
+    for name in PLANTED:  # planted maps vary, the others are the base value everywhere
+        assert np.std(driver.true(name, cells)) > 0
+    np.testing.assert_allclose(driver.true("leaf_fall_period", cells),
+                               BASE_VALUES["leaf_fall_period"], rtol=1e-6)
+    truth, observed = driver.true("lai", cells), driver.observation("lai", cells)
+    residual = (observed.values - truth)[observed.mask] / observed.sigma[observed.mask]
+    assert abs(residual.mean()) < 0.2 and 0.8 < residual.std() < 1.2  # the stated noise
+    assert json.loads(driver.attrs["free_parameters"]) == list(PLANTED)
+
+
+def test_world_refuses_an_existing_output_and_bad_options(world, capsys):
+    assert main(["world", "--out", str(world), "--resolution", "4"]) == 2
+    assert "exists" in capsys.readouterr().err
+    with pytest.raises(WorldError, match="--years"):
+        WorldSpec(years=0)
+    status = main(["world", "--out", str(world.parent / "x.zarr"), "--region", "1,2,3"])
+    error = capsys.readouterr().err
+    assert status == 2 and "--region" in error and error.count("\n") == 1
+    assert not (world.parent / "x.zarr").exists()
+
+
+def test_holdout_roles_are_blocks_with_the_requested_shares():
+    rows, cols = np.divmod(np.arange(400), 20)
+    config = GridConfig(validation_fraction=0.2, test_fraction=0.1, holdout_block=2)
+    roles = holdout_roles(rows, cols, config)
+    assert abs(np.mean(roles == ROLES["validation"]) - 0.2) < 0.03
+    assert abs(np.mean(roles == ROLES["test"]) - 0.1) < 0.03
+    blocks = roles.reshape(10, 2, 10, 2).transpose(0, 2, 1, 3).reshape(100, 4)
+    assert np.all(blocks == blocks[:, :1])  # each 2 x 2 block has one role
+
+
+def test_batches_keep_regions_together_and_cover_each_cell_once():
+    groups = np.array([0] * 5 + [1] * 7 + [-1] * 9)
+    batches = plan_batches(groups, np.ones(groups.size, bool), 8, [1, 2])
+    assert sorted(np.concatenate(batches).tolist()) == list(range(groups.size))
+    for region in (0, 1):
+        assert sum(np.any(groups[b] == region) for b in batches) == 1
+    assert all(b.size <= 8 for b in batches)
+
+
+def test_minibatch_gradients_average_to_the_full_gradient(loaded):
+    driver, config, problem, standardizer = loaded
+    (graphdef, state), hybrid = new_network(standardizer.n_inputs, config, 0)
+    trainable = {"net": state, "hybrid": hybrid}
+    objective, full = full_loss(problem, config, graphdef, trainable)
+    grad = jax.jit(jax.grad(objective.loss))
+    expected = grad(trainable, full)
+    size = batch_size_for(problem, config, 1)  # the largest region fits in a batch
+    batches = epoch_batches(problem, config, size, 0, 0)
+    assert len(batches) > 2 and problem.fitted_regions().sum() >= 2
+    regions = max(len(set(problem.groups[b][problem.groups[b] >= 0])) for b in batches)
+    parts = [grad(trainable, problem.batch(b, size, "train", float(len(batches)), regions,
+                                           True)) for b in batches]
+    mean = jax.tree.map(lambda *g: sum(g) / len(g), *parts)
+    for a, b in zip(jax.tree.leaves(mean), jax.tree.leaves(expected), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-3,
+                                   atol=1e-5 * float(np.max(np.abs(b)) + 1e-12))
+
+
+def _script(world, *arguments, env=None) -> dict:
+    result = subprocess.run([sys.executable, str(SCRIPT), str(world), *map(str, arguments)],
+                            capture_output=True, text=True, timeout=600,
+                            env={**os.environ, **(env or {})})
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_four_cpu_devices_give_the_single_device_result(world):
+    one, four = _script(world, 1), _script(world, 4)
+    assert four["devices"] == 4
+    np.testing.assert_allclose(four["loss"], one["loss"], rtol=1e-5)
+    np.testing.assert_allclose(four["grad_first"], one["grad_first"], rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(four["weights"], one["weights"], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_two_processes_joined_by_jax_distributed_give_the_one_process_result(world):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    one = _script(world, 2)
+    processes = [subprocess.Popen([sys.executable, str(SCRIPT), str(world), "2", str(k), "2",
+                                   str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True) for k in range(2)]
+    outputs = [p.communicate(timeout=600) for p in processes]
+    for process, (_, err) in zip(processes, outputs, strict=True):
+        assert process.returncode == 0, err[-3000:]
+    for out, _ in outputs:
+        result = json.loads(out.strip().splitlines()[-1])
+        assert result["devices"] == 2
+        np.testing.assert_allclose(result["loss"], one["loss"], rtol=1e-5)
+        np.testing.assert_allclose(result["weights"], one["weights"], rtol=1e-4, atol=1e-5)
+
+
+def test_train_resume_and_predict_on_the_world(world, tmp_path):
+    model = tmp_path / "model"
+    assert grid_train(world, model, SETTINGS, progress=False, stop_after=1) == {}
+    record = grid_train(world, model, SETTINGS, progress=False)
+    assert record["seeds"]["0"]["resumed_from_iteration"] == 2
+    uninterrupted = grid_train(world, tmp_path / "again", SETTINGS, progress=False)
+    resumed = json.loads((model / "history.json").read_text())["0"]
+    straight = json.loads((tmp_path / "again" / "history.json").read_text())["0"]
+    np.testing.assert_allclose(resumed["validation"], straight["validation"], rtol=1e-6)
+    assert uninterrupted["seeds"]["0"]["resumed_from_iteration"] is None
+    out = tmp_path / "prediction"
+    report = grid_predict(model, world, out, progress=False)
+    for name in ("parameters.nc", "fluxes.nc", "identified.json", "budgets.csv",
+                 "recovery.json", "maps/gpp_mean.tif", "figures/regional_nbe.png"):
+        assert (out / name).exists(), name
+    assert set(report["parameters"]) == set(PLANTED)
+    import xarray as xr
+
+    with xr.open_dataset(out / "parameters.nc") as maps:
+        assert set(PLANTED) <= set(maps.data_vars)
+        assert maps.canopy_efficiency.dims == ("lat", "lon")
+
+
+def test_annual_budgets_add_up_cells_and_days():
+    dates = np.arange(np.datetime64("2001-01"), np.datetime64("2003-01")).astype(
+        "datetime64[D]")
+    nbe = np.ones((2, dates.size))  # 1 gC m-2 d-1
+    weights = np.array([[1e12, 1e12]])  # 2e12 m2
+    budgets, years = annual_budgets(nbe, weights, dates)
+    np.testing.assert_allclose(budgets, [[365 * 2e12 / 1e15, 365 * 2e12 / 1e15]])
+    assert years.tolist() == [2001, 2002]
+
+
+def test_bad_grid_config_is_one_line(world, tmp_path, capsys):
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"batch_pixels": 0}))
+    status = main(["spatial", "train", "--grid", str(world), "--out", str(tmp_path / "m"),
+                   "--config", str(config), "--no-progress"])
+    error = capsys.readouterr().err
+    assert status == 2 and "batch_pixels" in error and error.count("\n") == 1
+    assert main(["spatial", "train", "--out", str(tmp_path / "m")]) == 2
+    assert "--grid" in capsys.readouterr().err
+
+
+def test_demo_smoke(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--smoke", "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "| parameter | identified |" in printed
+    assert (tmp_path / "demo" / "prediction" / "recovery.json").exists()
