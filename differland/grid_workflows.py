@@ -738,7 +738,7 @@ def _figures(folder: Path, driver, problem, fluxes, params, identified, budget_r
 
 
 DEMO_SPEC = WorldSpec(resolution=2.0, region=(-12.0, 42.0, 34.0, 72.0), years=8, seed=0)
-DEMO_CONFIG = {"max_iterations": 600, "eval_every": 50, "patience": 4, "seeds": [0, 1]}
+DEMO_CONFIG = {"seeds": [0, 1]}
 SMOKE_SPEC = WorldSpec(resolution=4.0, region=(-12.0, 42.0, 34.0, 72.0), years=2, seed=0)
 SMOKE_CONFIG = {"max_iterations": 4, "eval_every": 2, "patience": 2, "seeds": [0],
                 "hidden": 8}

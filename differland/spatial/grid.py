@@ -27,7 +27,6 @@ from dataclasses import dataclass
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -47,7 +46,7 @@ from differland.model import simulate
 from differland.observations import predict, water_storage_anomaly
 from differland.params import SPECS, ParameterSet, check_scales
 from differland.spatial import network as spatial_network
-from differland.spatial.training import physical_parameters
+from differland.spatial.training import guarded_step, make_optimiser, physical_parameters
 
 PIXEL_STREAMS = ("lai", "sif", "biomass", "ewt", "gpp", "reco", "et", "nee", "nbe", "fire")
 """Streams a cell can be fitted to (``ewt``: the anomaly of the model's water storage over
@@ -106,9 +105,9 @@ class GridConfig:
     depth: int = 2
     learning_rate: float = 5e-3
     warmup: int = 50
-    max_iterations: int = 1500
-    eval_every: int = 50
-    patience: int = 6
+    max_iterations: int = 4000
+    eval_every: int = 100
+    patience: int = 8
     weight_decay: float = 1e-4
     batch_pixels: int = 256
     validation_fraction: float = 0.1
@@ -600,27 +599,10 @@ def train_grid(problem: GridProblem, config: GridConfig, graphdef_and_state, hyb
                           for k in range(0, validation_cells.size, size)]
 
     trainable = {"net": state, "hybrid": hybrid}
-    schedule = optax.warmup_cosine_decay_schedule(
-        0.0, config.learning_rate, config.warmup, max(config.max_iterations, config.warmup + 1),
-        0.05 * config.learning_rate)
-    kernels = jax.tree_util.tree_map_with_path(
-        lambda path, _: path[0].key == "net" and "kernel" in jax.tree_util.keystr(path),
-        trainable)
-    optimiser = optax.adamw(schedule, weight_decay=config.weight_decay, mask=kernels)
+    optimiser = make_optimiser(trainable, config)
     opt_state = optimiser.init(trainable)
     specs = _batch_specs(validation_batches[0])
-
-    @jax.jit
-    def step(trainable, opt_state, batch):
-        loss, grads = jax.value_and_grad(objective.loss)(trainable, batch)
-        updates, new_opt_state = optimiser.update(grads, opt_state, trainable)
-        finite = jnp.isfinite(loss)
-        for leaf in jax.tree.leaves(grads):
-            finite = finite & jnp.all(jnp.isfinite(leaf))
-        keep = lambda new, old: jnp.where(finite, new, old)  # noqa: E731
-        return (jax.tree.map(keep, optax.apply_updates(trainable, updates), trainable),
-                jax.tree.map(keep, new_opt_state, opt_state), loss, finite)
-
+    step = jax.jit(guarded_step(objective.loss, optimiser))
     validation_loss = jax.jit(validation_objective.loss)
 
     def evaluate(trainable) -> float:

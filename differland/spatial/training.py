@@ -218,6 +218,36 @@ class Trained:
         return spatial_network.apply(self.graphdef, self.state, inputs)
 
 
+def make_optimiser(trainable, config) -> optax.GradientTransformation:
+    """AdamW with a linear warm-up and a cosine decay to 5 % of ``config.learning_rate``;
+    decoupled weight decay on the network's weight matrices only (the biases carry what the
+    places share, and the hybrid terms are not shrunk). ``trainable``: ``{"net", "hybrid"}``."""
+    schedule = optax.warmup_cosine_decay_schedule(
+        0.0, config.learning_rate, config.warmup, max(config.max_iterations, config.warmup + 1),
+        0.05 * config.learning_rate)
+    kernels = jax.tree_util.tree_map_with_path(
+        lambda path, _: path[0].key == "net" and "kernel" in jax.tree_util.keystr(path),
+        trainable)
+    return optax.adamw(schedule, weight_decay=config.weight_decay, mask=kernels)
+
+
+def guarded_step(loss, optimiser):
+    """``step(trainable, opt_state, *args) -> (trainable, opt_state, loss, finite)``: one
+    optimiser step on ``loss(trainable, *args)``, skipped (state unchanged) when the loss or
+    a gradient is not finite."""
+    def step(trainable, opt_state, *args):
+        value, grads = jax.value_and_grad(loss)(trainable, *args)
+        updates, new_opt_state = optimiser.update(grads, opt_state, trainable)
+        finite = jnp.isfinite(value)
+        for leaf in jax.tree.leaves(grads):
+            finite = finite & jnp.all(jnp.isfinite(leaf))
+        keep = lambda new, old: jnp.where(finite, new, old)  # noqa: E731
+        return (jax.tree.map(keep, optax.apply_updates(trainable, updates), trainable),
+                jax.tree.map(keep, new_opt_state, opt_state), value, finite)
+
+    return step
+
+
 def train(batch: SiteBatch, inputs: np.ndarray, config: SpatialConfig, seed: int,
           checkpoint_dir=None, progress: bool = True, description: str = "",
           fingerprint_text: str = "", stop_after: int | None = None) -> Trained:
@@ -235,32 +265,15 @@ def train(batch: SiteBatch, inputs: np.ndarray, config: SpatialConfig, seed: int
                                             config.depth, seed)
     hybrid = init_network(jax.random.PRNGKey(seed), model_config) \
         if model_config.network_sizes else None
-    schedule = optax.warmup_cosine_decay_schedule(
-        0.0, config.learning_rate, config.warmup, max(config.max_iterations, config.warmup + 1),
-        0.05 * config.learning_rate)
     trainable = {"net": state, "hybrid": hybrid}
-    # decay the network's weight matrices only: the biases carry the sites' common values
-    # and the hybrid terms are not shrunk
-    kernels = jax.tree_util.tree_map_with_path(
-        lambda path, _: path[0].key == "net" and "kernel" in jax.tree_util.keystr(path),
-        trainable)
-    optimiser = optax.adamw(schedule, weight_decay=config.weight_decay, mask=kernels)
+    optimiser = make_optimiser(trainable, config)
     opt_state = optimiser.init(trainable)
 
     def mean_loss(trainable, period):
         z = spatial_network.apply(graphdef, trainable["net"], inputs)
         return jnp.mean(batch.site_losses(z, trainable["hybrid"], names, period))
 
-    @jax.jit
-    def step(trainable, opt_state):
-        loss, grads = jax.value_and_grad(mean_loss)(trainable, "train")
-        updates, new_opt_state = optimiser.update(grads, opt_state, trainable)
-        finite = jnp.isfinite(loss)
-        for leaf in jax.tree.leaves(grads):
-            finite = finite & jnp.all(jnp.isfinite(leaf))
-        keep = lambda new, old: jnp.where(finite, new, old)  # noqa: E731
-        return (jax.tree.map(keep, optax.apply_updates(trainable, updates), trainable),
-                jax.tree.map(keep, new_opt_state, opt_state), loss, finite)
+    step = jax.jit(guarded_step(lambda trainable: mean_loss(trainable, "train"), optimiser))
 
     validation = jax.jit(lambda trainable: mean_loss(trainable, "validation"))
     n_evaluations = -(-config.max_iterations // config.eval_every)
