@@ -756,7 +756,13 @@ def demo(out: Path, smoke: bool = False, progress: bool = True) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     world = out / "world.zarr"
-    if not world.exists():
+    if world.exists():
+        made = read_grid_driver(world).attrs.get("world_spec")
+        wanted = json.dumps({**dataclasses.asdict(spec), "planted": list(spec.planted)})
+        if made != wanted:
+            raise output_error(out, "--out holds the demo of other settings (e.g. --smoke); "
+                                    "choose another --out")
+    else:
         _say(f"[1/3] building a twin world ({spec.resolution:g} degree cells, "
              f"{spec.years} years) from the shipped land cover, climate zones and elevation")
         make_world(world, spec, progress)
