@@ -17,6 +17,7 @@ median wall time, pixel-steps per second and the scaling against one device.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -40,8 +41,8 @@ def measure(cells: int, months: int, devices: int, repeats: int) -> dict:
     from differland.spatial.grid import (
         GridConfig,
         GridProblem,
-        Objective,
-        _batch_specs,
+        batch_specs,
+        full_objective,
         new_network,
         pixel_mesh,
         place,
@@ -69,13 +70,11 @@ def measure(cells: int, months: int, devices: int, repeats: int) -> dict:
     mesh = pixel_mesh(devices)
     (graphdef, state), hybrid = new_network(n_inputs + 9, config, 0)
     # the one-hot plant functional types follow the numeric inputs
-    problem = GridProblem(**{**problem.__dict__, "inputs": np.concatenate(
-        [problem.inputs, np.eye(9, dtype=np.float32)[np.arange(cells) % 9]], axis=1)})
-    objective = Objective(graphdef, config.parameter_names, config.fixed_parameters(), config,
-                          streams, ("nbe",), cells, 10)
-    batch = problem.batch(np.arange(cells), cells, "train", 1.0, 10, True)
+    problem = dataclasses.replace(problem, inputs=np.concatenate(
+        [problem.inputs, np.eye(9, dtype=np.float32)[np.arange(cells) % 9]], axis=1))
+    objective, batch = full_objective(problem, config, graphdef)
     trainable = replicate({"net": state, "hybrid": hybrid}, mesh)
-    placed = place(batch, _batch_specs(batch), mesh)
+    placed = place(batch, batch_specs(batch), mesh)
     step = jax.jit(jax.value_and_grad(objective.loss))
     started = time.perf_counter()
     jax.block_until_ready(step(trainable, placed))

@@ -27,17 +27,20 @@ import jax.numpy as jnp
 import numpy as np
 import xarray as xr
 
-from differland import __version__
+from differland import __version__, plots
 from differland.calibrate.site import CalibrationConfigError
+from differland.forcing import Forcing
 from differland.io import (
     DriverError,
     check_writable_location,
     output_error,
     read_grid_driver,
     read_json,
+    write_atomically,
     write_dataset,
     write_json,
 )
+from differland.io.grid import month_clock
 from differland.params import SPECS, ParameterSet, unconstrain
 from differland.spatial import network as spatial_network
 from differland.spatial.grid import (
@@ -47,16 +50,11 @@ from differland.spatial.grid import (
     holdout_roles,
     new_network,
     pixel_mesh,
-    predict_cells,
+    predict_in_batches,
+    predictions,
     train_grid,
 )
-from differland.spatial.predictors import (
-    CLIMATE_PREDICTORS,
-    GRID_PREDICTORS,
-    IGBP_PFT,
-    Standardizer,
-    climate_table,
-)
+from differland.spatial.predictors import IGBP_PFT, Standardizer, grid_predictor_table
 from differland.spatial.training import physical_parameters, r_squared
 from differland.spatial_workflows import (
     _loss_figure,
@@ -153,39 +151,51 @@ def _pft_of(driver, cells: np.ndarray) -> np.ndarray:
                      for c in codes], dtype=object)
 
 
-def grid_predictors(driver, extra: tuple[str, ...]) -> tuple[tuple[str, ...], np.ndarray,
-                                                             np.ndarray]:
-    """``(names, table (P, n), pft (P,))``: latitude, elevation (when the grid has an
-    ``elevation`` map), the climate of the whole record and ``extra`` static maps."""
+def grid_predictors(driver, forcing: dict[str, np.ndarray], extra: tuple[str, ...]
+                    ) -> tuple[tuple[str, ...], np.ndarray, np.ndarray]:
+    """``(names, table (P, n), pft (P,))`` of every cell (:func:`grid_predictor_table` of
+    its ``forcing`` fields ``(P, T)``, the grid's ``elevation`` map if it has one, and the
+    ``extra`` static maps)."""
     missing = [name for name in extra if name not in driver.predictors]
     if missing:
         raise DriverError(f"{driver.path}: variable {missing[0]}: the configuration's "
                           "extra_predictors names a map the grid does not have")
-    names = [n for n in GRID_PREDICTORS if n != "elevation" or "elevation" in driver.predictors]
-    months = driver.dates.astype("datetime64[M]").astype(int) % 12
-    climate = {name: np.empty(driver.n_pixels) for name in CLIMATE_PREDICTORS}
-    for start in range(0, driver.n_pixels, LOAD_BATCH):
-        cells = np.arange(start, min(start + LOAD_BATCH, driver.n_pixels))
-        forcing = driver.forcing(cells)
-        table = climate_table(0.5 * (forcing.t_min + forcing.t_max), forcing.precipitation,
-                              forcing.vpd, forcing.ssrd, months)
-        for name in CLIMATE_PREDICTORS:
-            climate[name][cells] = table[name]
     cells = np.arange(driver.n_pixels)
-    columns = {"latitude": driver.lat[driver.rows], **climate}
-    if "elevation" in names:
-        columns["elevation"] = driver.static("elevation", cells)
-    for name in extra:
-        columns[name] = driver.static(name, cells)
-    names = [*names, *CLIMATE_PREDICTORS, *extra]
-    table = np.stack([np.asarray(columns[n], float) for n in names], axis=1)
+    static = {name: driver.static(name, cells)
+              for name in (("elevation",) if "elevation" in driver.predictors else ()) + extra}
+    names, table = grid_predictor_table(
+        forcing, driver.dates.astype("datetime64[M]").astype(int) % 12, static)
     bad = ~np.isfinite(table)
     if bad.any():
         cell, column = np.argwhere(bad)[0]
         raise DriverError(f"{driver.path}: variable {names[column]}: no value at the simulated "
                           f"cell lat={driver.lat[driver.rows[cell]]:g}, "
                           f"lon={driver.lon[driver.cols[cell]]:g}")
-    return tuple(names), table, _pft_of(driver, cells)
+    return names, table, _pft_of(driver, cells)
+
+
+DEFAULT_SIGMA_FRACTION = 0.2
+"""Without an uncertainty variable, a stream's sigma is this share of the standard deviation
+of each cell's (or region's) observed values over time."""
+
+
+def stream_arrays(observation) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(values, mask, sigma)`` of a grid observation ``(rows, T)`` for the loss: values 0
+    and mask 0 at gaps and where the uncertainty is not positive; sigma from the driver, or
+    :data:`DEFAULT_SIGMA_FRACTION` x the row's standard deviation (1 where it has none)."""
+    ok = observation.mask
+    if observation.sigma is not None:
+        ok = ok & (observation.sigma > 0)
+        sigma = np.where(ok, observation.sigma, 1.0)
+    else:
+        count = np.maximum(ok.sum(axis=-1, keepdims=True), 1)
+        observed = np.where(ok, observation.values, 0.0)
+        mean = observed.sum(axis=-1, keepdims=True) / count
+        std = np.sqrt((np.where(ok, observed - mean, 0.0) ** 2).sum(axis=-1, keepdims=True)
+                      / count)
+        spread = np.where(std > 0, DEFAULT_SIGMA_FRACTION * std, 1.0)
+        sigma = np.broadcast_to(spread, ok.shape)
+    return np.where(ok, observation.values, 0.0), ok, sigma
 
 
 def _observations(driver, streams, cells):
@@ -193,16 +203,7 @@ def _observations(driver, streams, cells):
     values, mask, sigma = (np.zeros(shape, np.float32), np.zeros(shape, np.float32),
                            np.ones(shape, np.float32))
     for k, name in enumerate(streams):
-        observation = driver.observation(name, cells)
-        ok = observation.mask
-        if observation.sigma is not None:
-            ok = ok & (observation.sigma > 0)
-            sigma[k] = np.where(ok, observation.sigma, 1.0)
-        else:
-            spread = np.nanstd(np.where(observation.mask, observation.values, np.nan))
-            sigma[k] = max(float(spread) * 0.2, 1e-6) if np.isfinite(spread) else 1.0
-        values[k] = np.where(ok, observation.values, 0.0)
-        mask[k] = ok
+        values[k], mask[k], sigma[k] = stream_arrays(driver.observation(name, cells))
     return values, mask, sigma
 
 
@@ -221,15 +222,8 @@ def load_problem(driver, config: GridConfig, standardizer: Standardizer | None =
         raise DriverError(f"{driver.path}: the training arrays need {needed / 2**30:.1f} GiB, "
                           f"more than the {MEMORY_LIMIT / 2**30:.0f} GiB this version holds in "
                           "memory; train on a region or a coarser grid")
-    names, table, pft = grid_predictors(driver, config.extra_predictors)
-    if roles is None:
-        roles = holdout_roles(driver.rows, driver.cols, config, seed=config.seeds[0])
-    if standardizer is None:
-        train = roles == ROLES["train"]
-        standardizer = Standardizer.fit_table(table[train], names)
-    inputs = standardizer.inputs_table(table, pft).astype(np.float32)
     forcing, values, mask, sigma = {}, [], [], []
-    for start in range(0, driver.n_pixels, LOAD_BATCH):
+    for start in range(0, driver.n_pixels, LOAD_BATCH):  # one pass over the grid
         cells = np.arange(start, min(start + LOAD_BATCH, driver.n_pixels))
         batch = driver.forcing(cells)
         for field in dataclasses.fields(batch):
@@ -240,22 +234,25 @@ def load_problem(driver, config: GridConfig, standardizer: Standardizer | None =
         mask.append(m)
         sigma.append(s)
     forcing = {k: np.concatenate(v) for k, v in forcing.items()}
+    names, table, pft = grid_predictors(driver, forcing, config.extra_predictors)
+    if roles is None:
+        roles = holdout_roles(driver.rows, driver.cols, config, seed=config.seeds[0])
+    if standardizer is None:
+        train = roles == ROLES["train"]
+        standardizer = Standardizer.fit_table(table[train], names)
+    inputs = standardizer.inputs_table(table, pft).astype(np.float32)
     n_regions = len(driver.regions)
     fractions = driver.region_weights(np.arange(driver.n_pixels)) if n_regions else np.zeros(
         (0, driver.n_pixels))
     region_values = np.zeros((len(regional), n_regions, driver.n_steps), np.float32)
     region_mask, region_sigma = np.zeros_like(region_values), np.ones_like(region_values)
     for k, name in enumerate(regional):
-        observation = driver.regional_observation(name)
-        ok = observation.mask if observation.sigma is None else observation.mask & (
-            observation.sigma > 0)
-        region_values[k] = np.where(ok, observation.values, 0.0).T
-        region_mask[k] = ok.T
-        if observation.sigma is not None:
-            region_sigma[k] = np.where(ok, observation.sigma, 1.0).T
-        else:
-            spread = np.nanstd(np.where(ok, observation.values, np.nan))
-            region_sigma[k] = max(float(spread) * 0.2, 1e-6)
+        observation = driver.regional_observation(name)  # (T, R)
+        transposed = dataclasses.replace(
+            observation, values=observation.values.T, mask=observation.mask.T,
+            sigma=None if observation.sigma is None else observation.sigma.T,
+            sigma_mask=None if observation.sigma_mask is None else observation.sigma_mask.T)
+        region_values[k], region_mask[k], region_sigma[k] = stream_arrays(transposed)
     problem = GridProblem(forcing, inputs, np.concatenate(values, axis=1),
                           np.concatenate(mask, axis=1), np.concatenate(sigma, axis=1),
                           streams, np.asarray(fractions, np.float64), region_values,
@@ -320,7 +317,6 @@ def grid_train(grid: Path, out: Path, config_values: dict | None = None,
     except CalibrationConfigError as error:
         raise CalibrationConfigError(str(error)) from None
     mesh = pixel_mesh(devices)
-    driver.check_forcing()
     problem, standardizer, names = load_problem(driver, config)
     record = {"kind": GRID_MODEL_KIND, "differland_version": __version__,
               "differland_source_sha256": package_digest(),
@@ -418,30 +414,12 @@ def _member_parameters(model: GridModel, inputs: np.ndarray) -> list[ParameterSe
     return out
 
 
-def _simulate(problem: GridProblem, params: ParameterSet, config: GridConfig, hybrid,
-              names: tuple[str, ...], batch: int = 2048) -> dict[str, np.ndarray]:
-    from differland.forcing import Forcing
-
-    n = problem.n_pixels
-    pieces = []
-    for start in range(0, n, batch):
-        keep = slice(start, start + batch)
-        forcing = Forcing(**{k: v[keep] for k, v in problem.forcing.items()})
-        p = ParameterSet({k: v[keep] for k, v in params.items()})
-        out = predict_cells(p, forcing, config.model_config, hybrid, names)
-        pieces.append({k: np.asarray(v) for k, v in out.items()})
-    return {k: np.concatenate([p[k] for p in pieces]) for k in names}
-
-
 def identifiability(problem: GridProblem, params: ParameterSet, config: GridConfig, hybrid,
                     cells: np.ndarray) -> dict[str, float]:
     """Median over ``cells`` of each predicted parameter's Cramér–Rao standard deviation in
     the unconstrained space, from the cell streams' Gaussian likelihood at ``params`` (the
     Fisher information J^T J of the residuals scaled by their uncertainties; the other
     predicted parameters free)."""
-    from differland.forcing import Forcing
-    from differland.params import constrain
-
     names = config.parameter_names
     scales = dict(config.parameter_scales)
     streams = problem.streams
@@ -451,12 +429,9 @@ def identifiability(problem: GridProblem, params: ParameterSet, config: GridConf
     forcing = Forcing(**{k: jnp.asarray(v[cells]) for k, v in problem.forcing.items()})
     mask = jnp.asarray(problem.mask[:, cells])
     sigma = jnp.asarray(problem.sigma[:, cells])
-    from differland.spatial.grid import predictions
 
     def residuals(z_vector, fixed_cell, forcing_cell, mask_cell, sigma_cell):
-        z = ParameterSet(dict(zip(names, z_vector, strict=True)))
-        free = constrain(z, scales=scales)
-        p = ParameterSet({k: free[k] if k in free else fixed_cell[k] for k in fixed_cell.names})
+        p = physical_parameters(z_vector, names, config, fixed_cell)
         single = jax.tree.map(lambda x: x[None], (p, forcing_cell))
         ewt = mask_cell[streams.index("ewt")][None] if "ewt" in streams else None
         out = predictions(*single, config.model_config, hybrid, streams, ewt)
@@ -475,20 +450,23 @@ def identifiability(problem: GridProblem, params: ParameterSet, config: GridConf
     return dict(zip(names, np.median(np.array(sd), axis=0).tolist(), strict=True))
 
 
-def annual_budgets(nbe: np.ndarray, weights: np.ndarray, dates: np.ndarray) -> np.ndarray:
-    """Regional net biome exchange [PgC yr-1] per calendar year: ``nbe`` ``(P, T)``
-    [gC m-2 d-1], ``weights`` ``(R, P)`` region fraction x cell area [m2]; returns
-    ``(R, years)`` (complete years only)."""
+def annual_totals(rates: np.ndarray, dates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(totals, years)``: monthly regional rates ``(R, T)`` [gC d-1] summed over each
+    complete calendar year [PgC yr-1] ``(R, years)`` (NaN for an incomplete year, or one
+    with a NaN month)."""
     years = dates.astype("datetime64[Y]").astype(int) + 1970
-    starts = dates.astype("datetime64[D]")
-    days = ((starts.astype("datetime64[M]") + 1).astype("datetime64[D]") - starts).astype(float)
-    total = weights @ (nbe * days[None, :])  # gC per month
-    out = []
-    for year in np.unique(years):
-        keep = years == year
-        out.append(total[:, keep].sum(axis=1) / 1e15 if keep.sum() == 12 else
-                   np.full(total.shape[0], np.nan))
+    monthly = rates * month_clock(dates)[1][None, :]  # gC per month
+    out = [monthly[:, years == year].sum(axis=1) / 1e15 if np.sum(years == year) == 12
+           else np.full(rates.shape[0], np.nan) for year in np.unique(years)]
     return np.stack(out, axis=1), np.unique(years)
+
+
+def annual_budgets(nbe: np.ndarray, weights: np.ndarray, dates: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Regional net biome exchange per calendar year: ``nbe`` ``(P, T)`` [gC m-2 d-1],
+    ``weights`` ``(R, P)`` region fraction x cell area [m2]; returns :func:`annual_totals`
+    ``(R, years)`` [PgC yr-1] and the years."""
+    return annual_totals(weights @ nbe, dates)
 
 
 CYCLIC_DAYS = ("labile_release_day", "leaf_fall_day")
@@ -553,7 +531,8 @@ def grid_predict(model_dir: Path, grid: Path, out: Path, progress: bool = True) 
         "title": "differland parameter maps", "model": str(model_dir), "grid": str(grid)}))
     # fluxes
     flux_names = tuple(dict.fromkeys((*FLUXES, *problem.streams)))
-    member_fluxes = [_simulate(problem, m, config, hybrid, flux_names)
+    member_fluxes = [predict_in_batches(m, problem.forcing, config.model_config, hybrid,
+                                        flux_names)
                      for m, (_, _, hybrid) in zip(members, model.members, strict=True)]
     fluxes = {n: np.mean([f[n] for f in member_fluxes], axis=0) for n in flux_names}
     flux_units = {"gpp": "gC m-2 d-1", "reco": "gC m-2 d-1", "nee": "gC m-2 d-1",
@@ -632,16 +611,7 @@ def grid_predict(model_dir: Path, grid: Path, out: Path, progress: bool = True) 
 def _observed_budgets(observation, weights, dates):
     """Annual budgets [PgC yr-1] of the observed regional means (complete years only)."""
     values = np.where(observation.mask, observation.values, np.nan).T  # (R, T)
-    area = weights.sum(axis=1, keepdims=True)
-    years = dates.astype("datetime64[Y]").astype(int) + 1970
-    starts = dates.astype("datetime64[D]")
-    days = ((starts.astype("datetime64[M]") + 1).astype("datetime64[D]") - starts).astype(float)
-    out = []
-    for year in np.unique(years):
-        keep = years == year
-        total = np.sum(values[:, keep] * days[keep], axis=1) * area[:, 0] / 1e15
-        out.append(total if keep.sum() == 12 else np.full(values.shape[0], np.nan))
-    return np.stack(out, axis=1)
+    return annual_totals(values * weights.sum(axis=1, keepdims=True), dates)[0]
 
 
 def _recovery(driver, problem, names, params, fluxes, budget_rows, identified) -> dict:
@@ -679,8 +649,6 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
     writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    from differland.io import write_atomically
-
     write_atomically(path, lambda p: p.write_text(buffer.getvalue(), encoding="utf-8"))
 
 
@@ -700,8 +668,6 @@ def _write_geotiffs(folder: Path, maps: dict[str, xr.DataArray]) -> None:
 
 
 def _figures(folder: Path, driver, problem, fluxes, params, identified, budget_rows) -> None:
-    from differland import plots
-
     folder.mkdir(parents=True, exist_ok=True)
     land = driver.dataset["land_fraction"].values if "land_fraction" in driver.dataset else \
         None

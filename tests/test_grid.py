@@ -16,23 +16,26 @@ import pytest
 
 from differland.cli import main
 from differland.grid_workflows import (
+    DEFAULT_SIGMA_FRACTION,
     annual_budgets,
     grid_config_for,
     grid_predict,
     grid_train,
     load_problem,
     make_world,
+    stream_arrays,
 )
-from differland.io import read_grid_driver
+from differland.io import GridObservation, read_grid_driver
 from differland.spatial.grid import (
     ROLES,
     GridConfig,
     batch_size_for,
     epoch_batches,
-    full_loss,
+    full_objective,
     holdout_roles,
     new_network,
     plan_batches,
+    predict_in_batches,
 )
 from differland.world.build import WorldError, WorldSpec
 from differland.world.maps import load_world_maps
@@ -78,6 +81,31 @@ def test_world_is_built_on_the_shipped_maps_with_its_truth(world):
     assert json.loads(driver.attrs["free_parameters"]) == list(PLANTED)
 
 
+def test_the_truth_is_the_model_run_on_the_forcing_the_reader_gives(world):
+    """The world's planted fluxes are reproduced by the model on what the grid reader
+    returns (forcing, clock, reference climate) with the true parameters."""
+    driver = read_grid_driver(world)
+    cells = np.arange(0, driver.n_pixels, 7)
+    config = grid_config_for(driver).model_config
+    params = {name: driver.true(name, cells) for name in config.parameter_names()}
+    forcing = driver.forcing(cells)
+    fields = {name: getattr(forcing, name) for name in forcing.__dataclass_fields__}
+    simulated = predict_in_batches(params, fields, config, None, ("gpp", "nbe", "lai"))
+    for name in ("gpp", "nbe", "lai"):
+        truth = driver.true(name, cells)
+        np.testing.assert_allclose(simulated[name], truth, rtol=1e-3,
+                                   atol=1e-3 * float(np.abs(truth).max()))
+
+
+def test_streams_without_uncertainty_get_a_share_of_each_rows_spread():
+    observation = GridObservation(np.array([[1.0, 2.0, 3.0, 9.0], [5.0, 0.0, 0.0, 0.0]]),
+                                  np.array([[1, 1, 1, 0], [1, 0, 0, 0]], bool), None, "1")
+    values, mask, sigma = stream_arrays(observation)
+    np.testing.assert_allclose(sigma[0], DEFAULT_SIGMA_FRACTION * np.std([1.0, 2.0, 3.0]))
+    np.testing.assert_allclose(sigma[1], 1.0)  # one value: no spread
+    assert values[0, 3] == 0.0 and not mask[0, 3]
+
+
 def test_world_refuses_an_existing_output_and_bad_options(world, capsys):
     assert main(["world", "--out", str(world), "--resolution", "4"]) == 2
     assert "exists" in capsys.readouterr().err
@@ -112,12 +140,12 @@ def test_minibatch_gradients_average_to_the_full_gradient(loaded):
     driver, config, problem, standardizer = loaded
     (graphdef, state), hybrid = new_network(standardizer.n_inputs, config, 0)
     trainable = {"net": state, "hybrid": hybrid}
-    objective, full = full_loss(problem, config, graphdef, trainable)
+    objective, full = full_objective(problem, config, graphdef)
     grad = jax.jit(jax.grad(objective.loss))
     expected = grad(trainable, full)
     size = batch_size_for(problem, config, 1)  # the largest region fits in a batch
     batches = epoch_batches(problem, config, size, 0, 0)
-    assert len(batches) > 2 and problem.fitted_regions().sum() >= 2
+    assert len(batches) > 2 and problem.fitted.sum() >= 2
     regions = max(len(set(problem.groups[b][problem.groups[b] >= 0])) for b in batches)
     parts = [grad(trainable, problem.batch(b, size, "train", float(len(batches)), regions,
                                            True)) for b in batches]

@@ -198,9 +198,8 @@ class GridDriver:
         if swapped.any():
             raise self._cell_error("t_max", index, swapped,
                                    f"below t_min at {int(swapped.sum())} value(s)")
-        weights = self.delta_t / self.delta_t.sum()
-        mean_temperature = (series["t_min"] + series["t_max"]) / 2 @ weights
-        mean_precipitation = series["precipitation"] @ weights
+        mean_temperature, mean_precipitation = record_means(
+            series["t_min"], series["t_max"], series["precipitation"], self.delta_t)
         self._check_forcing_values("mean_temperature", mean_temperature[:, None], index,
                                    "t_min", "the record mean of (t_min + t_max) / 2")
         self._check_forcing_values("mean_precipitation", mean_precipitation[:, None], index,
@@ -563,6 +562,31 @@ def _month_days(months: np.ndarray) -> np.ndarray:
     return (months.astype("datetime64[D]") - MODEL_EPOCH).astype(np.float64)
 
 
+def day_of_year(time: np.ndarray, months: np.ndarray) -> np.ndarray:
+    """Day of year [d] (1 = 1 January 00:00) of model-clock ``time`` [d since 2001-01-01]
+    falling in the ``datetime64[M]`` ``months``."""
+    return time - _month_days(months.astype("datetime64[Y]").astype("datetime64[M]")) + 1.0
+
+
+def month_clock(months: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(time, delta_t, doy)`` of monthly steps from the calendar: the model clock at
+    mid-month [d since 2001-01-01], the month lengths [d] and the day of year at mid-month."""
+    months = np.asarray(months).astype("datetime64[M]")
+    start = _month_days(months)
+    delta_t = _month_days(months + np.timedelta64(1, "M")) - start
+    time = start + delta_t / 2
+    return time, delta_t, day_of_year(time, months)
+
+
+def record_means(t_min: np.ndarray, t_max: np.ndarray, precipitation: np.ndarray,
+                 delta_t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(mean_temperature, mean_precipitation)`` of monthly series ``(P, T)``: the means over
+    the days of the record of (t_min + t_max) / 2 [degC] and precipitation [mm d-1] (each
+    month weighted by its length ``delta_t`` [d]), as for a daily site driver."""
+    weights = np.asarray(delta_t, dtype=np.float64) / np.sum(delta_t)
+    return (t_min + t_max) / 2 @ weights, precipitation @ weights
+
+
 def _time_axis(dataset: xr.Dataset, path: Path) -> tuple[np.ndarray, ...]:
     """``(stamps, dates, time, delta_t, doy, bounds)`` of a monthly time axis."""
     if TIME not in dataset.variables:
@@ -593,11 +617,10 @@ def _time_axis(dataset: xr.Dataset, path: Path) -> tuple[np.ndarray, ...]:
     if bounds_name in dataset.variables:
         bounds = _time_bounds(dataset, bounds_name, stamps, path)
         start, delta_t = bounds[:, 0], bounds[:, 1] - bounds[:, 0]
+        time = start + delta_t / 2
+        doy = day_of_year(time, months)
     else:
-        start = _month_days(months)
-        delta_t = _month_days(months + np.timedelta64(1, "M")) - start
-    time = start + delta_t / 2
-    doy = time - _month_days(months.astype("datetime64[Y]").astype("datetime64[M]")) + 1.0
+        time, delta_t, doy = month_clock(months)
     return stamps, months.astype("datetime64[D]"), time, delta_t, doy, bounds
 
 

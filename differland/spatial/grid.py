@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import jax
 import jax.numpy as jnp
@@ -44,9 +45,16 @@ from differland.config import ModelConfig
 from differland.forcing import Forcing
 from differland.model import simulate
 from differland.observations import predict, water_storage_anomaly
-from differland.params import SPECS, ParameterSet, check_scales
+from differland.params import SPECS, ParameterSet, check_scales, default_parameters
+from differland.processes.neural import init_network
 from differland.spatial import network as spatial_network
-from differland.spatial.training import guarded_step, make_optimiser, physical_parameters
+from differland.spatial.training import (
+    as_tuple,
+    check_network_settings,
+    guarded_step,
+    make_optimiser,
+    physical_parameters,
+)
 
 PIXEL_STREAMS = ("lai", "sif", "biomass", "ewt", "gpp", "reco", "et", "nee", "nbe", "fire")
 """Streams a cell can be fitted to (``ewt``: the anomaly of the model's water storage over
@@ -117,11 +125,9 @@ class GridConfig:
 
     def __post_init__(self):
         for key in ("photosynthesis", "soil_water", "decomposition", "leaf_loss", "streams",
-                    "regional", "extra_predictors", "seeds"):
-            value = getattr(self, key)
-            if isinstance(value, str) or not isinstance(value, list | tuple):
-                raise CalibrationConfigError(f"config: {key} must be a list, not {value!r}")
-            object.__setattr__(self, key, tuple(value))
+                    "regional", "extra_predictors"):
+            as_tuple(self, key)
+        check_network_settings(self)
         for key in ("weights", "parameter_values", "parameter_scales"):
             value = getattr(self, key)
             if isinstance(value, Mapping):
@@ -130,12 +136,8 @@ class GridConfig:
         if self.free_parameters is not None:
             object.__setattr__(self, "free_parameters", tuple(self.free_parameters))
         try:
-            for key, low in (("hidden", 1), ("depth", 1), ("warmup", 0), ("max_iterations", 1),
-                             ("eval_every", 1), ("patience", 1), ("batch_pixels", 1),
-                             ("holdout_block", 1)):
-                check_integer(key, getattr(self, key), low)
-            check_number("learning_rate", self.learning_rate, 0.0, positive=True)
-            check_number("weight_decay", self.weight_decay, 0.0)
+            for key in ("batch_pixels", "holdout_block"):
+                check_integer(key, getattr(self, key), 1)
             check_number("validation_fraction", self.validation_fraction, 0.0, 0.5)
             check_number("test_fraction", self.test_fraction, 0.0, 0.5)
         except SettingsError as error:
@@ -148,11 +150,6 @@ class GridConfig:
         if unknown:
             raise CalibrationConfigError(f"config: regional: unknown {', '.join(unknown)} "
                                          f"(known: {', '.join(REGIONAL_STREAMS)})")
-        if not self.seeds or len(set(self.seeds)) < len(self.seeds) or not all(
-                isinstance(s, int) and not isinstance(s, bool) and 0 <= s < 2**31
-                for s in self.seeds):
-            raise CalibrationConfigError(f"config: seeds must be distinct integers >= 0, not "
-                                         f"{list(self.seeds)!r}")
         try:
             config = self.model_config
         except (ValueError, TypeError) as error:
@@ -195,8 +192,6 @@ class GridConfig:
     def fixed_parameters(self) -> ParameterSet:
         """Physical values of every parameter the model reads (the predicted ones too, as
         placeholders): ``parameter_values`` over the registry defaults."""
-        from differland.params import default_parameters
-
         defaults = default_parameters(self.model_config.variant)
         values = dict(self.parameter_values)
         return ParameterSet({name: jnp.asarray(values.get(name, defaults[name]), jnp.float32)
@@ -362,12 +357,19 @@ class GridProblem:
     def n_regions(self) -> int:
         return int(self.region_fractions.shape[0])
 
-    @property
+    @cached_property
     def groups(self) -> np.ndarray:
+        """Each cell's region (:func:`region_groups`)."""
         return region_groups(self.region_fractions)
 
-    def fitted_regions(self) -> np.ndarray:
-        """Regions with at least one regional observation."""
+    @cached_property
+    def group_sizes(self) -> np.ndarray:
+        """Cells per region ``(R,)``."""
+        return np.bincount(self.groups[self.groups >= 0], minlength=self.n_regions)
+
+    @cached_property
+    def fitted(self) -> np.ndarray:
+        """Regions with at least one regional observation ``(R,)``."""
         if not self.regional:
             return np.zeros(self.n_regions, bool)
         return self.region_mask.reshape(-1, self.n_regions, self.region_mask.shape[-1]
@@ -393,9 +395,9 @@ class GridProblem:
         sigma = np.ones_like(values)
         if with_regions and self.regional and self.n_regions:
             groups = self.groups
-            whole = [r for r in np.unique(groups[cells]) if r >= 0
-                     and np.all(np.isin(np.flatnonzero(groups == r), cells))
-                     and self.fitted_regions()[r]]
+            present, counts = np.unique(groups[cells], return_counts=True)
+            whole = [r for r, n in zip(present, counts, strict=True)
+                     if r >= 0 and n == self.group_sizes[r] and self.fitted[r]]
             for k, r in enumerate(whole[:n_regions]):
                 weights[k] = np.where((groups[index] == r) & (real > 0),
                                       self.region_fractions[r, index], 0.0)
@@ -441,6 +443,39 @@ def predictions(params: ParameterSet, forcing: Forcing, config: ModelConfig, hyb
 
 predict_cells = jax.jit(predictions, static_argnames=("config", "names"))
 """Jitted :func:`predictions` (``names`` a tuple)."""
+
+
+CELL_BATCH = 2048
+"""Cells simulated at a time outside training."""
+
+
+def predict_in_batches(params: Mapping, forcing: Mapping, config: ModelConfig, hybrid,
+                       names: tuple[str, ...], progress: Callable[[int], None] | None = None
+                       ) -> dict[str, np.ndarray]:
+    """:func:`predict_cells` over many cells, :data:`CELL_BATCH` at a time, in float32.
+
+    Args:
+        params: physical values ``{name: (P,)}`` of every parameter the model reads.
+        forcing: ``{field: (P, T)}`` of every :class:`Forcing` field.
+        config, hybrid, names: as in :func:`predictions`.
+        progress: called with the number of cells done after each batch.
+
+    Returns:
+        ``{name: (P, T)}`` float32 arrays.
+    """
+    n = next(iter(forcing.values())).shape[0]
+    pieces = []
+    for start in range(0, n, CELL_BATCH):
+        keep = slice(start, start + CELL_BATCH)
+        batch_forcing = Forcing(**{k: np.asarray(v[keep], np.float32)
+                                   for k, v in forcing.items()})
+        batch_params = ParameterSet({k: np.asarray(v[keep], np.float32)
+                                     for k, v in params.items()})
+        out = predict_cells(batch_params, batch_forcing, config, hybrid, tuple(names))
+        pieces.append({k: np.asarray(v) for k, v in out.items()})
+        if progress is not None:
+            progress(min(CELL_BATCH, n - start))
+    return {name: np.concatenate([p[name] for p in pieces]) for name in names}
 
 
 @dataclass(frozen=True)
@@ -502,7 +537,7 @@ def pixel_mesh(n_devices: int | None = None) -> Mesh:
     return Mesh(np.asarray(devices), ("pixels",))
 
 
-def _batch_specs(batch: PixelBatch) -> PixelBatch:
+def batch_specs(batch: PixelBatch) -> PixelBatch:
     """Partition specs of a minibatch: the cell axis split over the mesh."""
     cells = P("pixels")
     return PixelBatch(jax.tree.map(lambda _: cells, batch.forcing), cells,
@@ -553,9 +588,7 @@ def epoch_batches(problem: GridProblem, config: GridConfig, batch_size: int, see
 def batch_size_for(problem: GridProblem, config: GridConfig, n_devices: int) -> int:
     """Cells per minibatch: ``batch_pixels`` raised to the largest fitted region, rounded up
     to a multiple of ``n_devices``."""
-    groups = problem.groups
-    largest = max([int(np.sum(groups == r)) for r in np.flatnonzero(problem.fitted_regions())]
-                  or [0])
+    largest = int(problem.group_sizes[problem.fitted].max(initial=0))
     size = max(config.batch_pixels, largest)
     return -(-size // n_devices) * n_devices
 
@@ -578,16 +611,12 @@ def train_grid(problem: GridProblem, config: GridConfig, graphdef_and_state, hyb
     ``checkpoint_dir`` the state is saved at every evaluation and a rerun resumes exactly.
     """
     graphdef, state = graphdef_and_state
-    names = config.parameter_names
     n_devices = mesh.devices.size
     size = batch_size_for(problem, config, n_devices)
     first = epoch_batches(problem, config, size, seed, 0)
     n_batches = len(first)
     n_regions_batch = max(max_regions(first, problem), 1)
-    fitted = int(problem.fitted_regions().sum())
-    objective = Objective(graphdef, names, config.fixed_parameters(), config, problem.streams,
-                          problem.regional, int(np.sum(problem.roles == ROLES["train"])),
-                          fitted)
+    objective = objective_for(problem, config, graphdef)
     validation_cells = np.flatnonzero(problem.roles == ROLES["validation"])
     if validation_cells.size == 0:
         validation_cells = np.flatnonzero(problem.roles == ROLES["train"])
@@ -601,7 +630,7 @@ def train_grid(problem: GridProblem, config: GridConfig, graphdef_and_state, hyb
     trainable = {"net": state, "hybrid": hybrid}
     optimiser = make_optimiser(trainable, config)
     opt_state = optimiser.init(trainable)
-    specs = _batch_specs(validation_batches[0])
+    specs = batch_specs(validation_batches[0])
     step = jax.jit(guarded_step(objective.loss, optimiser))
     validation_loss = jax.jit(validation_objective.loss)
 
@@ -704,8 +733,6 @@ def _host(tree):
 
 def new_network(n_inputs: int, config: GridConfig, seed: int):
     """``((graphdef, state), hybrid)``: a new network and the model's hybrid terms."""
-    from differland.processes.neural import init_network
-
     model_config = config.model_config
     hybrid = init_network(jax.random.PRNGKey(seed), model_config) \
         if model_config.network_sizes else None
@@ -713,20 +740,26 @@ def new_network(n_inputs: int, config: GridConfig, seed: int):
                                  config.depth, seed), hybrid
 
 
-def full_loss(problem: GridProblem, config: GridConfig, graphdef, trainable,
-              cells: np.ndarray | None = None) -> Callable:
-    """The objective over every training cell and fitted region at once (one batch; for
-    checks of the minibatch estimator on small grids)."""
+def objective_for(problem: GridProblem, config: GridConfig, graphdef) -> Objective:
+    """The objective of ``problem``: its streams, its training cells and fitted regions."""
+    return Objective(graphdef, config.parameter_names, config.fixed_parameters(), config,
+                     problem.streams, problem.regional,
+                     int(np.sum(problem.roles == ROLES["train"])), int(problem.fitted.sum()))
+
+
+def full_objective(problem: GridProblem, config: GridConfig, graphdef,
+                   cells: np.ndarray | None = None) -> tuple[Objective, PixelBatch]:
+    """``(objective, batch)``: the objective over every training cell and fitted region of
+    ``cells`` (default all) as one batch (for checks of the minibatch estimator on small
+    grids)."""
     cells = np.arange(problem.n_pixels) if cells is None else cells
-    fitted = int(problem.fitted_regions().sum())
-    objective = Objective(graphdef, config.parameter_names, config.fixed_parameters(), config,
-                          problem.streams, problem.regional,
-                          int(np.sum(problem.roles == ROLES["train"])), fitted)
+    objective = objective_for(problem, config, graphdef)
     batch = problem.batch(cells, cells.size, "train", 1.0, max(problem.n_regions, 1), True)
     return objective, batch
 
 
-__all__ = ["GridConfig", "GridProblem", "GridTrained", "Objective", "PixelBatch", "ROLES",
-           "batch_size_for", "epoch_batches", "full_loss", "holdout_roles", "new_network",
-           "pixel_mesh", "place", "plan_batches", "predict_cells", "predictions", "replicate",
+__all__ = ["CELL_BATCH", "GridConfig", "GridProblem", "GridTrained", "Objective", "PixelBatch",
+           "ROLES", "batch_size_for", "batch_specs", "epoch_batches", "full_objective",
+           "holdout_roles", "new_network", "objective_for", "pixel_mesh", "place",
+           "plan_batches", "predict_cells", "predict_in_batches", "predictions", "replicate",
            "train_grid"]

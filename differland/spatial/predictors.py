@@ -54,9 +54,25 @@ class PredictorError(ValueError):
     """A site's predictor that is missing, not a number, or an unknown class."""
 
 
-def grid_predictor_names(extra: Sequence[str] = ()) -> tuple[str, ...]:
-    """Names of the numeric predictors of a grid cell, in column order."""
-    return (*GRID_PREDICTORS, *CLIMATE_PREDICTORS, *extra)
+def grid_predictor_table(forcing: Mapping[str, np.ndarray], month: np.ndarray,
+                         static: Mapping[str, np.ndarray]) -> tuple[tuple[str, ...],
+                                                                    np.ndarray]:
+    """``(names, table (P, n))``: the numeric predictors of grid cells, in column order:
+    latitude, elevation (if ``static`` has it), :data:`CLIMATE_PREDICTORS` of the whole
+    record, then the other ``static`` maps.
+
+    Args:
+        forcing: ``(P, T)`` series ``t_min``, ``t_max``, ``precipitation``, ``vpd``,
+            ``ssrd`` and ``latitude`` (forcing field names and units).
+        month: calendar month (0..11) of each step ``(T,)``.
+        static: ``{name: (P,)}`` static maps at the cells.
+    """
+    climate = climate_table(0.5 * (np.asarray(forcing["t_min"]) + np.asarray(forcing["t_max"])),
+                            forcing["precipitation"], forcing["vpd"], forcing["ssrd"], month)
+    columns = {"latitude": np.asarray(forcing["latitude"])[:, 0], **static, **climate}
+    names = (*[n for n in GRID_PREDICTORS if n in columns], *CLIMATE_PREDICTORS,
+             *[n for n in static if n not in GRID_PREDICTORS])
+    return names, np.stack([np.asarray(columns[n], np.float64) for n in names], axis=1)
 
 
 def predictor_names(extra: Sequence[str] = ()) -> tuple[str, ...]:

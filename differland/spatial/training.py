@@ -40,6 +40,43 @@ from differland.processes.neural import init_network
 from differland.spatial import network as spatial_network
 
 
+def as_tuple(config, key: str) -> None:
+    """Store the list ``config.<key>`` of a frozen configuration as a tuple.
+
+    Raises:
+        CalibrationConfigError: the value is not a list.
+    """
+    value = getattr(config, key)
+    if isinstance(value, str) or not isinstance(value, list | tuple):
+        raise CalibrationConfigError(f"config: {key} must be a list, not {value!r}")
+    object.__setattr__(config, key, tuple(value))
+
+
+def check_network_settings(config) -> None:
+    """Check the settings every network configuration has (``hidden``, ``depth``,
+    ``warmup``, ``max_iterations``, ``eval_every``, ``patience``, ``learning_rate``,
+    ``weight_decay``, ``seeds``); ``seeds`` is stored as a tuple.
+
+    Raises:
+        CalibrationConfigError: naming the key.
+    """
+    try:
+        for key, low in (("hidden", 1), ("depth", 1), ("warmup", 0), ("max_iterations", 1),
+                         ("eval_every", 1), ("patience", 1)):
+            check_integer(key, getattr(config, key), low)
+        check_number("learning_rate", config.learning_rate, 0.0, positive=True)
+        check_number("weight_decay", config.weight_decay, 0.0)
+    except SettingsError as error:
+        raise CalibrationConfigError(f"config: {error}") from None
+    as_tuple(config, "seeds")
+    if not config.seeds or not all(isinstance(s, int) and not isinstance(s, bool)
+                                   and 0 <= s < 2**31 for s in config.seeds):
+        raise CalibrationConfigError(f"config: seeds must be a non-empty list of integers "
+                                     f">= 0, not {list(config.seeds)!r}")
+    if len(set(config.seeds)) < len(config.seeds):
+        raise CalibrationConfigError("config: seeds names a seed twice")
+
+
 @dataclass(frozen=True)
 class SpatialConfig:
     """Everything that defines a spatialization network and its training (``config.json`` of
@@ -77,28 +114,11 @@ class SpatialConfig:
     seeds: tuple[int, ...] = (0,)
 
     def __post_init__(self):
-        try:
-            for key, low in (("hidden", 1), ("depth", 1), ("warmup", 0),
-                             ("max_iterations", 1), ("eval_every", 1), ("patience", 1)):
-                check_integer(key, getattr(self, key), low)
-            check_number("learning_rate", self.learning_rate, 0.0, positive=True)
-            check_number("weight_decay", self.weight_decay, 0.0)
-        except SettingsError as error:
-            raise CalibrationConfigError(f"config: {error}") from None
+        check_network_settings(self)
         if not isinstance(self.calibration, SiteCalibrationConfig):
             raise CalibrationConfigError("config: calibration must be an object of site "
                                          "calibration keys")
-        for key in ("extra_predictors", "seeds"):
-            value = getattr(self, key)
-            if isinstance(value, str) or not isinstance(value, list | tuple):
-                raise CalibrationConfigError(f"config: {key} must be a list, not {value!r}")
-            object.__setattr__(self, key, tuple(value))
-        if not self.seeds or not all(isinstance(s, int) and not isinstance(s, bool)
-                                     and 0 <= s < 2**31 for s in self.seeds):
-            raise CalibrationConfigError(f"config: seeds must be a non-empty list of integers "
-                                         f">= 0, not {list(self.seeds)!r}")
-        if len(set(self.seeds)) < len(self.seeds):
-            raise CalibrationConfigError("config: seeds names a seed twice")
+        as_tuple(self, "extra_predictors")
         if not all(isinstance(name, str) and name for name in self.extra_predictors):
             raise CalibrationConfigError("config: extra_predictors must name columns")
 

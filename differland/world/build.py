@@ -27,25 +27,23 @@ import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
-import jax
 import numpy as np
 import xarray as xr
 
 from differland import __version__
 from differland.config import ModelConfig
-from differland.forcing import make_forcing
-from differland.params import SPECS, ParameterSet
-from differland.spatial.grid import predict_cells
+from differland.forcing import Forcing, validate_forcing
+from differland.io.grid import month_clock, record_means
+from differland.params import SPECS
+from differland.spatial.grid import predict_in_batches
 from differland.spatial.predictors import (
     IGBP_PFT,
     Standardizer,
-    climate_table,
-    grid_predictor_names,
+    grid_predictor_table,
 )
 from differland.world import climate, planted
 from differland.world.maps import IGBP_CLASSES, koppen_group, load_world_maps
 
-MODEL_EPOCH = np.datetime64("2001-01-01", "D")
 TRUE_FLUXES = ("gpp", "reco", "nee", "nbe", "et", "lai", "sif", "biomass", "fire")
 """Fluxes and states whose planted series the world stores as ``true_<name>``."""
 MIN_LAND_FRACTION = 0.5
@@ -53,7 +51,6 @@ MIN_REGION_CELLS = 4
 """A region with fewer simulated cells of the world is left out."""
 TOWER_SHARE = 1.0 / 150.0
 """Share of the simulated cells with an eddy-covariance tower (at least 3 towers)."""
-SIMULATION_BATCH = 2048
 
 
 class WorldError(ValueError):
@@ -110,53 +107,29 @@ def forcing_arrays(cells: dict, dates: np.ndarray, seed: int) -> dict[str, np.nd
     temperature = 0.5 * (weather["t_min"] + weather["t_max"])
     flammability = np.array([planted.FLAMMABILITY[p] for p in cells["pft"]])
     shape = temperature.shape
-    starts = dates.astype("datetime64[D]")
-    ends = (starts.astype("datetime64[M]") + 1).astype("datetime64[D]")
-    delta_t = (ends - starts).astype(float)
-    middle = (starts - MODEL_EPOCH).astype(float) + delta_t / 2.0
+    time, delta_t, doy = month_clock(dates)
+    mean_temperature, mean_precipitation = record_means(
+        weather["t_min"], weather["t_max"], weather["precipitation"], delta_t)
     return {
-        "time": np.broadcast_to(middle, shape), "t_min": weather["t_min"],
+        "time": np.broadcast_to(time, shape), "t_min": weather["t_min"],
         "t_max": weather["t_max"], "ssrd": weather["ssrd"],
-        "co2": np.broadcast_to(weather["co2"], shape),
-        "doy": np.broadcast_to(climate.mid_month_day_of_year(dates), shape),
+        "co2": np.broadcast_to(weather["co2"], shape), "doy": np.broadcast_to(doy, shape),
         "burned_area": climate.burned_area(weather["vpd"], temperature, flammability),
         "vpd": weather["vpd"], "precipitation": weather["precipitation"],
         "latitude": np.broadcast_to(cells["lat"][:, None], shape),
         "delta_t": np.broadcast_to(delta_t, shape),
-        "mean_temperature": np.broadcast_to(temperature.mean(axis=1, keepdims=True), shape),
-        "mean_precipitation": np.broadcast_to(
-            np.maximum(weather["precipitation"].mean(axis=1, keepdims=True), 1e-3), shape),
+        "mean_temperature": np.broadcast_to(mean_temperature[:, None], shape),
+        "mean_precipitation": np.broadcast_to(mean_precipitation[:, None], shape),
     }
-
-
-def predictor_table(forcing: dict[str, np.ndarray], elevation: np.ndarray, lat: np.ndarray,
-                    dates: np.ndarray) -> np.ndarray:
-    """The numeric predictors ``(P, n)`` (columns :func:`grid_predictor_names`)."""
-    months = dates.astype("datetime64[M]").astype(int) % 12
-    table = climate_table(0.5 * (forcing["t_min"] + forcing["t_max"]),
-                          forcing["precipitation"], forcing["vpd"], forcing["ssrd"], months)
-    columns = {"latitude": lat, "elevation": elevation, **table}
-    return np.stack([columns[name] for name in grid_predictor_names()], axis=1)
 
 
 def simulate_truth(params: dict[str, np.ndarray], forcing: dict[str, np.ndarray],
                    progress: Callable[[int], None] | None = None) -> dict[str, np.ndarray]:
-    """The planted series ``(P, T)`` of :data:`TRUE_FLUXES` and the water storage."""
-    config = model_config()
-    n = next(iter(forcing.values())).shape[0]
-    pieces = []
-    for start in range(0, n, SIMULATION_BATCH):
-        keep = slice(start, start + SIMULATION_BATCH)
-        batch_forcing = make_forcing(**{k: v[keep] for k, v in forcing.items()})
-        batch_forcing = jax.tree.map(lambda x: np.asarray(x, np.float32), batch_forcing)
-        batch_params = ParameterSet({k: np.asarray(v[keep], np.float32)
-                                     for k, v in params.items()})
-        out = predict_cells(batch_params, batch_forcing, config, None,
-                            (*TRUE_FLUXES, "water_storage"))
-        pieces.append({k: np.asarray(v, np.float64) for k, v in out.items()})
-        if progress is not None:
-            progress(min(SIMULATION_BATCH, n - start))
-    return {name: np.concatenate([p[name] for p in pieces]) for name in pieces[0]}
+    """The planted series ``(P, T)`` of :data:`TRUE_FLUXES` and the water storage, after
+    checking that the world's forcing is plausible."""
+    validate_forcing(Forcing(**forcing), "twin world")
+    return predict_in_batches(params, forcing, model_config(), None,
+                              (*TRUE_FLUXES, "water_storage"), progress)
 
 
 def _observe(rng, truth, sigma, missing):
@@ -233,8 +206,8 @@ def build_world(spec: WorldSpec, progress: Callable[[str, int, int], None] | Non
              "pft": pft_map[rows, cols]}
     dates = climate.month_starts(spec.first_year, spec.years)
     forcing = forcing_arrays(cells, dates, spec.seed)
-    table = predictor_table(forcing, cells["elevation"], cells["lat"], dates)
-    names = grid_predictor_names()
+    names, table = grid_predictor_table(forcing, dates.astype("datetime64[M]").astype(int) % 12,
+                                        {"elevation": cells["elevation"]})
     scaler = Standardizer.fit_table(table, names)
     standardised = {name: (table[:, j] - scaler.mean[j]) / scaler.std[j]
                     for j, name in enumerate(names)}

@@ -16,6 +16,8 @@ from importlib import resources
 
 import numpy as np
 
+from differland.io.grid import month_clock
+
 SOLAR_CONSTANT = 0.0820  # MJ m-2 min-1 (FAO-56)
 LAPSE_RATE = 6.5e-3  # degC m-1
 DAYS_PER_YEAR = 365.25
@@ -39,14 +41,6 @@ def month_starts(first_year: int, years: int) -> np.ndarray:
     months = np.arange(np.datetime64(f"{first_year}-01", "M"),
                        np.datetime64(f"{first_year + years}-01", "M"))
     return months.astype("datetime64[D]")
-
-
-def mid_month_day_of_year(dates: np.ndarray) -> np.ndarray:
-    """Day of year at the middle of each month starting at ``dates``."""
-    starts = dates.astype("datetime64[D]")
-    ends = (starts.astype("datetime64[M]") + 1).astype("datetime64[D]")
-    middle = starts + (ends - starts) // 2
-    return (middle - middle.astype("datetime64[Y]").astype("datetime64[D]")).astype(float) + 1
 
 
 def extraterrestrial_radiation(latitude: np.ndarray, doy: np.ndarray) -> np.ndarray:
@@ -113,7 +107,7 @@ def monthly_climate(latitude: np.ndarray, longitude: np.ndarray, elevation: np.n
     regime = np.array([REGIMES.get(int(g), REGIMES[0]) for g in np.asarray(group)])
     rain, seasonality, humidity, transmissivity, continentality = (regime[:, [k]]
                                                                    for k in range(5))
-    doy = mid_month_day_of_year(dates)
+    doy = month_clock(dates)[2]
     n_months = dates.size
     year_index = np.arange(n_months) // 12
     n_years = int(year_index[-1]) + 1

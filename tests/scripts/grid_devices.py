@@ -23,8 +23,8 @@ import numpy as np  # noqa: E402
 from differland.grid_workflows import grid_config_for, load_problem  # noqa: E402
 from differland.io import read_grid_driver  # noqa: E402
 from differland.spatial.grid import (  # noqa: E402
-    _batch_specs,
-    full_loss,
+    batch_specs,
+    full_objective,
     new_network,
     pixel_mesh,
     place,
@@ -40,9 +40,9 @@ mesh = pixel_mesh(n_devices if len(sys.argv) <= 3 else None)
 (graphdef, state), hybrid = new_network(standardizer.n_inputs, config, 0)
 trainable = {"net": state, "hybrid": hybrid}
 cells = np.arange(problem.n_pixels - problem.n_pixels % 4)  # the same cells on 1, 2, 4 devices
-objective, batch = full_loss(problem, config, graphdef, trainable, cells)
+objective, batch = full_objective(problem, config, graphdef, cells)
 loss, grads = jax.jit(jax.value_and_grad(objective.loss))(
-    replicate(trainable, mesh), place(batch, _batch_specs(batch), mesh))
+    replicate(trainable, mesh), place(batch, batch_specs(batch), mesh))
 trained = train_grid(problem, config, (graphdef, state), hybrid, 0, mesh, progress=False)
 leaves = jax.tree.leaves(jax.tree.map(lambda x: np.asarray(x.addressable_data(0)), grads))
 weights = jax.tree.leaves(trained.state)
