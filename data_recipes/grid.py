@@ -762,7 +762,10 @@ def assemble(variables: Sequence[SourceVariable], grid: xr.Dataset, months: pd.D
         dims = [dim for dim in ("time", "lat", "lon") if dim in data.dims]
         data = data.transpose(*dims).astype(np.float32)
         data = data.chunk(output_chunks(dims, options.chunk))
-        data_vars[variable.name] = data.assign_attrs(variable_attrs(variable))
+        variable_meta = variable_attrs(variable)
+        if variable.categorical and "flag_values" not in variable_meta:  # marks it as classes
+            variable_meta["flag_values"] = class_values(data).astype(np.int64)
+        data_vars[variable.name] = data.assign_attrs(variable_meta)
     mask = (is_land & complete).astype(np.int8)
     mask = mask.broadcast_like(area).assign_attrs(
         units="1", long_name="1 where the cell is simulated: land with complete forcing")

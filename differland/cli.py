@@ -552,6 +552,11 @@ def _use_devices(devices: int | None) -> None:
         pass
 
 
+def _check_memory(memory: float) -> None:
+    if not (memory >= 0 and memory < float("inf")):
+        raise CliError(f"--memory: {memory:g} is not a size in GiB (0 or more)")
+
+
 @spatial_app.command("train")
 def spatial_train_command(
     out: Annotated[Path, typer.Option(
@@ -572,6 +577,9 @@ def spatial_train_command(
     devices: Annotated[int | None, typer.Option(
         help="Grid: devices the minibatches are split over (default: all; on CPU, this "
              "many host devices).")] = None,
+    memory: Annotated[float, typer.Option(
+        help="Grid: GiB of per-cell arrays held in memory; a larger grid's are memory-mapped "
+             "from a temporary folder beside --out and read a minibatch at a time.")] = 4.0,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
     overwrite: Annotated[bool, typer.Option(
         "--overwrite", help="Replace a trained model in --out.")] = False,
@@ -584,8 +592,9 @@ def spatial_train_command(
         from differland.grid_workflows import grid_train, read_grid_config
 
         values = read_grid_config(config, seed, iterations)
+        _check_memory(memory)
         record = grid_train(grid, out, values, devices=devices, progress=progress,
-                            overwrite=overwrite)
+                            overwrite=overwrite, memory_gib=memory)
         seeds = ", ".join(f"seed {k}: {v['iterations']} iterations, validation loss "
                           f"{v['best_validation_loss']:.4g}" for k, v in record["seeds"].items())
         typer.echo(f"wrote {out}: {record['cells']} cells on {record['devices']} device(s); "
@@ -614,6 +623,9 @@ def spatial_predict_command(
         help="Grid driver: parameter and flux maps, regional budgets, figures.")] = None,
     overwrite: Annotated[bool, typer.Option(
         "--overwrite", help="Replace earlier predictions in --out.")] = False,
+    memory: Annotated[float, typer.Option(
+        help="Grid: GiB of per-cell arrays held in memory; a larger grid's are memory-mapped "
+             "from a temporary folder beside --out and read a minibatch at a time.")] = 4.0,
 ) -> None:
     """Predict the parameters of every site (or grid cell), simulate and score it."""
     if grid is not None:
@@ -621,7 +633,8 @@ def spatial_predict_command(
             raise CliError("--grid: give either a grid or --sites-csv and --sites-dir")
         from differland.grid_workflows import grid_predict
 
-        report = grid_predict(model, grid, out)
+        _check_memory(memory)
+        report = grid_predict(model, grid, out, memory_gib=memory)
         typer.echo(f"wrote {out}: parameters.nc, fluxes.nc, maps/, budgets.csv, "
                    f"identified.json ({len(report['identified'])} identified parameters)")
         return

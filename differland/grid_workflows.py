@@ -10,6 +10,7 @@ A grid model directory (``spatial train --grid``) holds ``config.json`` (the
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import io as text_io
@@ -62,7 +63,7 @@ from differland.spatial_workflows import (
     load_weights,
     save_weights,
 )
-from differland.workflows import package_digest
+from differland.workflows import notice, package_digest
 from differland.world.build import WorldSpec, build_world
 from differland.world.maps import IGBP_CLASSES
 
@@ -71,8 +72,9 @@ MODEL_RECORD = "training.json"
 MODEL_FILES = ("config.json", "predictors.json", "split.json", "history.json", MODEL_RECORD)
 LOAD_BATCH = 4096
 """Cells read from a grid driver at a time."""
-MEMORY_LIMIT = 8 * 2**30
-"""A grid whose training arrays need more bytes is read from disk minibatch by minibatch."""
+IN_MEMORY_GIB = 4.0
+"""Default largest size [GiB] of the per-cell training arrays held in memory; a larger
+grid's are memory-mapped from disk and read a minibatch at a time."""
 FLUXES = ("gpp", "reco", "nee", "nbe", "et", "lai", "sif", "biomass")
 """Fluxes and states a prediction maps."""
 SECONDS_PER_YEAR = 365.25 * 86400.0
@@ -151,16 +153,15 @@ def _pft_of(driver, cells: np.ndarray) -> np.ndarray:
                      for c in codes], dtype=object)
 
 
-def grid_predictors(driver, forcing: dict[str, np.ndarray], extra: tuple[str, ...]
-                    ) -> tuple[tuple[str, ...], np.ndarray, np.ndarray]:
-    """``(names, table (P, n), pft (P,))`` of every cell (:func:`grid_predictor_table` of
-    its ``forcing`` fields ``(P, T)``, the grid's ``elevation`` map if it has one, and the
+def grid_predictors(driver, forcing: dict[str, np.ndarray], extra: tuple[str, ...],
+                    cells: np.ndarray) -> tuple[tuple[str, ...], np.ndarray, np.ndarray]:
+    """``(names, table (P, n), pft (P,))`` of ``cells`` (:func:`grid_predictor_table` of
+    their ``forcing`` fields ``(P, T)``, the grid's ``elevation`` map if it has one, and the
     ``extra`` static maps)."""
     missing = [name for name in extra if name not in driver.predictors]
     if missing:
         raise DriverError(f"{driver.path}: variable {missing[0]}: the configuration's "
                           "extra_predictors names a map the grid does not have")
-    cells = np.arange(driver.n_pixels)
     static = {name: driver.static(name, cells)
               for name in (("elevation",) if "elevation" in driver.predictors else ()) + extra}
     names, table = grid_predictor_table(
@@ -169,8 +170,8 @@ def grid_predictors(driver, forcing: dict[str, np.ndarray], extra: tuple[str, ..
     if bad.any():
         cell, column = np.argwhere(bad)[0]
         raise DriverError(f"{driver.path}: variable {names[column]}: no value at the simulated "
-                          f"cell lat={driver.lat[driver.rows[cell]]:g}, "
-                          f"lon={driver.lon[driver.cols[cell]]:g}")
+                          f"cell lat={driver.lat[driver.rows[cells[cell]]]:g}, "
+                          f"lon={driver.lon[driver.cols[cells[cell]]]:g}")
     return names, table, _pft_of(driver, cells)
 
 
@@ -198,43 +199,97 @@ def stream_arrays(observation) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return np.where(ok, observation.values, 0.0), ok, sigma
 
 
-def _observations(driver, streams, cells):
-    shape = (len(streams), cells.size, driver.n_steps)
-    values, mask, sigma = (np.zeros(shape, np.float32), np.zeros(shape, np.float32),
-                           np.ones(shape, np.float32))
-    for k, name in enumerate(streams):
-        values[k], mask[k], sigma[k] = stream_arrays(driver.observation(name, cells))
-    return values, mask, sigma
+def training_bytes(driver, config: GridConfig) -> int:
+    """Bytes of the per-cell training arrays of ``driver`` under ``config`` (float32
+    forcing, and values, mask and sigma of each cell stream)."""
+    streams = [s for s in config.streams if s in driver.observations]
+    return driver.n_pixels * driver.n_steps * 4 * (len(dataclasses.fields(Forcing))
+                                                   + 3 * len(streams))
+
+
+def _cell_array(folder: Path | None, name: str, shape: tuple[int, ...]):
+    if folder is None:
+        return np.empty(shape, np.float32)
+    return np.lib.format.open_memmap(folder / f"{name}.npy", mode="w+", dtype=np.float32,
+                                     shape=shape)
+
+
+@contextlib.contextmanager
+def cell_storage(driver, config: GridConfig, out: Path, memory_gib: float):
+    """Where :func:`load_problem` keeps the per-cell arrays of ``driver``: ``None``
+    (memory) when they need at most ``memory_gib`` GiB, else a hidden temporary folder
+    beside ``out``, removed on exit.
+
+    Raises:
+        DriverError: the disk beside ``out`` has not the room.
+    """
+    needed = training_bytes(driver, config)
+    if needed <= memory_gib * 2**30:
+        yield None
+        return
+    out = Path(out)
+    free = shutil.disk_usage(out.parent).free
+    if needed > free:
+        raise DriverError(f"{driver.path}: the training arrays need {needed / 2**30:.1f} GiB "
+                          f"on disk beside {out} (more than --memory {memory_gib:g} GiB) and "
+                          f"{free / 2**30:.1f} GiB are free there")
+    for stale in out.parent.glob(f".{out.name}.cells-*"):  # left by a killed run
+        if stale.is_dir() and not stale.is_symlink() and all(
+                path.suffix == ".npy" and path.is_file() for path in stale.iterdir()):
+            shutil.rmtree(stale)
+            notice(f"removed {stale}, left by an interrupted run")
+    with tempfile.TemporaryDirectory(prefix=f".{out.name}.cells-", dir=out.parent) as folder:
+        yield Path(folder)
 
 
 def load_problem(driver, config: GridConfig, standardizer: Standardizer | None = None,
-                 roles: np.ndarray | None = None):
+                 roles: np.ndarray | None = None, on_disk: Path | None = None):
     """``(problem, standardizer, predictor names)`` of a grid driver: every cell's forcing,
-    observations and network inputs in memory (float32), the roles of the cells, and the
-    regional observations. ``standardizer`` defaults to one fitted on the training cells."""
+    observations and network inputs (float32), the roles of the cells, and the regional
+    observations, read in one pass over the grid, :data:`LOAD_BATCH` cells at a time.
+
+    Args:
+        standardizer: default one fitted on the training cells.
+        roles: the cells' :data:`ROLES` (default drawn by :func:`holdout_roles`).
+        on_disk: an existing empty folder: the per-cell series are written there as
+            ``.npy`` files and memory-mapped read-only, so that a minibatch reads only its
+            cells and a grid larger than memory trains (default: held in memory).
+    """
     streams = tuple(s for s in config.streams if s in driver.observations)
     regional = tuple(s for s in config.regional if s in driver.regional and driver.regions)
     if not streams and not regional:
         raise DriverError(f"{driver.path}: none of the configuration's streams "
                           f"({', '.join(config.streams + config.regional)}) is observed")
-    needed = driver.n_pixels * driver.n_steps * 4 * (13 + 3 * len(streams))
-    if needed > MEMORY_LIMIT:
-        raise DriverError(f"{driver.path}: the training arrays need {needed / 2**30:.1f} GiB, "
-                          f"more than the {MEMORY_LIMIT / 2**30:.0f} GiB this version holds in "
-                          "memory; train on a region or a coarser grid")
-    forcing, values, mask, sigma = {}, [], [], []
-    for start in range(0, driver.n_pixels, LOAD_BATCH):  # one pass over the grid
-        cells = np.arange(start, min(start + LOAD_BATCH, driver.n_pixels))
+    n, n_steps = driver.n_pixels, driver.n_steps
+    folder = None if on_disk is None else Path(on_disk)
+    shape = (len(streams), n, n_steps)
+    values, mask, sigma = (_cell_array(folder, name, shape)
+                           for name in ("values", "mask", "sigma"))
+    forcing, tables, pfts = {}, [], []
+    names: tuple[str, ...] = ()
+    for start in range(0, n, LOAD_BATCH):  # one pass over the grid
+        cells = np.arange(start, min(start + LOAD_BATCH, n))
         batch = driver.forcing(cells)
-        for field in dataclasses.fields(batch):
-            forcing.setdefault(field.name, []).append(
-                np.asarray(getattr(batch, field.name), np.float32))
-        v, m, s = _observations(driver, streams, cells)
-        values.append(v)
-        mask.append(m)
-        sigma.append(s)
-    forcing = {k: np.concatenate(v) for k, v in forcing.items()}
-    names, table, pft = grid_predictors(driver, forcing, config.extra_predictors)
+        fields = {f.name: np.asarray(getattr(batch, f.name), np.float32)
+                  for f in dataclasses.fields(batch)}
+        for name, field in fields.items():
+            if name not in forcing:
+                forcing[name] = _cell_array(folder, f"forcing_{name}", (n, *field.shape[1:]))
+            forcing[name][cells] = field
+        for k, stream in enumerate(streams):
+            values[k, cells], mask[k, cells], sigma[k, cells] = stream_arrays(
+                driver.observation(stream, cells))
+        names, table, pft = grid_predictors(driver, fields, config.extra_predictors, cells)
+        tables.append(table)
+        pfts.append(pft)
+    if folder is not None:  # written once, then read-only
+        for array in (values, mask, sigma, *forcing.values()):
+            array.flush()
+        values, mask, sigma = (np.load(folder / f"{name}.npy", mmap_mode="r")
+                               for name in ("values", "mask", "sigma"))
+        forcing = {name: np.load(folder / f"forcing_{name}.npy", mmap_mode="r")
+                   for name in forcing}
+    table, pft = np.concatenate(tables), np.concatenate(pfts)
     if roles is None:
         roles = holdout_roles(driver.rows, driver.cols, config, seed=config.seeds[0])
     if standardizer is None:
@@ -242,9 +297,8 @@ def load_problem(driver, config: GridConfig, standardizer: Standardizer | None =
         standardizer = Standardizer.fit_table(table[train], names)
     inputs = standardizer.inputs_table(table, pft).astype(np.float32)
     n_regions = len(driver.regions)
-    fractions = driver.region_weights(np.arange(driver.n_pixels)) if n_regions else np.zeros(
-        (0, driver.n_pixels))
-    region_values = np.zeros((len(regional), n_regions, driver.n_steps), np.float32)
+    fractions = driver.region_weights(np.arange(n)) if n_regions else np.zeros((0, n))
+    region_values = np.zeros((len(regional), n_regions, n_steps), np.float32)
     region_mask, region_sigma = np.zeros_like(region_values), np.ones_like(region_values)
     for k, name in enumerate(regional):
         observation = driver.regional_observation(name)  # (T, R)
@@ -253,10 +307,9 @@ def load_problem(driver, config: GridConfig, standardizer: Standardizer | None =
             sigma=None if observation.sigma is None else observation.sigma.T,
             sigma_mask=None if observation.sigma_mask is None else observation.sigma_mask.T)
         region_values[k], region_mask[k], region_sigma[k] = stream_arrays(transposed)
-    problem = GridProblem(forcing, inputs, np.concatenate(values, axis=1),
-                          np.concatenate(mask, axis=1), np.concatenate(sigma, axis=1),
-                          streams, np.asarray(fractions, np.float64), region_values,
-                          region_mask, region_sigma, regional, np.asarray(roles, np.int8))
+    problem = GridProblem(forcing, inputs, values, mask, sigma, streams,
+                          np.asarray(fractions, np.float64), region_values, region_mask,
+                          region_sigma, regional, np.asarray(roles, np.int8))
     return problem, standardizer, names
 
 
@@ -306,9 +359,11 @@ def read_grid_config(path: Path | None, seed: int | None = None,
 
 def grid_train(grid: Path, out: Path, config_values: dict | None = None,
                devices: int | None = None, progress: bool = True, overwrite: bool = False,
-               stop_after: int | None = None) -> dict:
+               stop_after: int | None = None, memory_gib: float = IN_MEMORY_GIB) -> dict:
     """Train the network(s) over the cells of ``grid`` and write the model directory
-    ``out``; returns the training record (empty when ``stop_after`` stopped it)."""
+    ``out``; returns the training record (empty when ``stop_after`` stopped it). Training
+    arrays over ``memory_gib`` GiB are memory-mapped from a temporary folder beside
+    ``out`` (:func:`cell_storage`)."""
     out = Path(out)
     mode = _prepare_model_directory(out, [grid], overwrite, kind=GRID_MODEL_KIND)
     driver = read_grid_driver(grid)
@@ -317,7 +372,15 @@ def grid_train(grid: Path, out: Path, config_values: dict | None = None,
     except CalibrationConfigError as error:
         raise CalibrationConfigError(str(error)) from None
     mesh = pixel_mesh(devices)
-    problem, standardizer, names = load_problem(driver, config)
+    with cell_storage(driver, config, out, memory_gib) as on_disk:
+        problem, standardizer, names = load_problem(driver, config, on_disk=on_disk)
+        return _train_problem(grid, out, driver, config, mesh, problem, standardizer, names,
+                              mode, progress, stop_after)
+
+
+def _train_problem(grid, out, driver, config, mesh, problem, standardizer, names, mode,
+                   progress, stop_after) -> dict:
+    """:func:`grid_train` once the cells are loaded."""
     record = {"kind": GRID_MODEL_KIND, "differland_version": __version__,
               "differland_source_sha256": package_digest(),
               "precision": "float64" if jax.config.jax_enable_x64 else "float32",
@@ -474,6 +537,29 @@ CYCLIC_DAYS = ("labile_release_day", "leaf_fall_day")
 same model, so their recovery is scored on the day of the year."""
 
 
+def ensemble_mean(name: str, members: np.ndarray) -> np.ndarray:
+    """Mean over the leading (member) axis of a parameter's predictions; for
+    :data:`CYCLIC_DAYS` the circular mean of the day of the year, placed in the parameter's
+    second year (members a year apart, or either side of New Year, are not averaged to a
+    date between them)."""
+    if name not in CYCLIC_DAYS:
+        return members.mean(axis=0)
+    angle = 2.0 * np.pi * np.asarray(members, np.float64) / DAYS_PER_YEAR
+    mean = np.arctan2(np.sin(angle).mean(axis=0), np.cos(angle).mean(axis=0))
+    return (DAYS_PER_YEAR * (1.0 + (mean / (2.0 * np.pi)) % 1.0)).astype(members.dtype)
+
+
+def ensemble_spread(name: str, members: np.ndarray) -> np.ndarray:
+    """Standard deviation over the leading (member) axis; for :data:`CYCLIC_DAYS` the
+    circular standard deviation in days."""
+    if name not in CYCLIC_DAYS:
+        return members.std(axis=0)
+    angle = 2.0 * np.pi * np.asarray(members, np.float64) / DAYS_PER_YEAR
+    length = np.hypot(np.sin(angle).mean(axis=0), np.cos(angle).mean(axis=0))
+    return (DAYS_PER_YEAR / (2.0 * np.pi) * np.sqrt(-2.0 * np.log(np.clip(length, 1e-12, 1.0)))
+            ).astype(members.dtype)
+
+
 def _day_r_squared(predicted: np.ndarray, planted: np.ndarray) -> float:
     """:func:`r_squared` of dates with errors taken on the circle of the year."""
     planted = np.asarray(planted, float)
@@ -490,9 +576,11 @@ def _nse(predicted: np.ndarray, truth: np.ndarray) -> float:
         else math.nan
 
 
-def grid_predict(model_dir: Path, grid: Path, out: Path, progress: bool = True) -> dict:
+def grid_predict(model_dir: Path, grid: Path, out: Path, progress: bool = True,
+                 memory_gib: float = IN_MEMORY_GIB) -> dict:
     """Parameter maps, flux maps, regional budgets, the identifiability report and, on a
-    twin world, the recovery of the truth; written to ``out`` (see ``docs/spatial.md``)."""
+    twin world, the recovery of the truth; written to ``out`` (see ``docs/spatial.md``).
+    Cell arrays over ``memory_gib`` GiB are memory-mapped as in :func:`grid_train`."""
     out = Path(out)
     model = load_grid_model(model_dir)
     for source in (grid, model_dir):
@@ -510,13 +598,19 @@ def grid_predict(model_dir: Path, grid: Path, out: Path, progress: bool = True) 
     roles = np.asarray(split["roles"], np.int8) if same_grid else np.full(
         driver.n_pixels, ROLES["test"], np.int8)
     config = dataclasses.replace(model.config, validation_fraction=0.0, test_fraction=0.0)
-    problem, _, _ = load_problem(driver, config, model.standardizer, roles)
+    with cell_storage(driver, config, out, memory_gib) as on_disk:
+        problem, _, _ = load_problem(driver, config, model.standardizer, roles, on_disk)
+        return _predict_problem(model, model_dir, grid, out, driver, config, problem)
+
+
+def _predict_problem(model, model_dir, grid, out, driver, config, problem) -> dict:
+    """:func:`grid_predict` once the cells are loaded."""
     out.mkdir(parents=True, exist_ok=True)
     members = _member_parameters(model, problem.inputs)
     names = config.parameter_names
     every = tuple(model.config.model_config.parameter_names())
     stacked = {n: np.stack([np.asarray(m[n]) for m in members]) for n in every}
-    mean_params = {n: stacked[n].mean(axis=0) for n in every}
+    mean_params = {n: ensemble_mean(n, stacked[n]) for n in every}
     # parameter maps
     variables = {}
     for name in every:
@@ -525,7 +619,7 @@ def grid_predict(model_dir: Path, grid: Path, out: Path, progress: bool = True) 
         variables[name] = driver.to_map(mean_params[name], name, attrs)
         if name in names and len(members) > 1:
             variables[f"{name}_spread"] = driver.to_map(
-                stacked[name].std(axis=0), f"{name}_spread",
+                ensemble_spread(name, stacked[name]), f"{name}_spread",
                 {"units": SPECS[name].units, "long_name": f"ensemble spread of {name}"})
     write_dataset(out / "parameters.nc", xr.Dataset(variables, attrs={
         "title": "differland parameter maps", "model": str(model_dir), "grid": str(grid)}))

@@ -3,6 +3,7 @@ two processes), grid prediction, and the demo."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import socket
@@ -18,6 +19,8 @@ from differland.cli import main
 from differland.grid_workflows import (
     DEFAULT_SIGMA_FRACTION,
     annual_budgets,
+    ensemble_mean,
+    ensemble_spread,
     grid_config_for,
     grid_predict,
     grid_train,
@@ -29,7 +32,7 @@ from differland.io import GridObservation, read_grid_driver
 from differland.spatial.grid import (
     ROLES,
     GridConfig,
-    batch_size_for,
+    PieceGradient,
     epoch_batches,
     full_objective,
     holdout_roles,
@@ -136,6 +139,11 @@ def test_batches_keep_regions_together_and_cover_each_cell_once():
     assert all(b.size <= 8 for b in batches)
 
 
+def _piece(problem, cells, size, scale, regions, k):
+    return problem.batch(cells[k * size:(k + 1) * size], size, "train", scale, regions, True,
+                         [int(problem.groups[cells[0]])])
+
+
 def test_minibatch_gradients_average_to_the_full_gradient(loaded):
     driver, config, problem, standardizer = loaded
     (graphdef, state), hybrid = new_network(standardizer.n_inputs, config, 0)
@@ -143,16 +151,26 @@ def test_minibatch_gradients_average_to_the_full_gradient(loaded):
     objective, full = full_objective(problem, config, graphdef)
     grad = jax.jit(jax.grad(objective.loss))
     expected = grad(trainable, full)
-    size = batch_size_for(problem, config, 1)  # the largest region fits in a batch
-    batches = epoch_batches(problem, config, size, 0, 0)
-    assert len(batches) > 2 and problem.fitted.sum() >= 2
-    regions = max(len(set(problem.groups[b][problem.groups[b] >= 0])) for b in batches)
-    parts = [grad(trainable, problem.batch(b, size, "train", float(len(batches)), regions,
-                                           True)) for b in batches]
-    mean = jax.tree.map(lambda *g: sum(g) / len(g), *parts)
-    for a, b in zip(jax.tree.leaves(mean), jax.tree.leaves(expected), strict=True):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-3,
-                                   atol=1e-5 * float(np.max(np.abs(b)) + 1e-12))
+    largest = int(problem.group_sizes[problem.fitted].max())
+    pieces = PieceGradient(objective)
+    for size in (largest, max(largest // 3, 2)):  # regions whole in a batch, then in pieces
+        batches = epoch_batches(problem, config, size, 0, 0)
+        assert len(batches) > 2 and problem.fitted.sum() >= 2
+        assert (max(b.size for b in batches) > size) == (size < largest)
+        regions = max(len(set(problem.groups[b][problem.groups[b] >= 0])) for b in batches)
+        scale = float(len(batches))
+        parts = []
+        for b in batches:
+            if b.size <= size:
+                parts.append(grad(trainable, problem.batch(b, size, "train", scale, regions,
+                                                           True)))
+                continue
+            piece = functools.partial(_piece, problem, b, size, scale, regions)
+            parts.append(pieces(trainable, piece, -(-b.size // size))[1])
+        mean = jax.tree.map(lambda *g: sum(g) / len(g), *parts)
+        for a, b in zip(jax.tree.leaves(mean), jax.tree.leaves(expected), strict=True):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-3,
+                                       atol=1e-5 * float(np.max(np.abs(b)) + 1e-12))
 
 
 def _script(world, *arguments, env=None) -> dict:
@@ -200,6 +218,14 @@ def test_train_resume_and_predict_on_the_world(world, tmp_path):
     straight = json.loads((tmp_path / "again" / "history.json").read_text())["0"]
     np.testing.assert_allclose(resumed["validation"], straight["validation"], rtol=1e-6)
     assert uninterrupted["seeds"]["0"]["resumed_from_iteration"] is None
+    stale = tmp_path / ".disk.cells-abcdefgh"  # as a killed run leaves it
+    stale.mkdir()
+    np.save(stale / "values.npy", np.zeros(3))
+    grid_train(world, tmp_path / "disk", SETTINGS, progress=False, memory_gib=0.0)
+    from_disk = json.loads((tmp_path / "disk" / "history.json").read_text())["0"]
+    assert from_disk["validation"] == straight["validation"]  # the same numbers, read from disk
+    assert from_disk["train"] == straight["train"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["again", "disk", "model"]
     out = tmp_path / "prediction"
     report = grid_predict(model, world, out, progress=False)
     for name in ("parameters.nc", "fluxes.nc", "identified.json", "budgets.csv",
@@ -211,6 +237,43 @@ def test_train_resume_and_predict_on_the_world(world, tmp_path):
     with xr.open_dataset(out / "parameters.nc") as maps:
         assert set(PLANTED) <= set(maps.data_vars)
         assert maps.canopy_efficiency.dims == ("lat", "lon")
+
+
+def test_cells_memory_mapped_from_disk_are_the_cells_in_memory(loaded, world, tmp_path):
+    driver, config, problem, _ = loaded
+    on_disk, _, _ = load_problem(driver, config, on_disk=tmp_path)
+    assert isinstance(on_disk.values, np.memmap) and not on_disk.values.flags.writeable
+    for name in ("values", "mask", "sigma", "inputs"):
+        np.testing.assert_array_equal(getattr(on_disk, name), getattr(problem, name))
+    for name, field in problem.forcing.items():
+        assert isinstance(on_disk.forcing[name], np.memmap)
+        np.testing.assert_array_equal(on_disk.forcing[name], field)
+
+
+def test_a_grid_too_large_for_the_free_disk_is_one_line(world, tmp_path, capsys,
+                                                         monkeypatch):
+    import shutil
+
+    from differland import grid_workflows
+
+    monkeypatch.setattr(grid_workflows.shutil, "disk_usage",
+                        lambda path: shutil._ntuple_diskusage(1, 1, 0))
+    status = main(["spatial", "train", "--grid", str(world), "--out", str(tmp_path / "m"),
+                   "--memory", "0", "--no-progress"])
+    error = capsys.readouterr().err
+    assert status == 2 and "GiB are free" in error and error.count("\n") == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_ensemble_mean_of_phenology_dates_is_taken_on_the_year_circle():
+    year = 365.25
+    members = np.array([[year + 290.0, year + 360.0, 1000.0],
+                        [2 * year + 290.0, year + 370.0, 1000.0]], np.float32)
+    mean = ensemble_mean("leaf_fall_day", members)
+    np.testing.assert_allclose(mean, [year + 290.0, year + 365.0, 1000.0 - year], atol=1e-3)
+    np.testing.assert_allclose(ensemble_spread("leaf_fall_day", members), [0.0, 5.0, 0.0],
+                               atol=0.05)
+    np.testing.assert_allclose(ensemble_mean("canopy_efficiency", members), members.mean(0))
 
 
 def test_annual_budgets_add_up_cells_and_days():

@@ -24,7 +24,7 @@ import pandas as pd
 import pytest
 import xarray as xr
 
-from differland.io import read_site_driver
+from differland.io import read_grid_driver, read_site_driver
 
 RECIPES = Path(__file__).resolve().parents[1] / "data_recipes"
 DRIVER_SITE = "DE-Hai"
@@ -959,6 +959,9 @@ def test_grid_driver_with_projected_categorical_targets_and_land(
     lat, lon = np.meshgrid(driver.lat.values, driver.lon.values, indexing="ij")
     expected_class = igbp_classes(driver.lat.values, driver.lon.values)
     np.testing.assert_array_equal(driver.igbp.values[:, 1:], expected_class[:, 1:])
+    present = np.unique(driver.igbp.values[np.isfinite(driver.igbp.values)])
+    np.testing.assert_array_equal(driver.igbp.attrs["flag_values"], present)
+    assert "igbp" in read_grid_driver(out).categorical  # the reader takes it as classes
     # projected predictor: reprojected, then averaged; a linear field keeps its centre value
     to_utm = Transformer.from_crs("EPSG:4326", "EPSG:32632", always_xy=True)
     expected_clay = clay_field(*to_utm.transform(lon, lat))

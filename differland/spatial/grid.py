@@ -6,12 +6,14 @@ The objective over the training cells ``i`` and the regions ``R`` with regional 
     L = (1 / N) sum_i l_i + (1 / N_R) sum_R l_R,
 
 ``l_i`` the sum over the cell's observed streams of ``w_s x 0.5 x mean_t ((pred - obs) /
-sigma)^2`` and ``l_R`` the same for the area-weighted mean of the region's cells. A minibatch
+sigma)^2`` and ``l_R`` the same for the area-weighted mean of the region's cells. A step
 holds whole regions (their cells kept together, so that a region's mean is predicted from
 all its cells) and its loss is the part of ``L`` on its cells and regions times the number
-of minibatches of an epoch: the minibatch gradients of an epoch average to the full
-gradient. Cells held out (validation and test) enter regional means (they are part of the
-region) but not the cell terms.
+of steps of an epoch: the step gradients of an epoch average to the full gradient. A step
+is one minibatch, or, for a region larger than a minibatch, that region's cells read in
+minibatch-sized pieces whose gradients add up to the step's (:class:`PieceGradient`), so
+that memory is bounded by the minibatch size at any resolution. Cells held out (validation
+and test) enter regional means (they are part of the region) but not the cell terms.
 
 The pixel axis of a minibatch is sharded over the devices of a one-axis mesh
 (``jax.sharding``); with several processes joined by ``jax.distributed`` the mesh spans the
@@ -21,6 +23,7 @@ devices of all of them and every process runs the same program.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -52,6 +55,7 @@ from differland.spatial.training import (
     as_tuple,
     check_network_settings,
     guarded_step,
+    guarded_update,
     make_optimiser,
     physical_parameters,
 )
@@ -287,13 +291,17 @@ def region_groups(region_fractions: np.ndarray) -> np.ndarray:
     return np.where(region_fractions.max(axis=0) > 0.0, best, -1)
 
 
-def plan_batches(groups: np.ndarray, eligible: np.ndarray, batch_pixels: int, epoch_seed
-                 ) -> list[np.ndarray]:
-    """The minibatches of one epoch: index arrays of cells, each at most ``batch_pixels``.
+def plan_batches(groups: np.ndarray, eligible: np.ndarray, batch_pixels: int, epoch_seed,
+                 whole: np.ndarray | None = None) -> list[np.ndarray]:
+    """The steps of one epoch: index arrays of cells, each at most ``batch_pixels`` except
+    the regions that must stay whole.
 
-    Regions (``groups >= 0``) are kept whole and packed first-fit in a seeded random order;
-    cells without a region fill the gaps in chunks. ``eligible`` marks the cells that belong
-    in an epoch (for training: those in a region or with a training role).
+    Regions (``groups >= 0``) are kept together and packed first-fit in a seeded random
+    order; cells without a region fill the gaps in chunks. A region larger than a batch is
+    split over several, except where ``whole`` ``(R,)`` marks it: then it is a step of its
+    own, larger than a batch, whose cells the training reads in pieces (its regional mean
+    needs all of them). ``eligible`` marks the cells that belong in an epoch (for training:
+    those in a region or with a training role).
     """
     rng = np.random.default_rng(epoch_seed)
     units = [np.flatnonzero((groups == g) & eligible) for g in np.unique(groups[groups >= 0])]
@@ -305,6 +313,10 @@ def plan_batches(groups: np.ndarray, eligible: np.ndarray, batch_pixels: int, ep
     bins: list[list[np.ndarray]] = []
     space: list[int] = []
     for unit in units:
+        if unit.size > batch_pixels and whole is not None and whole[groups[unit[0]]]:
+            bins.append([unit])
+            space.append(0)
+            continue
         for start in range(0, unit.size, batch_pixels):  # a region larger than a batch splits
             piece = unit[start:start + batch_pixels]
             for k, free in enumerate(space):
@@ -376,10 +388,11 @@ class GridProblem:
                                         ).any(axis=(0, 2))
 
     def batch(self, cells: np.ndarray, size: int, role: str, scale: float,
-              n_regions: int, with_regions: bool) -> PixelBatch:
+              n_regions: int, with_regions: bool, regions: Sequence[int] | None = None
+              ) -> PixelBatch:
         """The minibatch of ``cells`` padded to ``size`` cells and ``n_regions`` regions;
-        cell terms only on cells of ``role``; regional terms (``with_regions``) only for
-        regions whose fitted cells are all in ``cells``."""
+        cell terms only on cells of ``role``; regional terms (``with_regions``) for
+        ``regions`` (default: the fitted regions whose cells are all in ``cells``)."""
         cells = np.asarray(cells)
         pad = size - cells.size
         index = np.concatenate([cells, np.full(pad, cells[0] if cells.size else 0)])
@@ -395,10 +408,11 @@ class GridProblem:
         sigma = np.ones_like(values)
         if with_regions and self.regional and self.n_regions:
             groups = self.groups
-            present, counts = np.unique(groups[cells], return_counts=True)
-            whole = [r for r, n in zip(present, counts, strict=True)
-                     if r >= 0 and n == self.group_sizes[r] and self.fitted[r]]
-            for k, r in enumerate(whole[:n_regions]):
+            if regions is None:
+                present, counts = np.unique(groups[cells], return_counts=True)
+                regions = [r for r, n in zip(present, counts, strict=True)
+                           if r >= 0 and n == self.group_sizes[r] and self.fitted[r]]
+            for k, r in enumerate(regions[:n_regions]):
                 weights[k] = np.where((groups[index] == r) & (real > 0),
                                       self.region_fractions[r, index], 0.0)
                 values[:, k] = self.region_values[:, r]
@@ -495,30 +509,64 @@ class Objective:
         z = spatial_network.apply(self.graphdef, net_state, inputs)
         return physical_parameters(z, self.names, self.config, self.fixed)
 
-    def terms(self, trainable, batch: PixelBatch) -> dict[str, jax.Array]:
-        """The batch's share of each term of the objective (before :attr:`scale`)."""
+    def _predicted(self, trainable, batch: PixelBatch) -> dict[str, jax.Array]:
         params = self.parameters(trainable["net"], batch.inputs)
         needed = tuple(dict.fromkeys((*self.streams, *self.regional)))
         ewt_mask = batch.mask[self.streams.index("ewt")] if "ewt" in self.streams else None
-        predicted = predictions(params, batch.forcing, self.config.model_config,
-                                trainable["hybrid"], needed, ewt_mask)
+        return predictions(params, batch.forcing, self.config.model_config,
+                           trainable["hybrid"], needed, ewt_mask)
+
+    def _cell_terms(self, predicted, batch: PixelBatch) -> dict[str, jax.Array]:
         weights = dict(self.config.weights)
         out = {}
         for k, name in enumerate(self.streams):
             per_cell = _misfit(predicted[name], batch.values[k], batch.mask[k], batch.sigma[k])
             out[name] = weights.get(name, 1.0) * jnp.sum(per_cell) / max(self.n_train, 1)
+        return out
+
+    def _region_sums(self, predicted, batch: PixelBatch) -> tuple[jax.Array, jax.Array]:
+        w = batch.region_weights
+        sums = jnp.stack([w @ predicted[name] for name in self.regional]) if self.regional \
+            else jnp.zeros((0, w.shape[0], batch.region_values.shape[-1]))
+        return sums, jnp.sum(w, axis=1)
+
+    def region_terms(self, sums, weight, batch: PixelBatch) -> dict[str, jax.Array]:
+        """The regional terms (before :attr:`scale`) of regional means with area-weighted
+        sums ``sums`` ``(Q, R, T)`` over total weights ``weight`` ``(R,)``."""
+        weights = dict(self.config.weights)
+        out = {}
         for k, name in enumerate(self.regional):
-            w = batch.region_weights
-            mean = (w @ predicted[name]) / jnp.maximum(jnp.sum(w, axis=1, keepdims=True),
-                                                       1e-30)
+            mean = sums[k] / jnp.maximum(weight, 1e-30)[:, None]
             per_region = _misfit(mean, batch.region_values[k], batch.region_mask[k],
                                  batch.region_sigma[k])
             out[f"{name}_region"] = weights.get(f"{name}_region", 1.0) * jnp.sum(
                 per_region) / max(self.n_regions, 1)
         return out
 
+    def terms(self, trainable, batch: PixelBatch) -> dict[str, jax.Array]:
+        """The batch's share of each term of the objective (before :attr:`scale`)."""
+        predicted = self._predicted(trainable, batch)
+        return self._cell_terms(predicted, batch) | self.region_terms(
+            *self._region_sums(predicted, batch), batch)
+
     def loss(self, trainable, batch: PixelBatch) -> jax.Array:
         return batch.scale * sum(self.terms(trainable, batch).values())
+
+    def region_sums(self, trainable, batch: PixelBatch) -> tuple[jax.Array, jax.Array]:
+        """``(sums (Q, R, T), weight (R,))``: the batch's part of its regions' area-weighted
+        sums of the regional streams, and of their weights."""
+        return self._region_sums(self._predicted(trainable, batch), batch)
+
+    def piece_loss(self, trainable, batch: PixelBatch, cotangent) -> tuple[jax.Array,
+                                                                          jax.Array]:
+        """``(surrogate, cell loss)`` of one piece of a step larger than a batch: the
+        gradient of the surrogate is the piece's share of the step's gradient, given the
+        ``cotangent`` ``(Q, R, T)`` of the step's regional loss with respect to the regional
+        sums (:meth:`region_sums`); both scaled by :attr:`scale`."""
+        predicted = self._predicted(trainable, batch)
+        cells = batch.scale * sum(self._cell_terms(predicted, batch).values())
+        sums, _ = self._region_sums(predicted, batch)
+        return cells + jnp.sum(jax.lax.stop_gradient(cotangent) * sums), cells
 
 
 # --- devices --------------------------------------------------------------------------------
@@ -579,18 +627,51 @@ class GridTrained:
 
 def epoch_batches(problem: GridProblem, config: GridConfig, batch_size: int, seed: int,
                   epoch: int) -> list[np.ndarray]:
-    """The training minibatches of ``epoch`` (cells kept together by region)."""
+    """The training steps of ``epoch``: cells kept together by region, a fitted region
+    larger than ``batch_size`` a step of its own (:func:`plan_batches`)."""
     groups = problem.groups
     eligible = (problem.roles == ROLES["train"]) | (groups >= 0)
-    return plan_batches(groups, eligible, batch_size, [seed, 5, epoch])
+    return plan_batches(groups, eligible, batch_size, [seed, 5, epoch], problem.fitted)
 
 
 def batch_size_for(problem: GridProblem, config: GridConfig, n_devices: int) -> int:
-    """Cells per minibatch: ``batch_pixels`` raised to the largest fitted region, rounded up
-    to a multiple of ``n_devices``."""
-    largest = int(problem.group_sizes[problem.fitted].max(initial=0))
-    size = max(config.batch_pixels, largest)
-    return -(-size // n_devices) * n_devices
+    """Cells per minibatch: ``batch_pixels`` rounded up to a multiple of ``n_devices``."""
+    return -(-config.batch_pixels // n_devices) * n_devices
+
+
+class PieceGradient:
+    """Value and gradient of a training step whose cells are read in several minibatches
+    (a fitted region larger than a batch), exact and with the memory of one minibatch.
+
+    A forward pass over the pieces gives the region's area-weighted sums; the gradient of
+    the regional loss with respect to those sums is the cotangent with which each piece's
+    gradient (:meth:`Objective.piece_loss`) is then taken; the sum over the pieces is the
+    gradient of the step's loss, cell terms and regional term together.
+    """
+
+    def __init__(self, objective: Objective):
+        def region_loss(sums, weight, batch):
+            return batch.scale * sum(objective.region_terms(sums, weight, batch).values())
+
+        self._sums = jax.jit(objective.region_sums)
+        self._region = jax.jit(jax.value_and_grad(region_loss))
+        self._piece = jax.jit(jax.value_and_grad(objective.piece_loss, has_aux=True))
+
+    def __call__(self, trainable, piece: Callable[[int], PixelBatch], n_pieces: int):
+        """``(value, grads)`` of the step whose ``k``-th minibatch is ``piece(k)`` (each
+        read twice, so that only one is held at a time)."""
+        sums = weight = None
+        for k in range(n_pieces):
+            part, part_weight = self._sums(trainable, piece(k))
+            sums = part if sums is None else sums + part
+            weight = part_weight if weight is None else weight + part_weight
+        value, cotangent = self._region(sums, weight, piece(0))
+        grads = None
+        for k in range(n_pieces):
+            (_, cells), part = self._piece(trainable, piece(k), cotangent)
+            value = value + cells
+            grads = part if grads is None else jax.tree.map(jnp.add, grads, part)
+        return value, grads
 
 
 def max_regions(batches: Sequence[np.ndarray], problem: GridProblem) -> int:
@@ -623,20 +704,25 @@ def train_grid(problem: GridProblem, config: GridConfig, graphdef_and_state, hyb
     validation_role = "validation" if np.any(problem.roles == ROLES["validation"]) else "train"
     validation_objective = dataclasses.replace(objective, regional=(), n_train=int(
         validation_cells.size))
-    validation_batches = [problem.batch(validation_cells[k:k + size], size, validation_role,
-                                        1.0, 1, False)
-                          for k in range(0, validation_cells.size, size)]
+    validation_plan = [validation_cells[k:k + size]
+                       for k in range(0, validation_cells.size, size)]
 
     trainable = {"net": state, "hybrid": hybrid}
     optimiser = make_optimiser(trainable, config)
     opt_state = optimiser.init(trainable)
-    specs = batch_specs(validation_batches[0])
+    specs = batch_specs(problem.batch(validation_plan[0], size, validation_role, 1.0, 1,
+                                      False))
     step = jax.jit(guarded_step(objective.loss, optimiser))
+    update = jax.jit(guarded_update(optimiser))
+    piece_gradient = PieceGradient(objective)
     validation_loss = jax.jit(validation_objective.loss)
 
     def evaluate(trainable) -> float:
-        return float(sum(float(validation_loss(trainable, place(b, specs, mesh)))
-                         for b in validation_batches))
+        # each batch is read while the device works on the one before
+        losses = [validation_loss(trainable, place(problem.batch(
+            cells, size, validation_role, 1.0, 1, False), specs, mesh))
+            for cells in validation_plan]
+        return float(sum(float(loss) for loss in losses))
 
     n_evaluations = -(-config.max_iterations // config.eval_every)
     carry = {"trainable": trainable, "opt_state": opt_state, "best": trainable,
@@ -660,7 +746,27 @@ def train_grid(problem: GridProblem, config: GridConfig, graphdef_and_state, hyb
 
         bar = tqdm(total=n_evaluations, initial=int(carry["done"]), unit="eval", leave=False,
                    desc=description or "grid")
-    batches_cache: dict[int, list[np.ndarray]] = {0: first}
+    plans: dict[int, list[np.ndarray]] = {0: first}
+
+    def training_step(iteration: int) -> tuple[np.ndarray, PixelBatch | None]:
+        """The cells of a step and, if they fit one minibatch, the minibatch."""
+        epoch, position = divmod(iteration, n_batches)
+        if epoch not in plans:
+            plans.clear()
+            plans[epoch] = epoch_batches(problem, config, size, seed, epoch)
+        plan = plans[epoch]
+        cells = plan[position % len(plan)]
+        if cells.size > size:
+            return cells, None
+        return cells, place(problem.batch(cells, size, "train", float(n_batches),
+                                          n_regions_batch, True), specs, mesh)
+
+    def piece(cells: np.ndarray, k: int) -> PixelBatch:
+        region = [int(problem.groups[cells[0]])]
+        return place(problem.batch(cells[k * size:(k + 1) * size], size, "train",
+                                   float(n_batches), n_regions_batch, True, region), specs,
+                     mesh)
+
     stopped_early = False
     evaluations = 0
     while int(carry["done"]) < n_evaluations:
@@ -672,20 +778,22 @@ def train_grid(problem: GridProblem, config: GridConfig, graphdef_and_state, hyb
         done = int(carry["done"])
         trainable, opt_state = carry["trainable"], carry["opt_state"]
         n_steps = min(config.eval_every, config.max_iterations - done * config.eval_every)
-        losses, skipped = [], 0
+        losses, finites = [], []
+        cells, batch = training_step(done * config.eval_every)
         for k in range(n_steps):
-            iteration = done * config.eval_every + k
-            epoch, position = divmod(iteration, n_batches)
-            if epoch not in batches_cache:
-                batches_cache = {epoch: epoch_batches(problem, config, size, seed, epoch)}
-            plan = batches_cache[epoch]
-            cells = plan[position % len(plan)]
-            batch = problem.batch(cells, size, "train", float(n_batches), n_regions_batch,
-                                  True)
-            trainable, opt_state, loss, finite = step(trainable, opt_state,
-                                                      place(batch, specs, mesh))
-            losses.append(float(loss))
-            skipped += int(not bool(finite))
+            if batch is not None:
+                trainable, opt_state, loss, finite = step(trainable, opt_state, batch)
+            else:
+                value, grads = piece_gradient(trainable, functools.partial(piece, cells),
+                                              -(-cells.size // size))
+                trainable, opt_state, loss, finite = update(trainable, opt_state, value,
+                                                            grads)
+            if k + 1 < n_steps:  # read the next cells while the step runs
+                cells, batch = training_step(done * config.eval_every + k + 1)
+            losses.append(loss)
+            finites.append(finite)
+        losses = [float(loss) for loss in losses]
+        skipped = sum(int(not bool(finite)) for finite in finites)
         valid = evaluate(trainable)
         improved = np.isfinite(valid) and valid < float(carry["best_loss"]) * (1.0 - 1e-4)
         record = {key: np.array(value) for key, value in carry["record"].items()}

@@ -251,12 +251,11 @@ def make_optimiser(trainable, config) -> optax.GradientTransformation:
     return optax.adamw(schedule, weight_decay=config.weight_decay, mask=kernels)
 
 
-def guarded_step(loss, optimiser):
-    """``step(trainable, opt_state, *args) -> (trainable, opt_state, loss, finite)``: one
-    optimiser step on ``loss(trainable, *args)``, skipped (state unchanged) when the loss or
-    a gradient is not finite."""
-    def step(trainable, opt_state, *args):
-        value, grads = jax.value_and_grad(loss)(trainable, *args)
+def guarded_update(optimiser):
+    """``update(trainable, opt_state, value, grads) -> (trainable, opt_state, value,
+    finite)``: one optimiser step with the gradient ``grads`` of a loss of value ``value``,
+    skipped (state unchanged) when the value or a gradient is not finite."""
+    def update(trainable, opt_state, value, grads):
         updates, new_opt_state = optimiser.update(grads, opt_state, trainable)
         finite = jnp.isfinite(value)
         for leaf in jax.tree.leaves(grads):
@@ -264,6 +263,18 @@ def guarded_step(loss, optimiser):
         keep = lambda new, old: jnp.where(finite, new, old)  # noqa: E731
         return (jax.tree.map(keep, optax.apply_updates(trainable, updates), trainable),
                 jax.tree.map(keep, new_opt_state, opt_state), value, finite)
+
+    return update
+
+
+def guarded_step(loss, optimiser):
+    """``step(trainable, opt_state, *args) -> (trainable, opt_state, loss, finite)``: one
+    :func:`guarded_update` on the gradient of ``loss(trainable, *args)``."""
+    update = guarded_update(optimiser)
+
+    def step(trainable, opt_state, *args):
+        value, grads = jax.value_and_grad(loss)(trainable, *args)
+        return update(trainable, opt_state, value, grads)
 
     return step
 
