@@ -8,10 +8,11 @@ Usage::
 Builds the twin world of every land cell at ``--resolution`` degrees over ``--years`` years
 of months (``differland world``), trains the network for ``--iterations`` minibatches twice —
 the per-cell arrays held in memory, then memory-mapped from disk (``--memory 0``) — and
-predicts the maps, each step a fresh process. Prints for each step its wall time and peak
-resident memory (which counts the memory-mapped pages the process touched), and for the
-trainings the cells per minibatch and the pixel-steps per second of the whole training loop
-(minibatch reads, forward, gradient, update and the validation passes).
+predicts the maps, each step a fresh process. Prints for each step its wall time (reading
+the grid included) and peak resident memory (which counts the memory-mapped pages the process
+touched), and for the trainings the cells per minibatch and the pixel-steps per second of the
+training loop (minibatch reads, forward, gradient, update and the validation passes; cells
+of the steps, padding included, times months, over the training's wall time).
 """
 
 from __future__ import annotations
@@ -74,10 +75,9 @@ def main() -> None:
         history = json.loads((model / "history.json").read_text())
         seed = next(iter(history.values()))
         training = json.loads((model / "training.json").read_text())
-        steps = seed["iterations"] * seed["batch_pixels"] * _months(world)
-        rate = steps / training["wall_seconds"]
+        rate = seed["cells_trained"] * _months(world) / training["wall_seconds"]
         rows.append((label, record, f"{training['cells']} cells, {seed['batch_pixels']} per "
-                                    f"minibatch, {rate / 1e6:.2f} M pixel-steps/s"))
+                                    f"minibatch, {rate / 1e6:.2f} M pixel-steps/s of training"))
         models[memory] = model
     record = step(["spatial", "predict", "--model", str(models["64"]), "--grid", str(world),
                    "--out", str(args.work / f"prediction_{tag}_{stamp}")])

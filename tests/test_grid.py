@@ -3,6 +3,7 @@ two processes), grid prediction, and the demo."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -37,6 +38,7 @@ from differland.spatial.grid import (
     full_objective,
     holdout_roles,
     new_network,
+    objective_for,
     plan_batches,
     predict_in_batches,
 )
@@ -149,6 +151,8 @@ def test_minibatch_gradients_average_to_the_full_gradient(loaded):
     (graphdef, state), hybrid = new_network(standardizer.n_inputs, config, 0)
     trainable = {"net": state, "hybrid": hybrid}
     objective, full = full_objective(problem, config, graphdef)
+    # an ensemble member's perturbed observations: each cell's noise is its own in any batch
+    objective = dataclasses.replace(objective, perturbation_seed=7)
     grad = jax.jit(jax.grad(objective.loss))
     expected = grad(trainable, full)
     largest = int(problem.group_sizes[problem.fitted].max())
@@ -171,6 +175,25 @@ def test_minibatch_gradients_average_to_the_full_gradient(loaded):
         for a, b in zip(jax.tree.leaves(mean), jax.tree.leaves(expected), strict=True):
             np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-3,
                                        atol=1e-5 * float(np.max(np.abs(b)) + 1e-12))
+
+
+def test_ensemble_members_fit_their_own_draw_of_the_stated_noise(loaded):
+    driver, config, problem, _ = loaded
+    two = dataclasses.replace(config, seeds=(0, 1))
+    assert objective_for(problem, config, None, 0).perturbation_seed is None  # one member
+    assert objective_for(problem, dataclasses.replace(two, perturbed_observations=False),
+                         None, 1).perturbation_seed is None
+    cells = np.arange(problem.n_pixels)
+    batch = problem.batch(cells, cells.size, "train", 1.0, problem.n_regions, True)
+    draws = []
+    for seed in (0, 1):
+        objective = objective_for(problem, two, None, seed)
+        perturbed = objective._perturbed(batch.values[0], batch.sigma[0], batch.cells, 0, 0)
+        observed = np.asarray(batch.mask[0]) > 0
+        draws.append(((np.asarray(perturbed) - batch.values[0]) / batch.sigma[0])[observed])
+    for noise in draws:
+        assert abs(noise.mean()) < 0.1 and 0.9 < noise.std() < 1.1
+    assert abs(np.corrcoef(draws[0], draws[1])[0, 1]) < 0.1  # independent members
 
 
 def _script(world, *arguments, env=None) -> dict:

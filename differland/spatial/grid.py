@@ -90,12 +90,18 @@ class GridConfig:
         eval_every, patience: minibatches between validation losses; evaluations without
             improvement before stopping.
         weight_decay: decoupled weight decay of the weight matrices.
-        batch_pixels: cells per minibatch (raised to the largest region, and to a multiple
-            of the number of devices).
+        batch_pixels: cells per minibatch (raised to a multiple of the number of devices;
+            a fitted region with more cells is read in pieces of this size).
         validation_fraction, test_fraction: shares of the cells held out for early stopping
             and for reporting, drawn as blocks of ``holdout_block`` x ``holdout_block``
             cells.
         seeds: one network per seed (an ensemble).
+        perturbed_observations: with several seeds, each member fits the observations
+            perturbed by its own draw of their stated noise (Gaussian, the streams' sigma;
+            fixed for the member, the same for every epoch): a randomised-maximum-likelihood
+            ensemble, whose spread carries the observation noise into the parameter maps and
+            budgets as well as the optimisation's variability. One seed fits the
+            observations as they are.
     """
 
     model: str = "global"
@@ -126,6 +132,7 @@ class GridConfig:
     test_fraction: float = 0.1
     holdout_block: int = 2
     seeds: tuple[int, ...] = (0,)
+    perturbed_observations: bool = True
 
     def __post_init__(self):
         for key in ("photosynthesis", "soil_water", "decomposition", "leaf_loss", "streams",
@@ -245,6 +252,8 @@ class PixelBatch:
             of other regions and padding).
         region_values, region_mask, region_sigma: regional observations ``(Q, R, T)``.
         scale: the factor of this minibatch's share of the objective (scalar).
+        cells: ``(B,)`` the grid index of each cell (padding repeats a cell).
+        regions: ``(R,)`` the index of each region slot (-1: empty).
     """
 
     forcing: Forcing
@@ -257,6 +266,8 @@ class PixelBatch:
     region_mask: jax.Array
     region_sigma: jax.Array
     scale: jax.Array
+    cells: jax.Array
+    regions: jax.Array
 
 
 def holdout_roles(rows: np.ndarray, cols: np.ndarray, config: GridConfig, seed: int = 0
@@ -406,6 +417,7 @@ class GridProblem:
                           np.float32)
         region_mask = np.zeros_like(values)
         sigma = np.ones_like(values)
+        slots = np.full(n_regions, -1, np.int32)
         if with_regions and self.regional and self.n_regions:
             groups = self.groups
             if regions is None:
@@ -413,6 +425,7 @@ class GridProblem:
                 regions = [r for r, n in zip(present, counts, strict=True)
                            if r >= 0 and n == self.group_sizes[r] and self.fitted[r]]
             for k, r in enumerate(regions[:n_regions]):
+                slots[k] = r
                 weights[k] = np.where((groups[index] == r) & (real > 0),
                                       self.region_fractions[r, index], 0.0)
                 values[:, k] = self.region_values[:, r]
@@ -422,7 +435,8 @@ class GridProblem:
                           np.asarray(self.values[:, index], np.float32),
                           np.asarray(mask, np.float32),
                           np.asarray(self.sigma[:, index], np.float32), weights, values,
-                          region_mask, sigma, np.asarray(scale, np.float32))
+                          region_mask, sigma, np.asarray(scale, np.float32),
+                          index.astype(np.int32), slots)
 
 
 # --- the loss -------------------------------------------------------------------------------
@@ -504,6 +518,19 @@ class Objective:
     regional: tuple[str, ...]
     n_train: int
     n_regions: int
+    perturbation_seed: int | None = None
+
+    def _perturbed(self, values, sigma, index, stream: int, kind: int):
+        """``values + sigma x noise``: the noise of each row (cell or region ``index``) a
+        function of :attr:`perturbation_seed`, the stream and the row only, so that every
+        minibatch sees the same perturbed observations."""
+        if self.perturbation_seed is None:
+            return values
+        key = jax.random.fold_in(jax.random.fold_in(jax.random.key(self.perturbation_seed),
+                                                    kind), stream)
+        noise = jax.vmap(lambda row: jax.random.normal(jax.random.fold_in(key, row),
+                                                       values.shape[-1:]))(index)
+        return values + sigma * noise.astype(values.dtype)
 
     def parameters(self, net_state, inputs) -> ParameterSet:
         z = spatial_network.apply(self.graphdef, net_state, inputs)
@@ -520,7 +547,8 @@ class Objective:
         weights = dict(self.config.weights)
         out = {}
         for k, name in enumerate(self.streams):
-            per_cell = _misfit(predicted[name], batch.values[k], batch.mask[k], batch.sigma[k])
+            observed = self._perturbed(batch.values[k], batch.sigma[k], batch.cells, k, 0)
+            per_cell = _misfit(predicted[name], observed, batch.mask[k], batch.sigma[k])
             out[name] = weights.get(name, 1.0) * jnp.sum(per_cell) / max(self.n_train, 1)
         return out
 
@@ -537,8 +565,9 @@ class Objective:
         out = {}
         for k, name in enumerate(self.regional):
             mean = sums[k] / jnp.maximum(weight, 1e-30)[:, None]
-            per_region = _misfit(mean, batch.region_values[k], batch.region_mask[k],
-                                 batch.region_sigma[k])
+            observed = self._perturbed(batch.region_values[k], batch.region_sigma[k],
+                                       batch.regions, k, 1)
+            per_region = _misfit(mean, observed, batch.region_mask[k], batch.region_sigma[k])
             out[f"{name}_region"] = weights.get(f"{name}_region", 1.0) * jnp.sum(
                 per_region) / max(self.n_regions, 1)
         return out
@@ -590,7 +619,7 @@ def batch_specs(batch: PixelBatch) -> PixelBatch:
     cells = P("pixels")
     return PixelBatch(jax.tree.map(lambda _: cells, batch.forcing), cells,
                       P(None, "pixels"), P(None, "pixels"), P(None, "pixels"),
-                      P(None, "pixels"), P(), P(), P(), P())
+                      P(None, "pixels"), P(), P(), P(), P(), cells, P())
 
 
 def place(tree, specs, mesh: Mesh):
@@ -697,13 +726,13 @@ def train_grid(problem: GridProblem, config: GridConfig, graphdef_and_state, hyb
     first = epoch_batches(problem, config, size, seed, 0)
     n_batches = len(first)
     n_regions_batch = max(max_regions(first, problem), 1)
-    objective = objective_for(problem, config, graphdef)
+    objective = objective_for(problem, config, graphdef, seed)
     validation_cells = np.flatnonzero(problem.roles == ROLES["validation"])
     if validation_cells.size == 0:
         validation_cells = np.flatnonzero(problem.roles == ROLES["train"])
     validation_role = "validation" if np.any(problem.roles == ROLES["validation"]) else "train"
     validation_objective = dataclasses.replace(objective, regional=(), n_train=int(
-        validation_cells.size))
+        validation_cells.size), perturbation_seed=None)
     validation_plan = [validation_cells[k:k + size]
                        for k in range(0, validation_cells.size, size)]
 
@@ -769,6 +798,7 @@ def train_grid(problem: GridProblem, config: GridConfig, graphdef_and_state, hyb
 
     stopped_early = False
     evaluations = 0
+    trained_cells = 0
     while int(carry["done"]) < n_evaluations:
         if int(carry["since_best"]) >= config.patience:
             stopped_early = True
@@ -781,13 +811,15 @@ def train_grid(problem: GridProblem, config: GridConfig, graphdef_and_state, hyb
         losses, finites = [], []
         cells, batch = training_step(done * config.eval_every)
         for k in range(n_steps):
+            n_pieces = -(-cells.size // size)
             if batch is not None:
                 trainable, opt_state, loss, finite = step(trainable, opt_state, batch)
             else:
                 value, grads = piece_gradient(trainable, functools.partial(piece, cells),
-                                              -(-cells.size // size))
+                                              n_pieces)
                 trainable, opt_state, loss, finite = update(trainable, opt_state, value,
                                                             grads)
+            trained_cells += n_pieces * size
             if k + 1 < n_steps:  # read the next cells while the step runs
                 cells, batch = training_step(done * config.eval_every + k + 1)
             losses.append(loss)
@@ -827,6 +859,7 @@ def train_grid(problem: GridProblem, config: GridConfig, graphdef_and_state, hyb
     history["iterations"] = history["iteration"][-1] if history["iteration"] else 0
     history["batch_pixels"] = size
     history["batches_per_epoch"] = n_batches
+    history["cells_trained"] = trained_cells  # in this run's steps, padding included
     history["devices"] = int(n_devices)
     best = _host(carry["best"])
     return GridTrained(graphdef, best["net"], best["hybrid"], history,
@@ -848,11 +881,16 @@ def new_network(n_inputs: int, config: GridConfig, seed: int):
                                  config.depth, seed), hybrid
 
 
-def objective_for(problem: GridProblem, config: GridConfig, graphdef) -> Objective:
-    """The objective of ``problem``: its streams, its training cells and fitted regions."""
+def objective_for(problem: GridProblem, config: GridConfig, graphdef,
+                  seed: int | None = None) -> Objective:
+    """The objective of ``problem``: its streams, its training cells and fitted regions;
+    for the member ``seed`` of an ensemble with ``perturbed_observations``, against its
+    perturbed observations."""
+    perturb = seed is not None and config.perturbed_observations and len(config.seeds) > 1
     return Objective(graphdef, config.parameter_names, config.fixed_parameters(), config,
                      problem.streams, problem.regional,
-                     int(np.sum(problem.roles == ROLES["train"])), int(problem.fitted.sum()))
+                     int(np.sum(problem.roles == ROLES["train"])), int(problem.fitted.sum()),
+                     seed if perturb else None)
 
 
 def full_objective(problem: GridProblem, config: GridConfig, graphdef,
