@@ -407,14 +407,15 @@ def _train_problem(grid, out, driver, config, mesh, problem, standardizer, names
                                     "roles": problem.roles.tolist(),
                                     "role_codes": dict(ROLES)})
     started = time.perf_counter()
-    histories, seeds = {}, {}
+    histories, seeds, compiled = {}, {}, {}
     for seed in config.seeds:
         fingerprint = json.dumps({**record, "seed": seed}, sort_keys=True)
         network, hybrid = new_network(standardizer.n_inputs, config, seed)
         result = train_grid(problem, config, network, hybrid, seed, mesh,
                             checkpoint_dir=out / "checkpoints" / f"seed_{seed}",
                             progress=progress, description=f"seed {seed}",
-                            fingerprint_text=fingerprint, stop_after=stop_after)
+                            fingerprint_text=fingerprint, stop_after=stop_after,
+                            compiled=compiled)
         if not result.finished:
             return {}
         save_weights(out / "weights" / f"seed_{seed}", result)
@@ -798,7 +799,7 @@ def _figures(folder: Path, driver, problem, fluxes, params, identified, budget_r
 
 
 DEMO_SPEC = WorldSpec(resolution=2.0, region=(-12.0, 42.0, 34.0, 72.0), years=8, seed=0)
-DEMO_CONFIG = {"seeds": [0, 1]}
+DEMO_CONFIG = {"seeds": [0, 1, 2]}
 SMOKE_SPEC = WorldSpec(resolution=4.0, region=(-12.0, 42.0, 34.0, 72.0), years=2, seed=0)
 SMOKE_CONFIG = {"max_iterations": 4, "eval_every": 2, "patience": 2, "seeds": [0],
                 "hidden": 8}

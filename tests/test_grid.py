@@ -143,7 +143,7 @@ def test_batches_keep_regions_together_and_cover_each_cell_once():
 
 def _piece(problem, cells, size, scale, regions, k):
     return problem.batch(cells[k * size:(k + 1) * size], size, "train", scale, regions, True,
-                         [int(problem.groups[cells[0]])])
+                         [int(problem.groups[cells[0]])], member=7)
 
 
 def test_minibatch_gradients_average_to_the_full_gradient(loaded):
@@ -152,7 +152,8 @@ def test_minibatch_gradients_average_to_the_full_gradient(loaded):
     trainable = {"net": state, "hybrid": hybrid}
     objective, full = full_objective(problem, config, graphdef)
     # an ensemble member's perturbed observations: each cell's noise is its own in any batch
-    objective = dataclasses.replace(objective, perturbation_seed=7)
+    objective = dataclasses.replace(objective, perturbed=True)
+    full = dataclasses.replace(full, member=np.int32(7))
     grad = jax.jit(jax.grad(objective.loss))
     expected = grad(trainable, full)
     largest = int(problem.group_sizes[problem.fitted].max())
@@ -167,7 +168,7 @@ def test_minibatch_gradients_average_to_the_full_gradient(loaded):
         for b in batches:
             if b.size <= size:
                 parts.append(grad(trainable, problem.batch(b, size, "train", scale, regions,
-                                                           True)))
+                                                           True, member=7)))
                 continue
             piece = functools.partial(_piece, problem, b, size, scale, regions)
             parts.append(pieces(trainable, piece, -(-b.size // size))[1])
@@ -180,15 +181,16 @@ def test_minibatch_gradients_average_to_the_full_gradient(loaded):
 def test_ensemble_members_fit_their_own_draw_of_the_stated_noise(loaded):
     driver, config, problem, _ = loaded
     two = dataclasses.replace(config, seeds=(0, 1))
-    assert objective_for(problem, config, None, 0).perturbation_seed is None  # one member
-    assert objective_for(problem, dataclasses.replace(two, perturbed_observations=False),
-                         None, 1).perturbation_seed is None
+    assert not objective_for(problem, config, None, 0).perturbed  # one member
+    assert not objective_for(problem, dataclasses.replace(two, perturbed_observations=False),
+                             None, 1).perturbed
     cells = np.arange(problem.n_pixels)
     batch = problem.batch(cells, cells.size, "train", 1.0, problem.n_regions, True)
     draws = []
     for seed in (0, 1):
         objective = objective_for(problem, two, None, seed)
-        perturbed = objective._perturbed(batch.values[0], batch.sigma[0], batch.cells, 0, 0)
+        perturbed = objective._perturbed(batch.values[0], batch.sigma[0], batch.cells, seed,
+                                         0, 0)
         observed = np.asarray(batch.mask[0]) > 0
         draws.append(((np.asarray(perturbed) - batch.values[0]) / batch.sigma[0])[observed])
     for noise in draws:

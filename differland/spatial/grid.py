@@ -254,6 +254,8 @@ class PixelBatch:
         scale: the factor of this minibatch's share of the objective (scalar).
         cells: ``(B,)`` the grid index of each cell (padding repeats a cell).
         regions: ``(R,)`` the index of each region slot (-1: empty).
+        member: the seed of the ensemble member whose perturbed observations the loss
+            takes (scalar; read only by an objective with ``perturbed``).
     """
 
     forcing: Forcing
@@ -268,6 +270,7 @@ class PixelBatch:
     scale: jax.Array
     cells: jax.Array
     regions: jax.Array
+    member: jax.Array
 
 
 def holdout_roles(rows: np.ndarray, cols: np.ndarray, config: GridConfig, seed: int = 0
@@ -399,11 +402,12 @@ class GridProblem:
                                         ).any(axis=(0, 2))
 
     def batch(self, cells: np.ndarray, size: int, role: str, scale: float,
-              n_regions: int, with_regions: bool, regions: Sequence[int] | None = None
-              ) -> PixelBatch:
+              n_regions: int, with_regions: bool, regions: Sequence[int] | None = None,
+              member: int = 0) -> PixelBatch:
         """The minibatch of ``cells`` padded to ``size`` cells and ``n_regions`` regions;
         cell terms only on cells of ``role``; regional terms (``with_regions``) for
-        ``regions`` (default: the fitted regions whose cells are all in ``cells``)."""
+        ``regions`` (default: the fitted regions whose cells are all in ``cells``); the
+        observations perturbed as ensemble member ``member`` sees them."""
         cells = np.asarray(cells)
         pad = size - cells.size
         index = np.concatenate([cells, np.full(pad, cells[0] if cells.size else 0)])
@@ -436,7 +440,7 @@ class GridProblem:
                           np.asarray(mask, np.float32),
                           np.asarray(self.sigma[:, index], np.float32), weights, values,
                           region_mask, sigma, np.asarray(scale, np.float32),
-                          index.astype(np.int32), slots)
+                          index.astype(np.int32), slots, np.asarray(member, np.int32))
 
 
 # --- the loss -------------------------------------------------------------------------------
@@ -518,16 +522,16 @@ class Objective:
     regional: tuple[str, ...]
     n_train: int
     n_regions: int
-    perturbation_seed: int | None = None
+    perturbed: bool = False
 
-    def _perturbed(self, values, sigma, index, stream: int, kind: int):
-        """``values + sigma x noise``: the noise of each row (cell or region ``index``) a
-        function of :attr:`perturbation_seed`, the stream and the row only, so that every
-        minibatch sees the same perturbed observations."""
-        if self.perturbation_seed is None:
+    def _perturbed(self, values, sigma, index, member, stream: int, kind: int):
+        """``values + sigma x noise`` when :attr:`perturbed`: the noise of each row (cell or
+        region ``index``) a function of the ensemble member's seed ``member`` (traced, so
+        that the members share one compiled step), the stream and the row only, so that
+        every minibatch sees the same perturbed observations."""
+        if not self.perturbed:
             return values
-        key = jax.random.fold_in(jax.random.fold_in(jax.random.key(self.perturbation_seed),
-                                                    kind), stream)
+        key = jax.random.fold_in(jax.random.fold_in(jax.random.key(member), kind), stream)
         noise = jax.vmap(lambda row: jax.random.normal(jax.random.fold_in(key, row),
                                                        values.shape[-1:]))(index)
         return values + sigma * noise.astype(values.dtype)
@@ -547,7 +551,8 @@ class Objective:
         weights = dict(self.config.weights)
         out = {}
         for k, name in enumerate(self.streams):
-            observed = self._perturbed(batch.values[k], batch.sigma[k], batch.cells, k, 0)
+            observed = self._perturbed(batch.values[k], batch.sigma[k], batch.cells,
+                                       batch.member, k, 0)
             per_cell = _misfit(predicted[name], observed, batch.mask[k], batch.sigma[k])
             out[name] = weights.get(name, 1.0) * jnp.sum(per_cell) / max(self.n_train, 1)
         return out
@@ -566,7 +571,7 @@ class Objective:
         for k, name in enumerate(self.regional):
             mean = sums[k] / jnp.maximum(weight, 1e-30)[:, None]
             observed = self._perturbed(batch.region_values[k], batch.region_sigma[k],
-                                       batch.regions, k, 1)
+                                       batch.regions, batch.member, k, 1)
             per_region = _misfit(mean, observed, batch.region_mask[k], batch.region_sigma[k])
             out[f"{name}_region"] = weights.get(f"{name}_region", 1.0) * jnp.sum(
                 per_region) / max(self.n_regions, 1)
@@ -619,7 +624,7 @@ def batch_specs(batch: PixelBatch) -> PixelBatch:
     cells = P("pixels")
     return PixelBatch(jax.tree.map(lambda _: cells, batch.forcing), cells,
                       P(None, "pixels"), P(None, "pixels"), P(None, "pixels"),
-                      P(None, "pixels"), P(), P(), P(), P(), cells, P())
+                      P(None, "pixels"), P(), P(), P(), P(), cells, P(), P())
 
 
 def place(tree, specs, mesh: Mesh):
@@ -711,7 +716,7 @@ def max_regions(batches: Sequence[np.ndarray], problem: GridProblem) -> int:
 def train_grid(problem: GridProblem, config: GridConfig, graphdef_and_state, hybrid,
                seed: int, mesh: Mesh, checkpoint_dir=None, progress: bool = True,
                description: str = "", fingerprint_text: str = "",
-               stop_after: int | None = None) -> GridTrained:
+               stop_after: int | None = None, compiled: dict | None = None) -> GridTrained:
     """Train one network (seed ``seed``) on the cells of ``problem``.
 
     Minibatches follow a seeded schedule of epochs (:func:`epoch_batches`), so a resumed
@@ -719,6 +724,8 @@ def train_grid(problem: GridProblem, config: GridConfig, graphdef_and_state, hyb
     cells) is evaluated every ``eval_every`` minibatches, the weights of its lowest value are
     kept, and training stops after ``patience`` evaluations without improvement. With
     ``checkpoint_dir`` the state is saved at every evaluation and a rerun resumes exactly.
+    ``compiled``: a dict in which the compiled steps are kept for the next member of the
+    same ensemble (same problem, configuration and network shape; only the seed differs).
     """
     graphdef, state = graphdef_and_state
     n_devices = mesh.devices.size
@@ -732,7 +739,7 @@ def train_grid(problem: GridProblem, config: GridConfig, graphdef_and_state, hyb
         validation_cells = np.flatnonzero(problem.roles == ROLES["train"])
     validation_role = "validation" if np.any(problem.roles == ROLES["validation"]) else "train"
     validation_objective = dataclasses.replace(objective, regional=(), n_train=int(
-        validation_cells.size), perturbation_seed=None)
+        validation_cells.size), perturbed=False)
     validation_plan = [validation_cells[k:k + size]
                        for k in range(0, validation_cells.size, size)]
 
@@ -741,10 +748,14 @@ def train_grid(problem: GridProblem, config: GridConfig, graphdef_and_state, hyb
     opt_state = optimiser.init(trainable)
     specs = batch_specs(problem.batch(validation_plan[0], size, validation_role, 1.0, 1,
                                       False))
-    step = jax.jit(guarded_step(objective.loss, optimiser))
-    update = jax.jit(guarded_update(optimiser))
-    piece_gradient = PieceGradient(objective)
-    validation_loss = jax.jit(validation_objective.loss)
+    compiled = {} if compiled is None else compiled
+    if not compiled:
+        compiled.update(step=jax.jit(guarded_step(objective.loss, optimiser)),
+                        update=jax.jit(guarded_update(optimiser)),
+                        pieces=PieceGradient(objective),
+                        validation=jax.jit(validation_objective.loss))
+    step, update = compiled["step"], compiled["update"]
+    piece_gradient, validation_loss = compiled["pieces"], compiled["validation"]
 
     def evaluate(trainable) -> float:
         # each batch is read while the device works on the one before
@@ -788,13 +799,13 @@ def train_grid(problem: GridProblem, config: GridConfig, graphdef_and_state, hyb
         if cells.size > size:
             return cells, None
         return cells, place(problem.batch(cells, size, "train", float(n_batches),
-                                          n_regions_batch, True), specs, mesh)
+                                          n_regions_batch, True, member=seed), specs, mesh)
 
     def piece(cells: np.ndarray, k: int) -> PixelBatch:
         region = [int(problem.groups[cells[0]])]
         return place(problem.batch(cells[k * size:(k + 1) * size], size, "train",
-                                   float(n_batches), n_regions_batch, True, region), specs,
-                     mesh)
+                                   float(n_batches), n_regions_batch, True, region,
+                                   member=seed), specs, mesh)
 
     stopped_early = False
     evaluations = 0
@@ -884,13 +895,13 @@ def new_network(n_inputs: int, config: GridConfig, seed: int):
 def objective_for(problem: GridProblem, config: GridConfig, graphdef,
                   seed: int | None = None) -> Objective:
     """The objective of ``problem``: its streams, its training cells and fitted regions;
-    for the member ``seed`` of an ensemble with ``perturbed_observations``, against its
-    perturbed observations."""
+    for a member (``seed`` given) of an ensemble with ``perturbed_observations``, against
+    the perturbed observations of the member each batch names (:attr:`PixelBatch.member`)."""
     perturb = seed is not None and config.perturbed_observations and len(config.seeds) > 1
     return Objective(graphdef, config.parameter_names, config.fixed_parameters(), config,
                      problem.streams, problem.regional,
                      int(np.sum(problem.roles == ROLES["train"])), int(problem.fitted.sum()),
-                     seed if perturb else None)
+                     perturb)
 
 
 def full_objective(problem: GridProblem, config: GridConfig, graphdef,
