@@ -16,13 +16,14 @@ LAYERS = [
     {"differland.options", "differland.config"},
     {"differland.model"},
     {"differland.observations", "differland.likelihood", "differland.metrics"},
-    {"differland.spatial", "differland.calibrate"},
+    {"differland.spatial", "differland.calibrate", "differland.sensitivity"},
     {"differland.io", "differland.plots", "differland.world"},
     {"differland.cli", "differland.workflows", "differland.spatial_workflows",
-     "differland.grid_workflows"},
+     "differland.grid_workflows", "differland.posterior_workflows"},
 ]
-EDGE_LIBRARIES = {"xarray", "pandas", "netCDF4", "h5netcdf", "rioxarray", "geopandas"}
-EDGE_MODULES = ("differland.io", "differland.world", "differland.grid_workflows")
+EDGE_LIBRARIES = {"xarray", "pandas", "netCDF4", "h5netcdf", "rioxarray", "geopandas", "arviz"}
+EDGE_MODULES = ("differland.io", "differland.world", "differland.grid_workflows",
+                "differland.posterior_workflows")
 """Modules that read or write datasets: the only ones that may use the data libraries."""
 
 
