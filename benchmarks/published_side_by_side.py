@@ -3,7 +3,7 @@
 Usage::
 
     python benchmarks/published_side_by_side.py --published PATH/TO/DifferLand_Global
-        [--pixels 1000] [--months 276] [--repeats 5] [--without-flag] [--site]
+        [--pixels 1000] [--months 276] [--repeats 5] [--devices 1] [--without-flag] [--site]
 
 ``PATH/TO/DifferLand_Global`` is a checkout of https://github.com/JianingFang/DifferLand_Global
 (the published code is not a package: it is imported from that folder, never copied here).
@@ -71,6 +71,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--pixels", type=int, default=1000)
     parser.add_argument("--months", type=int, default=276)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--devices", type=int, default=1,
+                        help="host CPU devices over which differland shards the cells "
+                             "(the published code runs on one)")
     parser.add_argument("--without-flag", action="store_true",
                         help="also time the published code in a child process without "
                              "differland's XLA option")
@@ -289,14 +292,16 @@ def main(argv=None) -> None:
     print(f"value_and_grad of each training loss: {args.pixels} pixels x {args.months} "
           f"months, float32, CPU, {args.repeats} timed repeats after one compiling call")
     print(f"XLA_FLAGS (both codes, this process): {flags!r}")
-    ours = measure(args.pixels, args.months, 1, args.repeats)
+    ours = measure(args.pixels, args.months, args.devices, args.repeats)
     published = Published(root, args.pixels, args.months)
     theirs = published.value_and_grad(args.repeats)
 
     header = (f"  {'':44s} {'compile[s]':>9s} {'median[s]':>10s} {'min[s]':>9s} "
               f"{'pixel-steps/s':>14s}")
     print(header)
-    print(row("differland grid objective (net + likelihood)", ours, pixel_steps))
+    label = "differland grid objective (net + likelihood)" if args.devices == 1 else \
+        f"differland grid objective, {args.devices} host devices"
+    print(row(label, ours, pixel_steps))
     print(row("published loss_fn_with_edc (MLPs + EDC)", theirs, pixel_steps))
     print(f"  published loss value {theirs['loss']:.6g} (finite: "
           f"{theirs['loss'] == theirs['loss']})")
