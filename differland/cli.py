@@ -504,6 +504,66 @@ def calibrate_site_command(
     typer.echo(f"wrote {out}: {metrics['site']} test NSE {tests}")
 
 
+posterior_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
+                            context_settings=_CONTEXT,
+                            help="Bayesian calibration: sample posteriors with NUTS.")
+app.add_typer(posterior_app, name="posterior")
+
+
+@posterior_app.command("site")
+def posterior_site_command(
+    driver: Annotated[Path, typer.Option(help="Site driver NetCDF (CARDAMOM layout).")],
+    out: Annotated[Path, typer.Option(
+        help="Run directory (an unfinished run there resumes from its warmup state).")],
+    config: Annotated[Path | None, typer.Option(
+        help="JSON posterior config: keys of SiteCalibrationConfig plus priors, "
+             "structural_error, constraint_scale, network and nuts (docs/calibration.md).")
+    ] = None,
+    chains: Annotated[int | None, typer.Option(
+        help="Markov chains (default: the config's, 4).")] = None,
+    warmup: Annotated[int | None, typer.Option(
+        help="Warmup iterations per chain (default: the config's, 500).")] = None,
+    samples: Annotated[int | None, typer.Option(
+        help="Post-warmup iterations per chain (default: the config's, 500).")] = None,
+    thin: Annotated[int | None, typer.Option(
+        help="Keep every K-th post-warmup iteration (default: the config's, 1).")] = None,
+    seed: Annotated[int | None, typer.Option(
+        help="Seed of the starts and the sampler (default: the config's, 0).")] = None,
+    dense_mass: Annotated[bool | None, typer.Option(
+        "--dense-mass/--diagonal-mass",
+        help="Adapt a dense or a diagonal mass matrix (default: the config's, dense).")
+    ] = None,
+    strict: Annotated[bool, typer.Option(
+        "--strict", help="Exit with status 1 when the diagnostics say the run has not "
+                         "converged (after writing everything).")] = False,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    float64: Annotated[bool, typer.Option("--float64", help="Compute in float64.")] = False,
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", help="Replace a finished run in --out (only the files differland "
+                            "wrote).")] = False,
+) -> None:
+    """Sample the posterior of a site calibration with NUTS and write its diagnostics,
+    predictive bands and figures."""
+    from differland import enable_float64
+    from differland.posterior_workflows import (
+        load_posterior_config,
+        posterior_site,
+        summary_line,
+    )
+
+    settings = load_posterior_config(config, chains=chains, warmup=warmup, samples=samples,
+                                     thin=thin, seed=seed, dense_mass=dense_mass)
+    if float64:
+        enable_float64()
+    diagnostics = posterior_site(driver, out, settings, progress=progress, overwrite=overwrite,
+                                 inputs=(config,))
+    typer.echo(summary_line(out, diagnostics))
+    if strict and not diagnostics["converged"]:
+        print(f"differland: not converged: {'; '.join(diagnostics['reasons'])}",
+              file=sys.stderr)
+        raise typer.Exit(1)
+
+
 def _refresh_option_parameters() -> None:
     """Give ``simulate`` and ``calibrate site`` a command-line option for every process
     option now registered (the parser is built from the signatures on every call)."""

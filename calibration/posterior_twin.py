@@ -1,0 +1,368 @@
+"""Twin experiment of the site posterior: synthetic sites with planted parameters.
+
+    python calibration/posterior_twin.py --sites 8 --seed 1 --out runs/twin
+
+Each synthetic site takes the forcing, the observation gaps and the stated observation
+uncertainties of the first ``--days`` days of a real flux site (``--sites-dir``, picked at
+random), plants parameter values drawn from the posterior's own prior, simulates GPP, RECO,
+NEE, ET and LAI with them and adds Gaussian noise of the stated uncertainty. The site posterior
+(``differland posterior site``) then runs on that synthetic driver, with the same prior and
+noise model and without the constraint potentials (the planted values are drawn from the
+prior alone), so that its credible intervals should contain the truth at their nominal rate.
+
+Outputs, under ``OUT``:
+
+* ``drivers/<site>.nc``: the synthetic drivers;
+* ``<site>/``: the posterior run directory (``posterior.nc`` with one variable per parameter,
+  named as in the registry, ``diagnostics.json``, ...), plus ``truth.json`` (parameter ->
+  planted value) and ``identified.json`` (the parameters the coverage counts);
+* ``coverage.json`` and ``coverage.md``: per site and in total, the share of identifiable
+  parameters whose central 50 % and 90 % credible intervals contain the planted value, and
+  the share of synthetic observations inside the 50 % and 90 % posterior predictive bands per
+  stream and period.
+
+A parameter counts as identifiable at a site when the data contracted its prior:
+1 - (posterior sd / prior sd)^2 >= ``--contraction`` (default 0.9, i.e. the posterior sd is at
+most about a third of the prior sd), both measured as the position in the prior's box on the
+parameter's transform scale. The criterion uses the posterior draws only, never the truth.
+
+A rerun reuses the finished posterior of a site (same seed, same settings) and rebuilds the
+tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import xarray as xr
+
+from differland.calibrate import bayes
+from differland.calibrate.site import CalibrationConfigError, free_parameter_names
+from differland.io import read_site_driver, write_atomically, write_json
+from differland.io.site import OBSERVATION_VARIABLES
+from differland.model import simulate
+from differland.observations import predict
+from differland.params import SPECS, ParameterSet, default_parameters
+from differland.posterior_workflows import posterior_site
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_SITES_DIR = Path(os.environ.get("DIFFERLAND_SHARED", REPO.parent / "shared")) / \
+    "data" / "fluxsites"
+
+PARAMETERS = ("canopy_efficiency", "autotrophic_respiration_fraction",
+              "foliar_allocation_fraction", "leaf_carbon_mass_per_area",
+              "litter_respiration_rate", "temperature_sensitivity",
+              "underlying_water_use_efficiency", "initial_foliar_carbon")
+"""Free parameters of the twin posterior (the others stay at their registry defaults)."""
+STREAMS = ("gpp", "reco", "et", "lai")
+"""Streams the twin posterior scores."""
+SYNTHETIC = ("gpp", "reco", "nee", "et", "lai")
+"""Streams written to the synthetic drivers (the other observations are dropped)."""
+PRIOR_HALF_WIDTH = 0.2
+"""Half width of each parameter's prior around its registry default, as a share of the
+registry box on the parameter's transform scale."""
+INTERVALS = (0.5, 0.9)
+"""Central credible intervals whose coverage is reported."""
+
+
+def twin_config(chains: int = 4, warmup: int = 500, samples: int = 500, seed: int = 0,
+                max_tree_depth: int = 10) -> bayes.PosteriorConfig:
+    """The posterior configuration of every synthetic site.
+
+    Priors: uniform on the parameter's transform scale over the positions
+    [u0 - :data:`PRIOR_HALF_WIDTH`, u0 + :data:`PRIOR_HALF_WIDTH`] of its registry box (kept
+    inside [0.02, 0.98]), u0 the position of its registry default; the driver's uncertainties
+    as sigma; no constraint potentials; no structural-error scale.
+    """
+    priors = {}
+    for name in PARAMETERS:
+        spec = SPECS[name]
+        box = bayes.ScaledBox(spec.lower, spec.upper, spec.transform_scale)
+        to_value = bayes.unit_transform(box)
+        centre = float(to_value.inv(jnp.asarray(spec.default_value)))
+        low = max(centre - PRIOR_HALF_WIDTH, 0.02)
+        high = min(centre + PRIOR_HALF_WIDTH, 0.98)
+        lower = float(np.clip(to_value(jnp.asarray(low)), spec.lower, spec.upper))
+        upper = float(np.clip(to_value(jnp.asarray(high)), spec.lower, spec.upper))
+        priors[name] = {"distribution": "uniform", "lower": lower, "upper": upper}
+    return bayes.posterior_config_from_dict({
+        "free_parameters": list(PARAMETERS), "streams": list(STREAMS),
+        "uncertainty": "driver", "priors": priors, "constraint_scale": 0.0,
+        "structural_error": False,
+        "nuts": {"chains": chains, "warmup": warmup, "samples": samples, "seed": seed,
+                 "max_tree_depth": max_tree_depth}})
+
+
+def planted_values(config: bayes.PosteriorConfig, key) -> dict[str, float]:
+    """One draw of the free parameters from the posterior's prior [registry units]."""
+    keys = jax.random.split(key, len(PARAMETERS))
+    return {name: float(bayes.prior_distribution(config.calibration, name,
+                                                 config.prior_of(name)).sample(subkey))
+            for name, subkey in zip(PARAMETERS, keys, strict=True)}
+
+
+def synthetic_driver(source: Path, target: Path, days: int, truth: dict[str, float],
+                     config: bayes.PosteriorConfig, key) -> Path:
+    """Write the synthetic driver of ``truth`` on the first ``days`` days of ``source``.
+
+    Each synthetic stream keeps the source's observed steps; its uncertainty is the source's
+    stated uncertainty where valid and the median of the valid ones elsewhere (the stream's
+    standard deviation / 10 without any); the values are the simulated stream plus Gaussian
+    noise of that uncertainty.
+    """
+    with xr.open_dataset(source, decode_times=False) as dataset:
+        window = dataset.isel(time=slice(0, days)).load()
+    original = {name: spec for name, spec in OBSERVATION_VARIABLES.items()
+                if spec.variable in window.variables}
+    window = window.drop_vars([name for spec in OBSERVATION_VARIABLES.values()
+                               for name in (spec.variable, spec.uncertainty)
+                               if name is not None and name in window.variables])
+    staging = target.with_name(f".{target.name}.forcing")
+    write_atomically(staging, lambda path: window.to_netcdf(path))
+    try:
+        forcing_only = read_site_driver(staging).forcing
+    finally:
+        staging.unlink(missing_ok=True)
+    reference = read_site_driver(source)
+    params = default_parameters(config.calibration.model)
+    params = ParameterSet({name: truth.get(name, params[name]) for name in params.names})
+    trajectory = simulate(params, forcing_only, config.calibration.model_config)
+    keys = jax.random.split(key, len(SYNTHETIC))
+    for name, subkey in zip(SYNTHETIC, keys, strict=True):
+        if name not in original:
+            continue
+        spec, observed = original[name], reference.observations[name]
+        mask = np.asarray(observed.mask[:days])
+        if observed.uncertainty is not None and observed.uncertainty_mask[:days].any():
+            valid = np.asarray(observed.uncertainty_mask[:days])
+            stated = np.asarray(observed.uncertainty[:days])
+            sigma = np.where(valid, stated, np.median(stated[valid]))
+        else:
+            sigma = np.full(days, max(float(np.std(observed.values[:days][mask])) / 10.0,
+                                      1e-3))
+        prediction = np.asarray(predict(name, trajectory, params, forcing_only), np.float64)
+        noise = np.asarray(jax.random.normal(subkey, (days,)), np.float64)
+        values = np.where(mask, prediction + sigma * noise, np.nan)
+        window[spec.variable] = xr.Variable("time", values, {"units": spec.units})
+        window[spec.uncertainty] = xr.Variable("time", sigma, {"units": spec.units})
+    window.attrs["title"] = f"synthetic twin of {source.stem}: planted parameters, stated noise"
+    write_atomically(target, lambda path: window.to_netcdf(path))
+    return target
+
+
+def prior_position_sd(config: bayes.PosteriorConfig, name: str) -> float:
+    """Standard deviation of the position in the prior's box under the (uniform) prior."""
+    if config.prior_of(name).distribution != "uniform":
+        raise ValueError(f"{name}: the twin needs uniform priors")
+    return 1.0 / math.sqrt(12.0)
+
+
+def position_in_prior(config: bayes.PosteriorConfig, name: str, values) -> np.ndarray:
+    """Position in [0, 1] of ``values`` in the prior's box on the transform scale."""
+    box = bayes.prior_box(config.calibration, name, config.prior_of(name))
+    return np.asarray(bayes.unit_transform(box).inv(jnp.asarray(values)))
+
+
+def identified_parameters(config: bayes.PosteriorConfig, draws: dict[str, np.ndarray],
+                          contraction: float) -> dict:
+    """The parameters whose prior the data contracted by at least ``contraction`` (see the
+    module docstring), with every parameter's contraction."""
+    values = {}
+    for name in free_parameter_names(config.calibration):
+        position = position_in_prior(config, name, draws[name])
+        ratio = float(np.std(position)) / prior_position_sd(config, name)
+        values[name] = 1.0 - ratio**2
+    chosen = [name for name, value in values.items() if value >= contraction]
+    return {"parameters": chosen,
+            "criterion": f"posterior contraction 1 - (posterior sd / prior sd)^2 >= "
+                         f"{contraction}, sd of the position in the prior box on the "
+                         "parameter's transform scale",
+            "contraction": values}
+
+
+def interval_hits(draws: dict[str, np.ndarray], truth: dict[str, float],
+                  names: list[str]) -> dict[str, dict[str, bool]]:
+    """Per parameter, whether each central credible interval of :data:`INTERVALS` contains
+    the planted value."""
+    hits = {}
+    for name in names:
+        values = np.ravel(draws[name])
+        hits[name] = {}
+        for level in INTERVALS:
+            low, high = np.quantile(values, [0.5 - level / 2.0, 0.5 + level / 2.0])
+            hits[name][f"{round(level * 100)}"] = bool(low <= truth[name] <= high)
+    return hits
+
+
+def site_record(out: Path, site: str, source: Path, truth: dict, config, contraction: float,
+                diagnostics: dict) -> dict:
+    """Read a finished site posterior and write its ``truth.json`` and ``identified.json``."""
+    posterior = xr.load_dataset(out / "posterior.nc", group="posterior")
+    draws = {name: np.asarray(posterior[name].values) for name in PARAMETERS}
+    identified = identified_parameters(config, draws, contraction)
+    write_json(out / "truth.json", truth)
+    write_json(out / "identified.json", identified)
+    hits = interval_hits(draws, truth, identified["parameters"])
+    return {"site": site, "source": source.stem, "converged": diagnostics["converged"],
+            "max_r_hat": diagnostics["max_r_hat"], "min_ess_bulk": diagnostics["min_ess_bulk"],
+            "divergences": diagnostics["divergences"],
+            "identified": identified["parameters"], "hits": hits,
+            "predictive": diagnostics["coverage"]}
+
+
+def coverage_summary(records: list[dict]) -> dict:
+    """Pooled coverage of the credible intervals and of the predictive bands."""
+    pairs = [hit for record in records for hit in record["hits"].values()]
+    parameters = {f"coverage_{level}": (sum(hit[level] for hit in pairs) / len(pairs)
+                                        if pairs else math.nan)
+                  for level in (f"{round(v * 100)}" for v in INTERVALS)}
+    parameters["pairs"] = len(pairs)
+    predictive = {}
+    for record in records:
+        for stream, periods in record["predictive"].items():
+            for period, values in periods.items():
+                entry = predictive.setdefault(stream, {}).setdefault(
+                    period, {"observed_steps": 0, "inside_50": 0.0, "inside_90": 0.0})
+                count = values["observed_steps"]
+                if count:
+                    entry["observed_steps"] += count
+                    entry["inside_50"] += values["coverage_50"] * count
+                    entry["inside_90"] += values["coverage_90"] * count
+    for periods in predictive.values():
+        for entry in periods.values():
+            count = entry.pop("observed_steps")
+            inside_50, inside_90 = entry.pop("inside_50"), entry.pop("inside_90")
+            entry.update({"observed_steps": count,
+                          "coverage_50": inside_50 / count if count else math.nan,
+                          "coverage_90": inside_90 / count if count else math.nan})
+    return {"parameters": parameters, "predictive": predictive}
+
+
+def coverage_markdown(records: list[dict], summary: dict, contraction: float) -> str:
+    """``coverage.md``: the per-site and pooled tables."""
+    lines = ["# Twin coverage of the site posterior", "",
+             f"Identifiable: posterior contraction >= {contraction} (position in the prior "
+             "box on the transform scale; no use of the truth).", "",
+             "| site | source | converged | max R-hat | min bulk ESS | divergences | "
+             "identifiable | in 50 % | in 90 % |", "|---|---|---|---|---|---|---|---|---|"]
+    for record in records:
+        hits = record["hits"].values()
+        lines.append(
+            f"| {record['site']} | {record['source']} | {record['converged']} | "
+            f"{record['max_r_hat']!r} | {record['min_ess_bulk']!r} | {record['divergences']} | "
+            f"{len(record['identified'])} | {sum(h['50'] for h in hits)} | "
+            f"{sum(h['90'] for h in hits)} |")
+    parameters = summary["parameters"]
+    lines += ["", f"(site, identifiable parameter) pairs: {parameters['pairs']}; "
+              f"50 % intervals contain the truth for {parameters['coverage_50']!r}, 90 % "
+              f"intervals for {parameters['coverage_90']!r}.", "",
+              "## Posterior predictive calibration (share of synthetic observations inside "
+              "the bands)", "", "| stream | period | observed steps | 50 % band | 90 % band |",
+              "|---|---|---|---|---|"]
+    for stream, periods in summary["predictive"].items():
+        for period, values in periods.items():
+            lines.append(f"| {stream} | {period} | {values['observed_steps']} | "
+                         f"{values['coverage_50']!r} | {values['coverage_90']!r} |")
+    return "\n".join(lines) + "\n"
+
+
+def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="posterior_twin.py", description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sites", type=int, default=8, help="synthetic sites (default 8)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the sources, planted values, noise and samplers")
+    parser.add_argument("--out", type=Path, required=True, help="output folder")
+    parser.add_argument("--sites-dir", type=Path, default=DEFAULT_SITES_DIR,
+                        help="folder of real site drivers whose forcing, gaps and stated "
+                             "uncertainties the synthetic sites take")
+    parser.add_argument("--days", type=int, default=4 * 365,
+                        help="record length; the first half of the years is the calibration "
+                             "period (default 1460)")
+    parser.add_argument("--chains", type=int, default=4)
+    parser.add_argument("--warmup", type=int, default=500)
+    parser.add_argument("--samples", type=int, default=500)
+    parser.add_argument("--max-tree-depth", type=int, default=10)
+    parser.add_argument("--contraction", type=float, default=0.9,
+                        help="smallest posterior contraction of an identifiable parameter")
+    parser.add_argument("--float64", action="store_true", help="compute in float64")
+    parser.add_argument("--no-progress", dest="progress", action="store_false")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    arguments = parse_arguments(argv)
+    if arguments.float64:
+        jax.config.update("jax_enable_x64", True)
+    sources = sorted(arguments.sites_dir.glob("*.nc"))
+    problems = []
+    if arguments.sites < 1:
+        problems.append("--sites must be at least 1")
+    if not sources:
+        problems.append(f"--sites-dir {arguments.sites_dir}: no site drivers (*.nc)")
+    if arguments.days < 2 * 365:
+        problems.append("--days must be at least 730 (a calibration and a test year)")
+    if not 0.0 < arguments.contraction < 1.0:
+        problems.append("--contraction must lie between 0 and 1")
+    try:
+        config = twin_config(arguments.chains, arguments.warmup, arguments.samples,
+                             arguments.seed, arguments.max_tree_depth)
+    except CalibrationConfigError as error:
+        problems.append(str(error).removeprefix("config: "))
+    if problems:
+        print(f"posterior_twin.py: error: {problems[0]}", file=sys.stderr)
+        return 2
+    out = arguments.out
+    generator = np.random.default_rng(arguments.seed)
+    key = jax.random.PRNGKey(arguments.seed)
+    records = []
+    for index in range(arguments.sites):
+        source = sources[int(generator.integers(len(sources)))]
+        site = f"twin{index:02d}-{source.stem}"
+        site_key = jax.random.fold_in(key, index)
+        truth = planted_values(config, jax.random.fold_in(site_key, 0))
+        driver = synthetic_driver(source, out / "drivers" / f"{site}.nc", arguments.days,
+                                  truth, config, jax.random.fold_in(site_key, 1))
+        site_config = dataclasses.replace(config, nuts=dataclasses.replace(
+            config.nuts, seed=(arguments.seed * 1000 + index) % bayes.MAX_SEED))
+        run = out / site
+        finished = run / "diagnostics.json"
+        if finished.is_file() and json.loads((run / "config.json").read_text()).get(
+                "posterior") == site_config.to_dict():
+            diagnostics = json.loads(finished.read_text())
+        else:
+            diagnostics = posterior_site(driver, run, site_config, progress=arguments.progress,
+                                         overwrite=finished.is_file())
+        record = site_record(run, site, source, truth, site_config, arguments.contraction,
+                             diagnostics)
+        records.append(record)
+        hits = record["hits"].values()
+        print(f"{site}: {'converged' if record['converged'] else 'not converged'}, "
+              f"{len(record['identified'])} identifiable, "
+              f"{sum(h['50'] for h in hits)} in 50 %, {sum(h['90'] for h in hits)} in 90 %",
+              flush=True)
+    summary = coverage_summary(records)
+    write_json(out / "coverage.json", {"sites": records, "summary": summary,
+                                       "contraction": arguments.contraction,
+                                       "seed": arguments.seed})
+    text = coverage_markdown(records, summary, arguments.contraction)
+    write_atomically(out / "coverage.md", lambda path: path.write_text(text, encoding="utf-8"))
+    parameters = summary["parameters"]
+    print(f"wrote {out}: {parameters['pairs']} (site, identifiable parameter) pairs; "
+          f"coverage of the 50 % intervals {parameters['coverage_50']:.3f}, of the 90 % "
+          f"intervals {parameters['coverage_90']:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
