@@ -60,8 +60,6 @@ from differland.calibrate.site import (
 )
 from differland.io import (
     cf_time_coordinate,
-    check_writable_location,
-    output_error,
     read_json,
     read_site_driver,
     remove_stale_temporaries,
@@ -71,7 +69,12 @@ from differland.io import (
 )
 from differland.observations import OPERATORS
 from differland.params import SPECS
-from differland.workflows import notice, observed_streams, package_digest
+from differland.workflows import (
+    notice,
+    observed_streams,
+    package_digest,
+    prepare_run_directory,
+)
 
 COMPLETION_RECORD = "diagnostics.json"
 """The file a posterior run writes last: a run directory without it is unfinished."""
@@ -109,56 +112,16 @@ class PosteriorNotConvergedError(RuntimeError):
     """The run finished and was written, but its diagnostics say it has not converged."""
 
 
-def _is_run_record(path: Path) -> bool:
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return isinstance(record, dict) and "differland_version" in record and "posterior" in record
-
-
 def prepare_posterior_directory(out: str | Path, inputs: list, overwrite: bool) -> str:
-    """Decide, before anything is computed, what a posterior run may do with ``out``.
-
-    As :func:`differland.workflows.prepare_run_directory`: a missing or empty folder is a new
-    run; a folder of an unfinished posterior run (its ``config.json``, no
-    :data:`COMPLETION_RECORD`) is resumed; a finished run is replaced only with
-    ``overwrite``, and then only the files differland wrote; a folder with other content is
-    used only with ``overwrite`` and when none of the run's file names is taken.
-
-    Returns:
-        ``"new"``, ``"resume"`` or ``"replace"``.
+    """What a posterior run may do with ``out`` (``"new"``, ``"resume"`` or ``"replace"``):
+    the rules of :func:`differland.workflows.prepare_run_directory` for the files of a
+    posterior run.
 
     Raises:
         OutputError: one line naming ``out`` and why it cannot be used.
     """
-    out = Path(out)
-    owned = [out / name for name in RUN_FILES] + [out / "figures" / name
-                                                  for name in RUN_FIGURES]
-    for source in inputs:
-        if source is None:
-            continue
-        source = Path(source).resolve()
-        if source == out.resolve() or source in {path.resolve() for path in owned} or (
-                out.resolve() / STATE_FOLDER) in source.parents:
-            raise output_error(out, f"--out would overwrite the input {source}")
-    if out.exists() and not out.is_dir():
-        raise output_error(out, "--out is an existing file; a run directory is a folder")
-    check_writable_location(out / RUN_FILES[0])
-    if not out.exists() or not any(out.iterdir()):
-        return "new"
-    if not _is_run_record(out / "config.json"):
-        taken = [name for name in (*RUN_FILES, STATE_FOLDER) if (out / name).exists()]
-        if taken:
-            raise output_error(out, f"--out holds {', '.join(taken)} that differland did not "
-                                    "write; choose another run directory")
-        if not overwrite:
-            raise output_error(out, "--out exists and is not a differland run; pass "
-                                    "--overwrite to add the run to it (its files are kept)")
-        return "new"
-    if (out / COMPLETION_RECORD).exists() and not overwrite:
-        raise output_error(out, "--out holds a finished run; pass --overwrite to replace it")
-    return "replace" if overwrite else "resume"
+    return prepare_run_directory(out, inputs, overwrite, RUN_FILES, RUN_FIGURES, STATE_FOLDER,
+                                 "posterior", COMPLETION_RECORD)
 
 
 def clear_posterior_directory(out: Path) -> None:

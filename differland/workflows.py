@@ -60,15 +60,20 @@ def notice(message: str) -> None:
     print(f"differland: notice: {' '.join(message.split())}", file=sys.stderr)
 
 
-def _is_run_record(path: Path) -> bool:
+def _is_run_record(path: Path, kind: str = "calibration") -> bool:
+    """Whether ``path`` is the ``config.json`` differland wrote for a run of ``kind``."""
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
-    return isinstance(record, dict) and "differland_version" in record and "calibration" in record
+    return isinstance(record, dict) and "differland_version" in record and kind in record
 
 
-def prepare_run_directory(out: str | Path, inputs: list, overwrite: bool) -> str:
+def prepare_run_directory(out: str | Path, inputs: list, overwrite: bool,
+                          run_files: tuple[str, ...] = RUN_FILES,
+                          figures: tuple[str, ...] = RUN_FIGURES,
+                          state_folder: str = CHECKPOINTS, kind: str = "calibration",
+                          completion: str = COMPLETION_RECORD) -> str:
     """Decide, before anything is computed, what a calibration may do with ``out``.
 
     A missing or empty folder is a new run; a folder of an unfinished differland run (its
@@ -82,6 +87,10 @@ def prepare_run_directory(out: str | Path, inputs: list, overwrite: bool) -> str
         inputs: input paths of the run (``None`` entries skipped): none may be inside ``out``
             where the run writes.
         overwrite: whether the user asked to replace a finished run.
+        run_files, figures, state_folder: what a run of this kind writes in ``out`` (files,
+            files under ``figures/``, and the folder of its resumable state).
+        kind: the key that marks a ``config.json`` of a run of this kind.
+        completion: the file such a run writes last (a run without it is unfinished).
 
     Returns:
         ``"new"``, ``"resume"`` or ``"replace"``.
@@ -90,21 +99,21 @@ def prepare_run_directory(out: str | Path, inputs: list, overwrite: bool) -> str
         OutputError: one line naming ``out`` and why it cannot be used.
     """
     out = Path(out)
-    owned = [out / name for name in RUN_FILES] + [out / "figures" / name for name in RUN_FIGURES]
+    owned = [out / name for name in run_files] + [out / "figures" / name for name in figures]
     for source in inputs:
         if source is None:
             continue
         source = Path(source).resolve()
         if source == out.resolve() or source in {path.resolve() for path in owned} or (
-                out.resolve() / CHECKPOINTS) in source.parents:
+                out.resolve() / state_folder) in source.parents:
             raise output_error(out, f"--out would overwrite the input {source}")
     if out.exists() and not out.is_dir():
         raise output_error(out, "--out is an existing file; a run directory is a folder")
-    check_writable_location(out / RUN_FILES[0])
+    check_writable_location(out / run_files[0])
     if not out.exists() or not any(out.iterdir()):
         return "new"
-    if not _is_run_record(out / "config.json"):
-        taken = [name for name in (*RUN_FILES, CHECKPOINTS) if (out / name).exists()]
+    if not _is_run_record(out / "config.json", kind):
+        taken = [name for name in (*run_files, state_folder) if (out / name).exists()]
         if taken:
             raise output_error(out, f"--out holds {', '.join(taken)} that differland did not "
                                     "write; choose another run directory")
@@ -112,7 +121,7 @@ def prepare_run_directory(out: str | Path, inputs: list, overwrite: bool) -> str
             raise output_error(out, "--out exists and is not a differland run; pass "
                                     "--overwrite to add the run to it (its files are kept)")
         return "new"
-    if (out / COMPLETION_RECORD).exists() and not overwrite:
+    if (out / completion).exists() and not overwrite:
         raise output_error(out, "--out holds a finished run; pass --overwrite to replace it")
     return "replace" if overwrite else "resume"
 
