@@ -62,6 +62,7 @@ from differland.calibrate.site import (
     SiteCalibrationConfig,
     SiteProblem,
     free_parameter_names,
+    settings_with,
 )
 from differland.likelihood import Stream
 from differland.model import simulate
@@ -447,23 +448,9 @@ class PosteriorConfig:
 
 def nuts_settings(values, base: NutsSettings | None = None,
                   prefix: str = "config: nuts.") -> NutsSettings:
-    """:class:`NutsSettings` from a mapping of overrides on ``base`` (default: defaults).
-
-    Raises:
-        CalibrationConfigError: not a mapping, an unknown key, or a bad value, naming it as
-            ``<prefix><key>``.
-    """
-    if not isinstance(values, Mapping):
-        raise CalibrationConfigError(f"{prefix.rstrip('.')} must be an object, not {values!r}")
-    known = {f.name for f in dataclasses.fields(NutsSettings)}
-    bad = sorted(set(values) - known)
-    if bad:
-        raise CalibrationConfigError(f"{prefix.rstrip('.')}: unknown key(s) {', '.join(bad)} "
-                                     f"(known: {', '.join(sorted(known))})")
-    try:
-        return dataclasses.replace(base or NutsSettings(), **values)
-    except SettingsError as error:
-        raise CalibrationConfigError(f"{prefix}{error}") from None
+    """:class:`NutsSettings` from a mapping of overrides on ``base`` (default: defaults)
+    (see :func:`~differland.calibrate.site.settings_with`)."""
+    return settings_with(NutsSettings, values, base, prefix)
 
 
 def posterior_config_from_dict(values: Mapping) -> PosteriorConfig:

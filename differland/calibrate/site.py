@@ -296,9 +296,9 @@ class SiteCalibrationConfig:
         return cls(**values)
 
 
-def gradient_settings(values: Mapping, base: GradientSettings | None = None,
-                      prefix: str = "config: gradient.") -> GradientSettings:
-    """:class:`GradientSettings` from a mapping of overrides on ``base`` (default: defaults).
+def settings_with(cls, values: Mapping, base=None, prefix: str = "config: "):
+    """A frozen settings dataclass ``cls`` from a mapping of overrides on ``base`` (default:
+    ``cls()``), checked by the dataclass itself.
 
     Raises:
         CalibrationConfigError: not a mapping, an unknown key, or a value of the wrong type or
@@ -306,15 +306,22 @@ def gradient_settings(values: Mapping, base: GradientSettings | None = None,
     """
     if not isinstance(values, Mapping):
         raise CalibrationConfigError(f"{prefix.rstrip('.')} must be an object, not {values!r}")
-    known = {f.name for f in dataclasses.fields(GradientSettings)}
+    known = {f.name for f in dataclasses.fields(cls)}
     bad = sorted(set(values) - known)
     if bad:
         raise CalibrationConfigError(f"{prefix.rstrip('.')}: unknown key(s) {', '.join(bad)} "
                                      f"(known: {', '.join(sorted(known))})")
     try:
-        return dataclasses.replace(base or GradientSettings(), **values)
+        return dataclasses.replace(base or cls(), **values)
     except SettingsError as error:
         raise CalibrationConfigError(f"{prefix}{error}") from None
+
+
+def gradient_settings(values: Mapping, base: GradientSettings | None = None,
+                      prefix: str = "config: gradient.") -> GradientSettings:
+    """:class:`GradientSettings` from a mapping of overrides on ``base`` (default: defaults)
+    (see :func:`settings_with`)."""
+    return settings_with(GradientSettings, values, base, prefix)
 
 
 _MODIFIER_SLOTS = tuple(name for name, slot in SLOTS.items() if slot.multiple)
