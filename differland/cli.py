@@ -506,7 +506,8 @@ def calibrate_site_command(
 
 posterior_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
                             context_settings=_CONTEXT,
-                            help="Bayesian calibration: sample posteriors with NUTS.")
+                            help="Bayesian calibration: NUTS at a site; variational "
+                                 "posteriors of many sites or of a spatialization network.")
 app.add_typer(posterior_app, name="posterior")
 
 
@@ -562,6 +563,91 @@ def posterior_site_command(
         print(f"differland: not converged: {'; '.join(diagnostics['reasons'])}",
               file=sys.stderr)
         raise typer.Exit(1)
+
+
+_SVI_HELP = {
+    "config": "JSON config: posterior keys (as for 'posterior site'), plus svi (guide, rank, "
+              "steps, learning_rate, particles, draws, init_scale, seed, checkpoint_every, "
+              "hidden, depth, seeds) and extra_predictors (docs/calibration.md).",
+    "steps": "SVI steps (default: the config's, 3000).",
+    "draws": "Posterior draws kept per site (default: the config's, 1000).",
+    "seed": "Seed of the starts, the ELBO's draws and the posterior draws (default: the "
+            "config's, 0).",
+}
+
+
+def _variational_run(run, sites_dir: Path, out: Path, config: Path | None, float64: bool,
+                     overrides: dict, **keywords) -> None:
+    from differland import enable_float64
+    from differland.variational_workflows import load_variational_config, summary_line
+
+    settings = load_variational_config(config, **overrides)
+    if float64:
+        enable_float64()
+    record = run(sites_dir, out, settings, inputs=(config,), **keywords)
+    typer.echo(summary_line(out, record))
+
+
+@posterior_app.command("sites")
+def posterior_sites_command(
+    sites_dir: Annotated[Path, typer.Option(
+        help="Folder of site drivers (<SITE_ID>.nc) and their sites.csv.")],
+    out: Annotated[Path, typer.Option(
+        help="Run directory (an unfinished run there is resumed).")],
+    config: Annotated[Path | None, typer.Option(help=_SVI_HELP["config"])] = None,
+    sites_csv: Annotated[Path | None, typer.Option(
+        help="Sites to fit (default: SITES_DIR/sites.csv).")] = None,
+    guide: Annotated[str | None, typer.Option(
+        help="Guide of each site: normal (independent normals), lowrank or multivariate "
+             "(default: the config's, lowrank).")] = None,
+    steps: Annotated[int | None, typer.Option(help=_SVI_HELP["steps"])] = None,
+    draws: Annotated[int | None, typer.Option(help=_SVI_HELP["draws"])] = None,
+    seed: Annotated[int | None, typer.Option(help=_SVI_HELP["seed"])] = None,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    float64: Annotated[bool, typer.Option("--float64", help="Compute in float64.")] = False,
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", help="Replace a finished run in --out (only the files differland "
+                            "wrote).")] = False,
+) -> None:
+    """Variational posteriors (SVI) of every site at once: parameters and predictive bands
+    per site, with Pareto k diagnostics."""
+    from differland.variational_workflows import posterior_sites
+
+    _variational_run(posterior_sites, sites_dir, out, config, float64,
+                     {"guide": guide, "steps": steps, "draws": draws, "seed": seed},
+                     sites_csv=sites_csv, progress=progress, overwrite=overwrite)
+
+
+@posterior_app.command("spatial")
+def posterior_spatial_command(
+    sites_dir: Annotated[Path, typer.Option(
+        help="Folder of site drivers (<SITE_ID>.nc) and their sites.csv.")],
+    out: Annotated[Path, typer.Option(
+        help="Run directory (an unfinished run there is resumed).")],
+    config: Annotated[Path | None, typer.Option(help=_SVI_HELP["config"])] = None,
+    sites_csv: Annotated[Path | None, typer.Option(
+        help="Training sites (default: SITES_DIR/sites.csv).")] = None,
+    predict_csv: Annotated[Path | None, typer.Option(
+        help="Sites the network does not see (drivers in --sites-dir): their predicted "
+             "posteriors and how well the predictive bands cover their observations.")
+    ] = None,
+    steps: Annotated[int | None, typer.Option(help=_SVI_HELP["steps"])] = None,
+    draws: Annotated[int | None, typer.Option(help=_SVI_HELP["draws"])] = None,
+    seed: Annotated[int | None, typer.Option(help=_SVI_HELP["seed"])] = None,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    float64: Annotated[bool, typer.Option("--float64", help="Compute in float64.")] = False,
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", help="Replace a finished run in --out (only the files differland "
+                            "wrote).")] = False,
+) -> None:
+    """A Bayesian spatialization network: a variational posterior of every site's
+    parameters given its predictors, trained on the sites' observations (SVI)."""
+    from differland.variational_workflows import posterior_spatial
+
+    _variational_run(posterior_spatial, sites_dir, out, config, float64,
+                     {"steps": steps, "draws": draws, "seed": seed},
+                     sites_csv=sites_csv, predict_csv=predict_csv, progress=progress,
+                     overwrite=overwrite)
 
 
 def _refresh_option_parameters() -> None:

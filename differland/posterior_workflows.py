@@ -249,7 +249,7 @@ def posterior_site(driver_path: str | Path, out: str | Path,
     if result is None:
         return {}
     wall_seconds = time.perf_counter() - started
-    draws = _predictive(problem, config, result.samples, initial["network"])
+    draws = posterior_predictive(problem, config, result.samples, initial["network"])
     bands = predictive_bands(draws, problem)
     coverage = band_coverage(bands, problem)
     idata = inference_data(result, driver, problem, config)
@@ -325,7 +325,7 @@ def _initial_values(problem, config: PosteriorConfig, path: Path, fingerprint: s
             "inverse_mass": inverse_mass, "potential": fit.potential}, seconds
 
 
-def _predictive(problem, config: PosteriorConfig, samples: dict, network) -> dict:
+def posterior_predictive(problem, config: PosteriorConfig, samples: dict, network) -> dict:
     """Posterior predictive draws over the whole record from at most
     :data:`MAX_PREDICTIVE_DRAWS` posterior draws, evenly spaced."""
     flat = {name: np.reshape(values, (-1,)) for name, values in samples.items()}
@@ -376,17 +376,19 @@ INFERENCE_GROUPS = ("posterior", "sample_stats", "observed_data")
 """Groups of ``posterior.nc``, in the layout of ArviZ InferenceData."""
 
 
-def inference_data(result, driver, problem, config: PosteriorConfig):
-    """The run as ArviZ InferenceData (``posterior.nc``): ``posterior``, one
-    variable per latent site over ``(chain, draw)`` in physical units; ``sample_stats`` of
-    NUTS under ArviZ's names (``lp`` is minus the potential energy, [nats]); and
-    ``observed_data``, the scored streams over the whole record (NaN in gaps)."""
-    chains, draws = next(iter(result.samples.values())).shape
+def run_attrs(driver) -> dict:
+    """Attributes of every group of ``posterior.nc``."""
+    return {"created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "inference_library": "numpyro", "inference_library_version": numpyro_version(),
+            "source": f"differland {__version__}", "site": driver.site_id}
+
+
+def posterior_dataset(samples: dict, problem, config: PosteriorConfig, attrs: dict
+                      ) -> xr.Dataset:
+    """The ``posterior`` group: one variable per latent site over ``(chain, draw)`` in
+    physical units (``samples``: ``{site: (chains, draws)}``)."""
+    chains, draws = next(iter(samples.values())).shape
     coords = {"chain": ("chain", np.arange(chains)), "draw": ("draw", np.arange(draws))}
-    created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    attrs = {"created_at": created, "inference_library": "numpyro",
-             "inference_library_version": numpyro_version(), "source": f"differland {__version__}",
-             "site": driver.site_id}
     variables = {}
     for name in latent_sites(problem, config.structural_error):
         if name in SPECS:
@@ -394,8 +396,33 @@ def inference_data(result, driver, problem, config: PosteriorConfig):
         else:
             meta = {"units": "1", "long_name": "scale of the uncertainty of the "
                     f"{name.removeprefix(ERROR_SCALE_PREFIX)} observations"}
-        variables[name] = xr.Variable(("chain", "draw"), result.samples[name], meta)
-    posterior = xr.Dataset(variables, coords=coords, attrs=attrs)
+        variables[name] = xr.Variable(("chain", "draw"), samples[name], meta)
+    return xr.Dataset(variables, coords=coords, attrs=attrs)
+
+
+def observed_dataset(driver, problem, attrs: dict) -> xr.Dataset:
+    """The ``observed_data`` group: the scored streams over the whole record (NaN in gaps)
+    and the period flag."""
+    time_values, time_attrs = cf_time_coordinate(driver.dates)
+    observed = {}
+    for name in likelihood_streams(problem):
+        stream = problem.streams[name]
+        values = np.where(np.asarray(stream.mask) > 0, np.asarray(stream.values), np.nan)
+        observed[name] = xr.Variable("time", values, {"units": OPERATORS[name].units})
+    observed["calibration_period"] = xr.Variable(
+        "time", np.asarray(problem.periods.calibration, np.int8),
+        {"long_name": "1 in the calibration period, 0 in the test period"})
+    return xr.Dataset(observed, coords={"time": ("time", time_values, time_attrs)},
+                      attrs=attrs)
+
+
+def inference_data(result, driver, problem, config: PosteriorConfig):
+    """The run as ArviZ InferenceData (``posterior.nc``): ``posterior``
+    (:func:`posterior_dataset`); ``sample_stats`` of NUTS under ArviZ's names (``lp`` is
+    minus the potential energy, [nats]); and ``observed_data`` (:func:`observed_dataset`)."""
+    attrs = run_attrs(driver)
+    posterior = posterior_dataset(result.samples, problem, config, attrs)
+    coords = {"chain": posterior["chain"], "draw": posterior["draw"]}
     fields = result.fields
     stats = {
         "lp": (-np.asarray(fields["potential_energy"]), "nats",
@@ -412,19 +439,8 @@ def inference_data(result, driver, problem, config: PosteriorConfig):
         {name: xr.Variable(("chain", "draw"), values,
                            {"long_name": text, **({"units": units} if units else {})})
          for name, (values, units, text) in stats.items()}, coords=coords, attrs=attrs)
-    time_values, time_attrs = cf_time_coordinate(driver.dates)
-    observed = {}
-    for name in likelihood_streams(problem):
-        stream = problem.streams[name]
-        values = np.where(np.asarray(stream.mask) > 0, np.asarray(stream.values), np.nan)
-        observed[name] = xr.Variable("time", values, {"units": OPERATORS[name].units})
-    observed["calibration_period"] = xr.Variable(
-        "time", np.asarray(problem.periods.calibration, np.int8),
-        {"long_name": "1 in the calibration period, 0 in the test period"})
-    observed_data = xr.Dataset(observed, coords={"time": ("time", time_values, time_attrs)},
-                               attrs=attrs)
     return _arviz().InferenceData(posterior=posterior, sample_stats=sample_stats,
-                                  observed_data=observed_data)
+                                  observed_data=observed_dataset(driver, problem, attrs))
 
 
 def _arviz():

@@ -160,6 +160,23 @@ class SpatialConfig:
         return cls(**values)
 
 
+def uniform_problems(problems: Sequence[SiteProblem], config: SiteCalibrationConfig
+                     ) -> list[SiteProblem]:
+    """The problems under one configuration ``config``, padded to the longest record
+    (:meth:`SiteProblem.padded`); a stream of ``config`` that a site does not observe becomes
+    a stream without observations (it adds nothing to that site's loss)."""
+    n_steps = max(int(p.forcing.delta_t.shape[-1]) for p in problems)
+    weights = dict(config.weights)
+    filled = []
+    for problem in problems:
+        n = int(problem.forcing.delta_t.shape[-1])
+        streams = {name: problem.streams.get(name) or Stream(
+            values=jnp.zeros(n), mask=jnp.zeros(n), sigma=jnp.ones(n),
+            weight=jnp.asarray(weights.get(name, 1.0))) for name in config.streams}
+        filled.append(dataclasses.replace(problem, streams=streams, config=config))
+    return [p.padded(n_steps) for p in filled]
+
+
 @dataclass(frozen=True)
 class SiteBatch:
     """The sites of a training, padded to one record length and stacked (leading site
@@ -177,16 +194,7 @@ class SiteBatch:
               ) -> SiteBatch:
         """The problems of ``config`` padded and stacked; a stream of ``config`` that a site
         does not observe enters its loss as a stream without observations (nothing)."""
-        n_steps = max(int(p.forcing.delta_t.shape[-1]) for p in problems)
-        weights = dict(config.weights)
-        filled = []
-        for problem in problems:
-            n = int(problem.forcing.delta_t.shape[-1])
-            streams = {name: problem.streams.get(name) or Stream(
-                values=jnp.zeros(n), mask=jnp.zeros(n), sigma=jnp.ones(n),
-                weight=jnp.asarray(weights.get(name, 1.0))) for name in config.streams}
-            filled.append(dataclasses.replace(problem, streams=streams, config=config))
-        padded = [p.padded(n_steps) for p in filled]
+        padded = uniform_problems(problems, config)
         stack = lambda *xs: jnp.stack([jnp.asarray(x) for x in xs])  # noqa: E731
         periods = [{f.name: getattr(p.periods, f.name) for f in dataclasses.fields(Periods)}
                    for p in padded]
