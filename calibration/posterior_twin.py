@@ -1,6 +1,6 @@
 """Twin experiment of the site posterior: synthetic sites with planted parameters.
 
-    python calibration/posterior_twin.py --sites 8 --seed 1 --out runs/twin
+    python calibration/posterior_twin.py --sites 8 --seed 1 --out runs/twin [--method svi]
 
 Each synthetic site takes the forcing, the observation gaps and the stated observation
 uncertainties of the first ``--days`` days of a real flux site (``--sites-dir``, picked at
@@ -26,6 +26,10 @@ A parameter counts as identifiable at a site when the data contracted its prior:
 most about a third of the prior sd), both measured as the position in the prior's box on the
 parameter's transform scale. The criterion uses the posterior draws only, never the truth.
 
+With ``--method svi`` the variational posteriors of every synthetic site are fitted together
+(``differland posterior sites``, guide ``--guide``, ``--steps`` steps) under ``OUT/svi/``
+instead, and a site counts as converged when its Pareto k is at most 0.7.
+
 A rerun reuses the finished posterior of a site (same seed, same settings) and rebuilds the
 tables.
 """
@@ -33,7 +37,9 @@ tables.
 from __future__ import annotations
 
 import argparse
+import csv
 import dataclasses
+import io
 import json
 import math
 import os
@@ -47,12 +53,14 @@ import xarray as xr
 
 from differland.calibrate import bayes
 from differland.calibrate.site import CalibrationConfigError, free_parameter_names
-from differland.io import read_site_driver, write_atomically, write_json
+from differland.calibrate.variational import GUIDES
+from differland.io import read_site_driver, read_sites_rows, write_atomically, write_json
 from differland.io.site import OBSERVATION_VARIABLES
 from differland.model import simulate
 from differland.observations import predict
 from differland.params import SPECS, ParameterSet, default_parameters
 from differland.posterior_workflows import posterior_site
+from differland.variational_workflows import load_variational_config, posterior_sites
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_SITES_DIR = Path(os.environ.get("DIFFERLAND_SHARED", REPO.parent / "shared")) / \
@@ -275,6 +283,78 @@ def coverage_markdown(records: list[dict], summary: dict, contraction: float) ->
     return "\n".join(lines) + "\n"
 
 
+def nuts_record(arguments, config, index: int, site: str, source: Path, truth: dict,
+                driver: Path) -> dict:
+    """The NUTS posterior of one synthetic site (reused when finished with the same
+    configuration) and its record."""
+    site_config = dataclasses.replace(config, nuts=dataclasses.replace(
+        config.nuts, seed=(arguments.seed * 1000 + index) % bayes.MAX_SEED))
+    run = arguments.out / site
+    finished = run / "diagnostics.json"
+    if finished.is_file() and json.loads((run / "config.json").read_text()).get(
+            "posterior") == site_config.to_dict():
+        diagnostics = json.loads(finished.read_text())
+    else:
+        diagnostics = posterior_site(driver, run, site_config, progress=arguments.progress,
+                                     overwrite=finished.is_file())
+    record = site_record(run, site, source, truth, site_config, arguments.contraction,
+                         diagnostics)
+    _report(site, record)
+    return record
+
+
+def svi_records(arguments, config, twins: list) -> list[dict]:
+    """The variational posteriors of every synthetic site, fitted together by
+    ``differland posterior sites`` under ``OUT/svi`` (the sites' predictors and calibration
+    periods are their sources'), and their records; a site counts as converged when its
+    Pareto k is at most the limit."""
+    rows = {row["SITE_ID"]: row for row in read_sites_rows(arguments.sites_dir / "sites.csv")}
+    table = []
+    for _, site, source, _, driver in twins:
+        reference = read_site_driver(driver)
+        test_start = str(np.datetime_as_string(
+            np.datetime64(reference.dates[reference.calibration_end]), unit="D"))
+        table.append({**rows[source.stem], "SITE_ID": site, "test_start": test_start})
+    sites_csv = arguments.out / "svi_sites.csv"
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(table[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(table)
+    write_atomically(sites_csv, lambda path: path.write_text(buffer.getvalue(),
+                                                             encoding="utf-8"))
+    settings = load_variational_config(None, guide=arguments.guide, steps=arguments.steps,
+                                       seed=arguments.seed)
+    settings = dataclasses.replace(settings, posterior=config)
+    run = arguments.out / "svi"
+    finished = run / "svi.json"
+    if finished.is_file() and json.loads((run / "config.json").read_text()).get(
+            "variational") == json.loads(json.dumps(settings.to_dict())):
+        result = json.loads(finished.read_text())
+    else:
+        result = posterior_sites(arguments.out / "drivers", run, settings, sites_csv=sites_csv,
+                                 progress=arguments.progress, overwrite=finished.is_file())
+    records = []
+    for _, site, source, truth, _ in twins:
+        entry = result["sites"][site]
+        diagnostics = {"converged": entry["reliable"], "max_r_hat": math.nan,
+                       "min_ess_bulk": math.nan, "divergences": 0,
+                       "coverage": entry["coverage"]}
+        record = site_record(run / site, site, source, truth, config, arguments.contraction,
+                             diagnostics)
+        record["pareto_k"] = entry["pareto_k"]
+        _report(site, record)
+        records.append(record)
+    return records
+
+
+def _report(site: str, record: dict) -> None:
+    hits = record["hits"].values()
+    print(f"{site}: {'converged' if record['converged'] else 'not converged'}, "
+          f"{len(record['identified'])} identifiable, "
+          f"{sum(h['50'] for h in hits)} in 50 %, {sum(h['90'] for h in hits)} in 90 %",
+          flush=True)
+
+
 def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="posterior_twin.py", description=__doc__.split("\n\n")[0],
@@ -295,6 +375,12 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-tree-depth", type=int, default=10)
     parser.add_argument("--contraction", type=float, default=0.9,
                         help="smallest posterior contraction of an identifiable parameter")
+    parser.add_argument("--method", choices=("nuts", "svi"), default="nuts",
+                        help="nuts: 'differland posterior site' per synthetic site; svi: "
+                             "'differland posterior sites' over all of them at once")
+    parser.add_argument("--guide", choices=GUIDES, default="lowrank",
+                        help="the SVI guide (with --method svi)")
+    parser.add_argument("--steps", type=int, default=3000, help="SVI steps (--method svi)")
     parser.add_argument("--float64", action="store_true", help="compute in float64")
     parser.add_argument("--no-progress", dest="progress", action="store_false")
     return parser.parse_args(argv)
@@ -325,7 +411,7 @@ def main(argv: list[str] | None = None) -> int:
     out = arguments.out
     generator = np.random.default_rng(arguments.seed)
     key = jax.random.PRNGKey(arguments.seed)
-    records = []
+    twins = []
     for index in range(arguments.sites):
         source = sources[int(generator.integers(len(sources)))]
         site = f"twin{index:02d}-{source.stem}"
@@ -333,24 +419,11 @@ def main(argv: list[str] | None = None) -> int:
         truth = planted_values(config, jax.random.fold_in(site_key, 0))
         driver = synthetic_driver(source, out / "drivers" / f"{site}.nc", arguments.days,
                                   truth, config, jax.random.fold_in(site_key, 1))
-        site_config = dataclasses.replace(config, nuts=dataclasses.replace(
-            config.nuts, seed=(arguments.seed * 1000 + index) % bayes.MAX_SEED))
-        run = out / site
-        finished = run / "diagnostics.json"
-        if finished.is_file() and json.loads((run / "config.json").read_text()).get(
-                "posterior") == site_config.to_dict():
-            diagnostics = json.loads(finished.read_text())
-        else:
-            diagnostics = posterior_site(driver, run, site_config, progress=arguments.progress,
-                                         overwrite=finished.is_file())
-        record = site_record(run, site, source, truth, site_config, arguments.contraction,
-                             diagnostics)
-        records.append(record)
-        hits = record["hits"].values()
-        print(f"{site}: {'converged' if record['converged'] else 'not converged'}, "
-              f"{len(record['identified'])} identifiable, "
-              f"{sum(h['50'] for h in hits)} in 50 %, {sum(h['90'] for h in hits)} in 90 %",
-              flush=True)
+        twins.append((index, site, source, truth, driver))
+    if arguments.method == "svi":
+        records = svi_records(arguments, config, twins)
+    else:
+        records = [nuts_record(arguments, config, *twin) for twin in twins]
     summary = coverage_summary(records)
     write_json(out / "coverage.json", {"sites": records, "summary": summary,
                                        "contraction": arguments.contraction,
