@@ -253,22 +253,23 @@ def _record(kind: str, config: VariationalConfig, sites: list, sites_csv: Path,
 
 
 def _starts(places: list[_Place], posterior: PosteriorConfig, path: Path, fingerprint: str,
-            progress: bool) -> np.ndarray:
-    """Each site's start (best point of the initialising fit), saved to ``path`` and read
-    back by a rerun."""
+            progress: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Each site's start (best point of the initialising fit) and Laplace covariance there,
+    saved to ``path`` and read back by a rerun."""
     if path.is_file():
         with np.load(path, allow_pickle=False) as content:
             if str(content["fingerprint"]) != fingerprint:
                 raise CheckpointMismatchError(f"{path}: made by another run; pass --overwrite")
-            return np.asarray(content["starts"])
-    starts = site_starts([p.training for p in places], posterior, progress)
+            return np.asarray(content["starts"]), np.asarray(content["covariances"])
+    starts, covariances = site_starts([p.training for p in places], posterior, progress)
 
     def write(target: Path) -> None:
         with open(target, "wb") as file:
-            np.savez(file, fingerprint=np.asarray(fingerprint), starts=starts)
+            np.savez(file, fingerprint=np.asarray(fingerprint), starts=starts,
+                     covariances=covariances)
 
     write_atomically(path, write)
-    return starts
+    return starts, covariances
 
 
 # --- per-site outputs --------------------------------------------------------------------------
@@ -429,10 +430,10 @@ def posterior_sites(sites_dir: str | Path, out: str | Path,
     record = _record("sites", config, sites, sites_csv)
     _start(out, mode, record)
     started = time.perf_counter()
-    starts = _starts(places, posterior, out / STATE_FOLDER / "starts.npz",
-                     record["fingerprint"], progress)
+    starts, covariances = _starts(places, posterior, out / STATE_FOLDER / "starts.npz",
+                                  record["fingerprint"], progress)
     init_seconds = time.perf_counter() - started
-    result = fit_sites([p.training for p in places], posterior, config.svi, starts,
+    result = fit_sites([p.training for p in places], posterior, config.svi, starts, covariances,
                        checkpoint_dir=out / STATE_FOLDER / "svi",
                        fingerprint=record["fingerprint"], progress=progress,
                        stop_after=stop_after)

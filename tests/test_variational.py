@@ -13,6 +13,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import xarray as xr
+from numpyro.distributions.transforms import biject_to
+from numpyro.infer.autoguide import AutoMultivariateNormal, AutoNormal
 
 from differland.calibrate import bayes, variational
 from differland.calibrate.site import make_site_problem
@@ -65,12 +67,14 @@ def test_pareto_k_tells_a_good_guide_from_a_narrow_one():
 def test_site_fits_lower_the_loss_resume_exactly_and_know_their_density(two_sites, tmp_path):
     config, problems = two_sites
     settings = variational.SviSettings(guide="normal", steps=200, checkpoint_every=100,
-                                       draws=40, learning_rate=0.02)
-    starts = variational.site_starts(problems, config, progress=False)
-    whole = variational.fit_sites(problems, config, settings, starts, progress=False)
+                                       draws=40, learning_rate=0.02, init="scale")
+    starts, covariances = variational.site_starts(problems, config, progress=False)
+    assert covariances.shape == (2, starts.shape[1], starts.shape[1])
+    whole = variational.fit_sites(problems, config, settings, starts, covariances,
+                                  progress=False)
     assert whole.finished and whole.draws.shape == (2, 40, starts.shape[1])
     assert np.all(np.isfinite(whole.draws)) and np.all(np.isfinite(whole.log_q))
-    assert np.all(np.mean(whole.loss[-50:], axis=0) < np.mean(whole.loss[:50], axis=0))
+    assert np.all(np.median(whole.loss[-50:], axis=0) < np.median(whole.loss[:50], axis=0))
     # the guide's log density at its draws is that of its normals (it feeds Pareto k)
     for site in range(2):
         loc = whole.params["z_auto_loc"][site]
@@ -81,14 +85,47 @@ def test_site_fits_lower_the_loss_resume_exactly_and_know_their_density(two_site
         np.testing.assert_allclose(whole.log_q[site], expected, rtol=1e-8)
     # killed after the first block, then resumed: the same draws as uninterrupted
     folder = tmp_path / "svi"
-    cut = variational.fit_sites(problems, config, settings, starts, checkpoint_dir=folder,
-                                fingerprint="run", progress=False, stop_after=1)
+    cut = variational.fit_sites(problems, config, settings, starts, covariances,
+                                checkpoint_dir=folder, fingerprint="run", progress=False,
+                                stop_after=1)
     assert not cut.finished
-    resumed = variational.fit_sites(problems, config, settings, starts, checkpoint_dir=folder,
-                                    fingerprint="run", progress=False)
+    resumed = variational.fit_sites(problems, config, settings, starts, covariances,
+                                    checkpoint_dir=folder, fingerprint="run", progress=False)
     assert resumed.resumed_from == 100
     np.testing.assert_array_equal(resumed.draws, whole.draws)
     np.testing.assert_array_equal(resumed.loss, whole.loss)
+
+
+@pytest.mark.parametrize("guide, rank", [("normal", 0), ("lowrank", 6), ("lowrank", 2),
+                                         ("multivariate", 0)])
+def test_guides_start_at_the_laplace_covariance(guide, rank):
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(6, 6))
+    covariance = a @ a.T / 6 + 0.1 * np.eye(6)
+    raw = {"normal": {"z_auto_loc": np.zeros(6), "z_auto_scale": np.zeros(6)},
+           "lowrank": {"auto_loc": np.zeros(6), "auto_scale": np.zeros(6),
+                       "auto_cov_factor": np.zeros((6, rank))},
+           "multivariate": {"auto_loc": np.zeros(6), "auto_scale_tril": np.eye(6)}}[guide]
+    params = variational.initial_guide_params(guide, raw, np.arange(6.0), covariance, rank)
+    constrain = lambda c, x: np.asarray(biject_to(c)(jnp.asarray(x)))  # noqa: E731
+    if guide == "normal":
+        np.testing.assert_allclose(params["z_auto_loc"], np.arange(6.0))
+        scale = constrain(AutoNormal.scale_constraint, params["z_auto_scale"])
+        np.testing.assert_allclose(scale**2, np.diag(covariance), rtol=1e-6)
+        return
+    np.testing.assert_allclose(params["auto_loc"], np.arange(6.0))
+    if guide == "multivariate":
+        tril = constrain(AutoMultivariateNormal.scale_tril_constraint,
+                         params["auto_scale_tril"])
+        np.testing.assert_allclose(tril @ tril.T, covariance, atol=1e-6)
+        return
+    scale = constrain(AutoNormal.scale_constraint, params["auto_scale"])
+    factor = params["auto_cov_factor"] * scale[:, None]
+    approximation = factor @ factor.T + np.diag(scale**2)
+    np.testing.assert_allclose(np.diag(approximation), np.diag(covariance),
+                               rtol=0.05 if rank == 6 else 0.5)
+    error = np.abs(approximation - covariance).max() / np.abs(covariance).max()
+    assert error < (0.1 if rank == 6 else 0.15)
 
 
 @pytest.mark.slow

@@ -344,7 +344,7 @@ class NutsSettings:
     target_accept: float = 0.8
     max_tree_depth: int = 10
     init_starts: int = 8
-    init_iterations: int = 300
+    init_iterations: int = 1500
     init_learning_rate: float = 0.05
     init_chains: str = "distinct"
     init_jitter: float = 0.1

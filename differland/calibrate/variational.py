@@ -45,6 +45,7 @@ from flax import nnx
 from numpyro import handlers
 from numpyro.contrib.module import nnx_module
 from numpyro.distributions import constraints
+from numpyro.distributions.transforms import biject_to
 from numpyro.infer import SVI, Trace_ELBO
 from numpyro.infer.autoguide import (
     AutoLowRankMultivariateNormal,
@@ -60,6 +61,7 @@ from differland.calibrate.bayes import (
     PosteriorConfig,
     _potential,
     initial_fit,
+    laplace_inverse_mass,
     latent_sites,
     problem_data,
 )
@@ -77,6 +79,9 @@ from differland.spatial.network import SpatialNetwork
 
 GUIDES = ("normal", "lowrank", "multivariate")
 """Per-site guide families of :func:`fit_sites`."""
+
+INITS = ("laplace", "scale")
+"""How the per-site guides start (see :class:`SviSettings`)."""
 
 LATENT = "z"
 """Name of the sample site of a site's coordinates in the NumPyro models of this module."""
@@ -98,6 +103,11 @@ class SviSettings:
             decay to 5 %) [unconstrained units].
         particles: Monte Carlo draws of the ELBO per step.
         draws: posterior draws kept per site (or per place and network).
+        init: ``"laplace"``: each site's guide starts as the Laplace approximation at its start
+            (the inverse Hessian of the potential there: standard deviations, and for the
+            ``lowrank`` and ``multivariate`` guides the correlations); ``"scale"``: as
+            independent normals of standard deviation ``init_scale``. The amortised network
+            always starts from ``init_scale``.
         init_scale: initial standard deviation of the guides [unconstrained units].
         seed: seed of the starts, the ELBO's draws and the posterior draws.
         checkpoint_every: steps between checkpoints (a multiple of the compiled block).
@@ -111,6 +121,7 @@ class SviSettings:
     learning_rate: float = 0.01
     particles: int = 1
     draws: int = 1000
+    init: str = "laplace"
     init_scale: float = 0.1
     seed: int = 0
     checkpoint_every: int = 500
@@ -121,6 +132,8 @@ class SviSettings:
     def __post_init__(self):
         if self.guide not in GUIDES:
             raise SettingsError(f"guide must be one of {', '.join(GUIDES)}, not {self.guide!r}")
+        if self.init not in INITS:
+            raise SettingsError(f"init must be one of {', '.join(INITS)}, not {self.init!r}")
         check_integer("rank", self.rank, 0)
         for key in ("steps", "particles", "draws", "checkpoint_every", "hidden", "depth"):
             check_integer(key, getattr(self, key), 1)
@@ -274,16 +287,57 @@ def stack_data(problems: Sequence[SiteProblem]) -> dict:
 
 
 def site_starts(problems: Sequence[SiteProblem], config: PosteriorConfig,
-                progress: bool = True) -> np.ndarray:
-    """``(sites, P)``: each site's best point of the initialising multi-start fit
+                progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Each site's best point of the initialising multi-start fit
     (:func:`~differland.calibrate.bayes.initial_fit` with ``config.nuts``'s ``init_*``
-    settings), in the coordinates' order."""
-    starts = []
+    settings), ``(sites, P)`` in the coordinates' order, and the covariance of the Laplace
+    approximation there, ``(sites, P, P)`` (:func:`~differland.calibrate.bayes.
+    laplace_inverse_mass`, dense)."""
+    dense = dataclasses.replace(config, nuts=dataclasses.replace(config.nuts, dense_mass=True))
+    starts, covariances = [], []
     for problem in tqdm(problems, desc="initial fits", disable=not progress, leave=False):
         fit = initial_fit(problem, config)
         names = latent_sites(problem, config.structural_error)
-        starts.append([float(fit.values[name][fit.best]) for name in names])
-    return np.asarray(starts, dtype=jnp.result_type(float))
+        best = {name: jnp.asarray(fit.values[name][fit.best]) for name in names}
+        inverse = laplace_inverse_mass(problem, dense, best)
+        order = [sorted(names).index(name) for name in names]  # sorted -> coordinates' order
+        starts.append([float(best[name]) for name in names])
+        covariances.append(inverse[np.ix_(order, order)])
+    dtype = jnp.result_type(float)
+    return np.asarray(starts, dtype), np.asarray(covariances, dtype)
+
+
+def initial_guide_params(guide: str, raw: Mapping, start: np.ndarray,
+                         covariance: np.ndarray | None, rank: int) -> dict:
+    """Unconstrained parameters of a site's ``guide`` at the start: location ``start`` and,
+    with ``covariance``, that covariance (``normal``: its variances; ``lowrank``: its
+    variances, half on the diagonal and the rest in the covariance factor's ``rank``
+    leading directions;
+    ``multivariate``: all of it); else ``raw``'s scales."""
+    params = {**raw, _location_name(raw): np.asarray(start)}
+    if covariance is None:
+        return params
+    covariance = np.asarray(covariance, np.float64)
+    sd = np.sqrt(np.diag(covariance))
+    if guide == "multivariate":
+        tril = np.linalg.cholesky(covariance + 1e-10 * np.eye(len(sd)))
+        params["auto_scale_tril"] = np.asarray(biject_to(
+            AutoMultivariateNormal.scale_tril_constraint).inv(jnp.asarray(tril)))
+        return params
+    if guide == "normal":
+        params[f"{LATENT}_auto_scale"] = np.asarray(biject_to(AutoNormal.scale_constraint)
+                                                    .inv(jnp.asarray(sd)))
+        return params
+    # cov = W W^T + diag(s^2) (NumPyro's factor is W / s): half of each variance on the
+    # diagonal, the rest of the covariance from its ``rank`` leading directions
+    diagonal = np.sqrt(0.5) * sd
+    params["auto_scale"] = np.asarray(biject_to(AutoNormal.scale_constraint).inv(
+        jnp.asarray(diagonal)))
+    values, vectors = np.linalg.eigh(covariance - np.diag(diagonal**2))
+    chosen = np.argsort(values)[::-1][:rank]
+    factor = vectors[:, chosen] * np.sqrt(np.maximum(values[chosen], 0.0))
+    params["auto_cov_factor"] = factor / diagonal[:, None]
+    return params
 
 
 def _run_blocks(advance: Callable, carry: dict, settings: SviSettings, checkpoint_dir,
@@ -323,13 +377,16 @@ def _run_blocks(advance: Callable, carry: dict, settings: SviSettings, checkpoin
 
 def fit_sites(problems: Sequence[SiteProblem], config: PosteriorConfig,
               settings: SviSettings, starts: np.ndarray | None = None,
+              covariances: np.ndarray | None = None,
               checkpoint_dir=None, fingerprint: str = "", progress: bool = True,
               stop_after: int | None = None) -> SviResult:
     """Per-site variational posteriors of ``problems`` (same record length; see
     :meth:`SiteProblem.padded`), all sites stepped together.
 
-    Each site's guide (``settings.guide``) starts at ``starts`` (default
-    :func:`site_starts`) with standard deviation ``settings.init_scale``, and takes
+    Each site's guide (``settings.guide``) starts at ``starts`` ``(sites, P)`` with the
+    Laplace ``covariances`` ``(sites, P, P)`` (both by default from :func:`site_starts`;
+    with ``settings.init="scale"`` or no covariances, independent normals of standard
+    deviation ``settings.init_scale``; see :func:`initial_guide_params`), and takes
     ``settings.steps`` Adam steps on its ELBO (``settings.particles`` draws a step); a step
     whose loss or new parameters are not finite is skipped (NumPyro's ``stable_update``).
     With ``checkpoint_dir`` the state is saved every ``checkpoint_every`` steps and a rerun
@@ -342,20 +399,26 @@ def fit_sites(problems: Sequence[SiteProblem], config: PosteriorConfig,
     names = latent_sites(problems[0], config.structural_error)
     data = stack_data(problems)
     if starts is None:
-        starts = site_starts(problems, config, progress)
-    starts = jnp.asarray(starts, jnp.result_type(float))
+        starts, covariances = site_starts(problems, config, progress)
+    if settings.init == "scale":
+        covariances = None
     started = time.perf_counter()
     compiled = _site_functions(_model_key(config), names, _step_key(settings),
                                jax.tree.map(lambda x: x[0], data))
     svi, raw = compiled["svi"], compiled["raw"]
-    location = _location_name(raw)
     keys = jax.random.split(jax.random.fold_in(jax.random.PRNGKey(settings.seed), 3),
                             len(problems))
+    rank = int(np.shape(raw.get("auto_cov_factor", np.zeros((0, 0))))[-1])
+    dtype = jnp.result_type(float)
+    initial = [initial_guide_params(settings.guide, raw, starts[i],
+                                    None if covariances is None else covariances[i], rank)
+               for i in range(len(problems))]
+    initial = jax.tree.map(lambda *xs: jnp.asarray(np.stack(xs), dtype), *initial)
 
-    def init_one(key, start):  # the location is unconstrained: its raw value is the start
-        return SVIState(svi.optim.init({**raw, location: start}), None, key)
+    def init_one(key, params):
+        return SVIState(svi.optim.init(params), None, key)
 
-    carry = {"states": jax.vmap(init_one)(keys, starts),
+    carry = {"states": jax.vmap(init_one)(keys, initial),
              "loss": jnp.full((settings.steps, len(problems)), jnp.nan),
              "done": jnp.asarray(0, jnp.int32)}
     advance = compiled["advance"]
