@@ -567,7 +567,7 @@ def posterior_site_command(
 
 _SVI_HELP = {
     "config": "JSON config: posterior keys (as for 'posterior site'), plus svi (guide, rank, "
-              "steps, learning_rate, particles, draws, init_scale, seed, checkpoint_every, "
+              "steps, learning_rate, particles, draws, init, init_scale, seed, checkpoint_every, "
               "hidden, depth, seeds) and extra_predictors (docs/calibration.md).",
     "steps": "SVI steps (default: the config's, 3000).",
     "draws": "Posterior draws kept per site (default: the config's, 1000).",
@@ -588,26 +588,36 @@ def _variational_run(run, sites_dir: Path, out: Path, config: Path | None, float
     typer.echo(summary_line(out, record))
 
 
+_SitesDir = Annotated[Path, typer.Option(
+    help="Folder of site drivers (<SITE_ID>.nc) and their sites.csv.")]
+_RunOut = Annotated[Path, typer.Option(help="Run directory (an unfinished run there is "
+                                            "resumed).")]
+_SviConfig = Annotated[Path | None, typer.Option(help=_SVI_HELP["config"])]
+_Steps = Annotated[int | None, typer.Option(help=_SVI_HELP["steps"])]
+_Draws = Annotated[int | None, typer.Option(help=_SVI_HELP["draws"])]
+_SviSeed = Annotated[int | None, typer.Option(help=_SVI_HELP["seed"])]
+_Progress = Annotated[bool, typer.Option(help="Show progress bars.")]
+_Float64 = Annotated[bool, typer.Option("--float64", help="Compute in float64.")]
+_Overwrite = Annotated[bool, typer.Option(
+    "--overwrite", help="Replace a finished run in --out (only the files differland wrote).")]
+
+
 @posterior_app.command("sites")
 def posterior_sites_command(
-    sites_dir: Annotated[Path, typer.Option(
-        help="Folder of site drivers (<SITE_ID>.nc) and their sites.csv.")],
-    out: Annotated[Path, typer.Option(
-        help="Run directory (an unfinished run there is resumed).")],
-    config: Annotated[Path | None, typer.Option(help=_SVI_HELP["config"])] = None,
+    sites_dir: _SitesDir,
+    out: _RunOut,
+    config: _SviConfig = None,
     sites_csv: Annotated[Path | None, typer.Option(
         help="Sites to fit (default: SITES_DIR/sites.csv).")] = None,
     guide: Annotated[str | None, typer.Option(
         help="Guide of each site: normal (independent normals), lowrank or multivariate "
              "(default: the config's, lowrank).")] = None,
-    steps: Annotated[int | None, typer.Option(help=_SVI_HELP["steps"])] = None,
-    draws: Annotated[int | None, typer.Option(help=_SVI_HELP["draws"])] = None,
-    seed: Annotated[int | None, typer.Option(help=_SVI_HELP["seed"])] = None,
-    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
-    float64: Annotated[bool, typer.Option("--float64", help="Compute in float64.")] = False,
-    overwrite: Annotated[bool, typer.Option(
-        "--overwrite", help="Replace a finished run in --out (only the files differland "
-                            "wrote).")] = False,
+    steps: _Steps = None,
+    draws: _Draws = None,
+    seed: _SviSeed = None,
+    progress: _Progress = True,
+    float64: _Float64 = False,
+    overwrite: _Overwrite = False,
 ) -> None:
     """Variational posteriors (SVI) of every site at once: parameters and predictive bands
     per site, with Pareto k diagnostics."""
@@ -620,25 +630,21 @@ def posterior_sites_command(
 
 @posterior_app.command("spatial")
 def posterior_spatial_command(
-    sites_dir: Annotated[Path, typer.Option(
-        help="Folder of site drivers (<SITE_ID>.nc) and their sites.csv.")],
-    out: Annotated[Path, typer.Option(
-        help="Run directory (an unfinished run there is resumed).")],
-    config: Annotated[Path | None, typer.Option(help=_SVI_HELP["config"])] = None,
+    sites_dir: _SitesDir,
+    out: _RunOut,
+    config: _SviConfig = None,
     sites_csv: Annotated[Path | None, typer.Option(
         help="Training sites (default: SITES_DIR/sites.csv).")] = None,
     predict_csv: Annotated[Path | None, typer.Option(
         help="Sites the network does not see (drivers in --sites-dir): their predicted "
              "posteriors and how well the predictive bands cover their observations.")
     ] = None,
-    steps: Annotated[int | None, typer.Option(help=_SVI_HELP["steps"])] = None,
-    draws: Annotated[int | None, typer.Option(help=_SVI_HELP["draws"])] = None,
-    seed: Annotated[int | None, typer.Option(help=_SVI_HELP["seed"])] = None,
-    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
-    float64: Annotated[bool, typer.Option("--float64", help="Compute in float64.")] = False,
-    overwrite: Annotated[bool, typer.Option(
-        "--overwrite", help="Replace a finished run in --out (only the files differland "
-                            "wrote).")] = False,
+    steps: _Steps = None,
+    draws: _Draws = None,
+    seed: _SviSeed = None,
+    progress: _Progress = True,
+    float64: _Float64 = False,
+    overwrite: _Overwrite = False,
 ) -> None:
     """A Bayesian spatialization network: a variational posterior of every site's
     parameters given its predictors, trained on the sites' observations (SVI)."""

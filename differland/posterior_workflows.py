@@ -222,22 +222,12 @@ def posterior_site(driver_path: str | Path, out: str | Path,
               "differland_source_sha256": package_digest(), "jax_version": jax.__version__,
               "precision": precision, "devices": jax.local_device_count(),
               "posterior": config.to_dict(), "fingerprint": fingerprint}
-    if mode == "resume" and json.loads((out / "config.json").read_text()).get(
-            "fingerprint") != fingerprint:
-        raise CheckpointMismatchError(
-            f"{out}: holds an unfinished posterior run of another configuration, driver, "
-            "precision or differland version; use a new output directory or pass --overwrite")
     problem = make_site_problem(driver.forcing, driver.observations, driver.dates,
                                 driver.calibration_end, config.calibration,
                                 source=str(driver_path))
     training = problem.training_problem()
-    if mode == "replace":
-        clear_posterior_directory(out)
-    for folder in (out, out / "figures", out / STATE_FOLDER):
-        for leftover in remove_stale_temporaries(folder):
-            notice(f"removed {leftover}, left by an interrupted write")
-    if mode != "resume":
-        write_json(out / "config.json", record)
+    begin_run(out, mode, record, clear_posterior_directory, STATE_FOLDER,
+              "posterior run of another configuration, driver")
 
     started = time.perf_counter()
     initial, init_seconds = _initial_values(training, config, out / STATE_FOLDER / INITIAL_FILE,
@@ -283,6 +273,31 @@ def posterior_site(driver_path: str | Path, out: str | Path,
         raise PosteriorNotConvergedError(
             f"{out}: the posterior has not converged: {'; '.join(diagnostics['reasons'])}")
     return diagnostics
+
+
+def begin_run(out: Path, mode: str, record: dict, clear, state_folder: str,
+              other: str) -> None:
+    """Start writing a posterior run directory in ``mode`` (of
+    :func:`~differland.workflows.prepare_run_directory`): a run to resume must have been
+    started with ``record["fingerprint"]`` (else :class:`CheckpointMismatchError`, the
+    message naming it ``other``), a run to replace is cleared with ``clear(out)``, files left
+    by interrupted writes are removed, and a new run's ``config.json`` is ``record``."""
+    if mode == "resume":
+        try:
+            previous = json.loads((out / "config.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            previous = {}
+        if previous.get("fingerprint") != record["fingerprint"]:
+            raise CheckpointMismatchError(
+                f"{out}: holds an unfinished {other}, precision or differland version; use a "
+                "new output directory or pass --overwrite")
+    if mode == "replace":
+        clear(out)
+    for folder in (out, out / "figures", out / state_folder):
+        for leftover in remove_stale_temporaries(folder):
+            notice(f"removed {leftover}, left by an interrupted write")
+    if mode != "resume":
+        write_json(out / "config.json", record)
 
 
 def _initial_values(problem, config: PosteriorConfig, path: Path, fingerprint: str,

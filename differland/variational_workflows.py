@@ -64,7 +64,6 @@ from differland.calibrate.variational import (
 )
 from differland.io import (
     read_json,
-    remove_stale_temporaries,
     write_atomically,
     write_dataset,
     write_json,
@@ -77,6 +76,7 @@ from differland.posterior_workflows import (
     _pyplot,
     _save,
     band_coverage,
+    begin_run,
     observed_dataset,
     posterior_dataset,
     posterior_predictive,
@@ -90,7 +90,6 @@ from differland.spatial.predictors import Standardizer, predictor_names
 from differland.spatial.training import uniform_problems
 from differland.spatial_workflows import read_sites
 from differland.workflows import (
-    notice,
     observed_streams,
     package_digest,
     prepare_run_directory,
@@ -214,26 +213,6 @@ def _clear(out: Path) -> None:
     for folder in (out / STATE_FOLDER, out / "network"):
         if folder.is_dir():
             shutil.rmtree(folder)
-
-
-def _start(out: Path, mode: str, record: dict) -> None:
-    if mode == "resume":
-        try:
-            previous = json.loads((out / "config.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            previous = {}
-        if previous.get("fingerprint") != record["fingerprint"]:
-            raise CheckpointMismatchError(
-                f"{out}: holds an unfinished variational run of another configuration, sites, "
-                "precision or differland version; use a new output directory or pass "
-                "--overwrite")
-    if mode == "replace":
-        _clear(out)
-    for folder in (out, out / "figures", out / STATE_FOLDER):
-        for leftover in remove_stale_temporaries(folder):
-            notice(f"removed {leftover}, left by an interrupted write")
-    if mode != "resume":
-        write_json(out / "config.json", record)
 
 
 def _record(kind: str, config: VariationalConfig, sites: list, sites_csv: Path,
@@ -428,7 +407,8 @@ def posterior_sites(sites_dir: str | Path, out: str | Path,
     places, posterior = _places(sites, config.posterior)
     check_supported(posterior)
     record = _record("sites", config, sites, sites_csv)
-    _start(out, mode, record)
+    begin_run(out, mode, record, _clear, STATE_FOLDER,
+              "variational run of another configuration, sites")
     started = time.perf_counter()
     starts, covariances = _starts(places, posterior, out / STATE_FOLDER / "starts.npz",
                                   record["fingerprint"], progress)
@@ -481,7 +461,8 @@ def posterior_spatial(sites_dir: str | Path, out: str | Path,
     standardizer = Standardizer.fit([s.predictors for s in sites], names)
     record = _record("spatial", config, sites, sites_csv, predicted)
     record["predictors"] = list(names) + ["plant_functional_type"]
-    _start(out, mode, record)
+    begin_run(out, mode, record, _clear, STATE_FOLDER,
+              "variational run of another configuration, sites")
     write_json(out / "predictors.json", standardizer.to_dict())
     started = time.perf_counter()
     inputs_matrix = standardizer.inputs([s.predictors for s in sites])
