@@ -103,11 +103,12 @@ class SviSettings:
             decay to 5 %) [unconstrained units].
         particles: Monte Carlo draws of the ELBO per step.
         draws: posterior draws kept per site (or per place and network).
-        init: ``"laplace"``: each site's guide starts as the Laplace approximation at its start
-            (the inverse Hessian of the potential there: standard deviations, and for the
-            ``lowrank`` and ``multivariate`` guides the correlations); ``"scale"``: as
-            independent normals of standard deviation ``init_scale``. The amortised network
-            always starts from ``init_scale``.
+        init: ``"scale"``: each site's guide starts at its start as independent normals of
+            standard deviation ``init_scale``; ``"laplace"``: as the Laplace approximation
+            there (the inverse Hessian of the potential: standard deviations, and for the
+            ``lowrank`` and ``multivariate`` guides the correlations), which suits posteriors
+            whose every direction the data constrain: a flat direction starts as wide as
+            the prior. The amortised network always starts from ``init_scale``.
         init_scale: initial standard deviation of the guides [unconstrained units].
         seed: seed of the starts, the ELBO's draws and the posterior draws.
         checkpoint_every: steps between checkpoints (a multiple of the compiled block).
@@ -121,7 +122,7 @@ class SviSettings:
     learning_rate: float = 0.01
     particles: int = 1
     draws: int = 1000
-    init: str = "laplace"
+    init: str = "scale"
     init_scale: float = 0.1
     seed: int = 0
     checkpoint_every: int = 500
