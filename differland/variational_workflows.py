@@ -63,6 +63,7 @@ from differland.calibrate.variational import (
     svi_settings,
 )
 from differland.io import (
+    output_error,
     read_json,
     write_atomically,
     write_dataset,
@@ -213,6 +214,17 @@ def _clear(out: Path) -> None:
     for folder in (out / STATE_FOLDER, out / "network"):
         if folder.is_dir():
             shutil.rmtree(folder)
+
+
+def _check_site_files(out: Path, mode: str, folders: list[Path]) -> None:
+    """A new run must not replace files it did not write in the sites' folders."""
+    if mode != "new":
+        return
+    for folder in folders:
+        for name in SITE_FILES:
+            if (folder / name).exists():
+                raise output_error(out, f"--out holds {folder / name}, which differland did "
+                                        "not write; choose another run directory")
 
 
 def _record(kind: str, config: VariationalConfig, sites: list, sites_csv: Path,
@@ -406,6 +418,7 @@ def posterior_sites(sites_dir: str | Path, out: str | Path,
     sites = read_sites(sites_csv, Path(sites_dir), config.extra_predictors)
     places, posterior = _places(sites, config.posterior)
     check_supported(posterior)
+    _check_site_files(out, mode, [out / s.site_id for s in sites])
     record = _record("sites", config, sites, sites_csv)
     begin_run(out, mode, record, _clear, STATE_FOLDER,
               "variational run of another configuration, sites")
@@ -457,6 +470,8 @@ def posterior_spatial(sites_dir: str | Path, out: str | Path,
     places, posterior = _places(sites + predicted, config.posterior)
     check_supported(posterior)
     training_places, predicted_places = places[:len(sites)], places[len(sites):]
+    _check_site_files(out, mode, [out / s.site_id for s in sites]
+                      + [out / "predicted" / s.site_id for s in predicted])
     names = predictor_names(config.extra_predictors)
     standardizer = Standardizer.fit([s.predictors for s in sites], names)
     record = _record("spatial", config, sites, sites_csv, predicted)

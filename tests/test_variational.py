@@ -200,6 +200,18 @@ def test_bad_settings_are_one_line(config, option, expected, tmp_path, fluxsites
     assert not out.exists()
 
 
+def test_files_in_the_sites_folders_are_not_replaced(tmp_path, fluxsites_dir, capsys):
+    folder, _ = _folder(tmp_path, fluxsites_dir, ("US-Var", "AU-How"))
+    out = tmp_path / "run"
+    (out / "US-Var").mkdir(parents=True)
+    mine = out / "US-Var" / "posterior.nc"
+    mine.write_text("mine")
+    err = _one_line_error(capsys, "posterior", "sites", "--sites-dir", folder, "--out", out,
+                          "--overwrite", "--no-progress")
+    assert "posterior.nc" in err and "did not write" in err
+    assert mine.read_text() == "mine" and sorted(p.name for p in out.iterdir()) == ["US-Var"]
+
+
 def test_spatial_posterior_command(tmp_path, fluxsites_dir, capsys):
     folder, rows = _folder(tmp_path, fluxsites_dir, ("US-Var", "AU-How", "US-SRG"))
     train = tmp_path / "train.csv"
