@@ -19,11 +19,12 @@ LAYERS = [
     {"differland.spatial", "differland.calibrate", "differland.sensitivity"},
     {"differland.io", "differland.plots", "differland.world"},
     {"differland.cli", "differland.workflows", "differland.spatial_workflows",
-     "differland.grid_workflows", "differland.posterior_workflows"},
+     "differland.grid_workflows", "differland.posterior_workflows",
+     "differland.variational_workflows"},
 ]
 EDGE_LIBRARIES = {"xarray", "pandas", "netCDF4", "h5netcdf", "rioxarray", "geopandas", "arviz"}
 EDGE_MODULES = ("differland.io", "differland.world", "differland.grid_workflows",
-                "differland.posterior_workflows")
+                "differland.posterior_workflows", "differland.variational_workflows")
 """Modules that read or write datasets: the only ones that may use the data libraries."""
 
 

@@ -41,7 +41,6 @@ import numpy as np
 import numpyro
 import numpyro.distributions as dist
 import optax
-from flax import nnx
 from numpyro import handlers
 from numpyro.contrib.module import nnx_module
 from numpyro.distributions import constraints
@@ -75,6 +74,7 @@ from differland.calibrate.gradient import (
     save_checkpoint,
 )
 from differland.calibrate.site import CalibrationConfigError, SiteProblem, settings_with
+from differland.spatial import network as spatial_network
 from differland.spatial.network import SpatialNetwork
 
 GUIDES = ("normal", "lowrank", "multivariate")
@@ -554,8 +554,8 @@ def network_svi(config: PosteriorConfig, names: tuple[str, ...], settings: SviSe
                 n_inputs: int, seed: int) -> SVI:
     """NumPyro SVI of the amortised posterior with a new network of ``seed`` (the head's
     weights start at zero)."""
-    module = SpatialNetwork(n_inputs, 2 * len(names), settings.hidden, settings.depth,
-                            nnx.Rngs(seed))
+    module = spatial_network.new(n_inputs, 2 * len(names), settings.hidden, settings.depth,
+                                 seed)
     model = functools.partial(places_model, config, names)
     guide = functools.partial(network_guide, module, settings.init_scale, len(names))
     return SVI(model, guide, _optimiser(settings), Trace_ELBO(num_particles=settings.particles))

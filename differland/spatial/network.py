@@ -33,10 +33,15 @@ class SpatialNetwork(nnx.Module):
         return self.head(x)
 
 
+def new(n_inputs: int, n_outputs: int, hidden: int, depth: int, seed: int) -> SpatialNetwork:
+    """A new network module of ``seed`` (the head's weights at zero)."""
+    return SpatialNetwork(n_inputs, n_outputs, hidden, depth, nnx.Rngs(seed))
+
+
 def build(n_inputs: int, n_outputs: int, hidden: int, depth: int, seed: int):
     """``(graphdef, state)`` of a new network: the static structure and the weights as a
     pytree (what the optimiser updates and the checkpoints hold)."""
-    return nnx.split(SpatialNetwork(n_inputs, n_outputs, hidden, depth, nnx.Rngs(seed)))
+    return nnx.split(new(n_inputs, n_outputs, hidden, depth, seed))
 
 
 def apply(graphdef, state, inputs) -> jax.Array:
