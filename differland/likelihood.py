@@ -184,7 +184,10 @@ def steady_state_edcs(outputs, states: State, initial: State, year_end: jax.Arra
       the fit is weak (gradient K sigmoid(-K x margin), about 0.4 at a margin of 0.06).
 
     Args:
-        outputs, states, initial, year_end: as in :func:`pool_balance_ratios`.
+        outputs: as in :func:`pool_balance_ratios`.
+        states: as in :func:`pool_balance_ratios`.
+        initial: as in :func:`pool_balance_ratios`.
+        year_end: as in :func:`pool_balance_ratios`.
         form: one of :data:`STEADY_STATE_FORMS`.
         sharpness: K of the tolerance form [per unit of ratio].
     """

@@ -182,7 +182,12 @@ def posterior_site(driver_path: str | Path, out: str | Path,
         out: run directory (an unfinished run there is resumed; see
             :func:`prepare_posterior_directory`).
         config: posterior configuration (default :class:`PosteriorConfig()`).
-        chains, warmup, samples, thin, seed, dense_mass: override ``config.nuts``.
+        chains: overrides ``config.nuts.chains``.
+        warmup: overrides ``config.nuts.warmup``.
+        samples: overrides ``config.nuts.samples``.
+        thin: overrides ``config.nuts.thin``.
+        seed: overrides ``config.nuts.seed``.
+        dense_mass: overrides ``config.nuts.dense_mass``.
         strict: raise :class:`PosteriorNotConvergedError` after writing everything when the
             diagnostics say the run has not converged.
         progress: show progress bars.

@@ -223,7 +223,9 @@ def elasticities(params: ParameterSet, forcing: Forcing, config: ModelConfig,
 
     Args:
         params: physical parameter values, scalars.
-        forcing, config, years: as :func:`annual_means`.
+        forcing: as :func:`annual_means`.
+        config: as :func:`annual_means`.
+        years: as :func:`annual_means`.
         names: parameters to differentiate (default: ``config.parameter_names()``, every
             parameter the configuration reads).
         outputs: observables (rates per day).

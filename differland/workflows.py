@@ -87,8 +87,9 @@ def prepare_run_directory(out: str | Path, inputs: list, overwrite: bool,
         inputs: input paths of the run (``None`` entries skipped): none may be inside ``out``
             where the run writes.
         overwrite: whether the user asked to replace a finished run.
-        run_files, figures, state_folder: what a run of this kind writes in ``out`` (files,
-            files under ``figures/``, and the folder of its resumable state).
+        run_files: the files a run of this kind writes in ``out``.
+        figures: the files it writes under ``figures/``.
+        state_folder: the folder of its resumable state.
         kind: the key that marks a ``config.json`` of a run of this kind.
         completion: the file such a run writes last (a run without it is unfinished).
 

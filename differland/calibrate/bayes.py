@@ -666,7 +666,8 @@ def log_density(problem: SiteProblem, config: PosteriorConfig, theta,
     ln p(z) = ln sigmoid(z) + ln sigmoid(-z) (a uniform position in the box).
 
     Args:
-        problem, config: the problem and the posterior configuration.
+        problem: the site problem.
+        config: the posterior configuration.
         theta: ``{"params": ParameterSet of the free parameters' unconstrained values,
             "network": fixed hybrid weights or None}``.
         error_scales: the structural-error scale of each stream (with ``structural_error``;
