@@ -13,7 +13,8 @@ NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("[0-
 
 
 def test_notebooks_are_found():
-    assert [path.name for path in NOTEBOOKS][:2] == ["01_quickstart.py", "02_sensitivity.py"]
+    assert [path.name for path in NOTEBOOKS] == ["01_quickstart.py", "02_sensitivity.py",
+                                                 "03_uncertainty.py", "04_spatial.py"]
 
 
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda path: path.stem)
