@@ -21,21 +21,21 @@ def _save(fig, path: Path) -> None:
     write_atomically(path, lambda target: fig.savefig(target, dpi=110, format="png"))
 
 
-def _pyplot():
-    import matplotlib
+def new_figure(nrows: int = 1, ncols: int = 1, figsize=None, **options):
+    """A figure and its axes (``Figure.subplots``), made without pyplot: no backend is
+    switched and no figure is kept anywhere, so a caller's own plotting (in Jupyter, say) is
+    left as it was."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    figure = Figure(figsize=figsize)
+    return figure, figure.subplots(nrows, ncols, **options)
 
 
 def time_series_figure(path: Path, dates, observed: Mapping[str, np.ndarray],
                        simulated: Mapping[str, np.ndarray], split_date, title: str) -> Path:
     """Observed vs simulated series per variable, with the calibration/test split marked."""
-    plt = _pyplot()
     names = list(simulated)
-    fig, axes = plt.subplots(len(names), 1, figsize=(11, 2.2 * len(names)), sharex=True,
+    fig, axes = new_figure(len(names), 1, figsize=(11, 2.2 * len(names)), sharex=True,
                              squeeze=False)
     for ax, name in zip(axes[:, 0], names, strict=True):
         if name in observed:
@@ -47,7 +47,6 @@ def time_series_figure(path: Path, dates, observed: Mapping[str, np.ndarray],
     axes[0, 0].legend(loc="upper right", fontsize=8, markerscale=4)
     fig.tight_layout()
     _save(fig, path)
-    plt.close(fig)
     return path
 
 
@@ -55,9 +54,8 @@ def scatter_figure(path: Path, observed: Mapping[str, np.ndarray],
                    simulated: Mapping[str, np.ndarray], test_mask: np.ndarray,
                    scores: Mapping[str, Mapping[str, float]], title: str) -> Path:
     """Simulated against observed, test period, one panel per variable, with NSE."""
-    plt = _pyplot()
     names = [n for n in simulated if n in observed]
-    fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 3.3), squeeze=False)
+    fig, axes = new_figure(1, len(names), figsize=(3.2 * len(names), 3.3), squeeze=False)
     for ax, name in zip(axes[0], names, strict=True):
         obs, sim = np.asarray(observed[name]), np.asarray(simulated[name])
         keep = test_mask & np.isfinite(obs)
@@ -78,7 +76,6 @@ def scatter_figure(path: Path, observed: Mapping[str, np.ndarray],
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     _save(fig, path)
-    plt.close(fig)
     return path
 
 
@@ -92,11 +89,10 @@ def _coastline(ax, lon, lat, land_fraction) -> None:
 def parameter_map_figure(path: Path, lon, lat, predicted: np.ndarray, truth, land_fraction,
                          name: str, units: str) -> Path:
     """A parameter map (and, where known, the truth beside it), with coastlines."""
-    plt = _pyplot()
     panels = [("predicted", predicted)] + ([("truth", truth)] if truth is not None else [])
     values = np.concatenate([np.ravel(v) for _, v in panels])
     low, high = np.nanpercentile(values, [2, 98]) if np.isfinite(values).any() else (0, 1)
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.6), squeeze=False)
+    fig, axes = new_figure(1, len(panels), figsize=(4.6 * len(panels), 3.6), squeeze=False)
     for ax, (label, data) in zip(axes[0], panels, strict=True):
         image = ax.pcolormesh(lon, lat, data, vmin=low, vmax=high, shading="nearest",
                               cmap="viridis")
@@ -108,7 +104,6 @@ def parameter_map_figure(path: Path, lon, lat, predicted: np.ndarray, truth, lan
         fig.colorbar(image, ax=ax, shrink=0.8, label=units)
     fig.tight_layout()
     _save(fig, path)
-    plt.close(fig)
     return path
 
 
@@ -116,8 +111,7 @@ def regional_series_figure(path: Path, dates, regions, modelled: np.ndarray,
                            observed: np.ndarray) -> Path:
     """Regional mean NBE [gC m-2 d-1], modelled against observed, one panel per region
     (``modelled``, ``observed``: ``(R, T)``)."""
-    plt = _pyplot()
-    fig, axes = plt.subplots(len(regions), 1, figsize=(10, 1.9 * len(regions)), sharex=True,
+    fig, axes = new_figure(len(regions), 1, figsize=(10, 1.9 * len(regions)), sharex=True,
                              squeeze=False)
     for ax, region, model, obs in zip(axes[:, 0], regions, modelled, observed, strict=True):
         ax.plot(dates, obs, ".", ms=3, color="0.4", label="observed")
@@ -127,7 +121,6 @@ def regional_series_figure(path: Path, dates, regions, modelled: np.ndarray,
     axes[0, 0].legend(loc="upper right", fontsize=8)
     fig.tight_layout()
     _save(fig, path)
-    plt.close(fig)
     return path
 
 
@@ -135,9 +128,8 @@ def tower_figure(path: Path, dates, streams, modelled: Mapping[str, np.ndarray],
                  observed: Mapping[str, np.ndarray]) -> Path:
     """Modelled against eddy-covariance fluxes at tower cells (rows: cells; columns:
     streams; arrays ``(cells, T)``)."""
-    plt = _pyplot()
     n_cells = next(iter(modelled.values())).shape[0]
-    fig, axes = plt.subplots(n_cells, len(streams), figsize=(4.2 * len(streams),
+    fig, axes = new_figure(n_cells, len(streams), figsize=(4.2 * len(streams),
                                                              1.9 * n_cells), sharex=True,
                              squeeze=False)
     for j, name in enumerate(streams):
@@ -149,5 +141,4 @@ def tower_figure(path: Path, dates, streams, modelled: Mapping[str, np.ndarray],
                 ax.set_title(f"{name.upper()} [{_units(name)}]", fontsize=9)
     fig.tight_layout()
     _save(fig, path)
-    plt.close(fig)
     return path

@@ -69,6 +69,7 @@ from differland.io import (
 )
 from differland.observations import OPERATORS
 from differland.params import SPECS
+from differland.plots import new_figure
 from differland.workflows import (
     notice,
     observed_streams,
@@ -690,23 +691,13 @@ def _write_outputs(out: Path, driver, problem, idata, bands: dict, result,
     write_json(out / COMPLETION_RECORD, diagnostics)
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _save(fig, path: Path) -> None:
     write_atomically(path, lambda target: fig.savefig(target, dpi=100, format="png"))
 
 
 def trace_figure(path: Path, samples: dict, names: list[str], title: str) -> Path:
     """Draws of each chain against iteration, one panel per parameter."""
-    plt = _pyplot()
-    fig, axes = plt.subplots(len(names), 1, figsize=(9, 1.6 * len(names)), squeeze=False,
+    fig, axes = new_figure(len(names), 1, figsize=(9, 1.6 * len(names)), squeeze=False,
                              sharex=True)
     for ax, name in zip(axes[:, 0], names, strict=True):
         for chain, values in enumerate(samples[name]):
@@ -717,15 +708,13 @@ def trace_figure(path: Path, samples: dict, names: list[str], title: str) -> Pat
     axes[0, 0].legend(fontsize=6, loc="upper right")
     fig.tight_layout()
     _save(fig, path)
-    plt.close(fig)
     return path
 
 
 def rank_figure(path: Path, samples: dict, names: list[str], title: str,
                 bins: int = 20) -> Path:
     """Histograms of each chain's ranks among all draws (flat when the chains mix)."""
-    plt = _pyplot()
-    fig, axes = plt.subplots(len(names), 1, figsize=(9, 1.6 * len(names)), squeeze=False)
+    fig, axes = new_figure(len(names), 1, figsize=(9, 1.6 * len(names)), squeeze=False)
     for ax, name in zip(axes[:, 0], names, strict=True):
         values = np.asarray(samples[name])
         ranks = np.argsort(np.argsort(values.ravel(), kind="stable")).reshape(values.shape)
@@ -739,7 +728,6 @@ def rank_figure(path: Path, samples: dict, names: list[str], title: str,
     axes[0, 0].legend(fontsize=6, loc="upper right")
     fig.tight_layout()
     _save(fig, path)
-    plt.close(fig)
     return path
 
 
@@ -757,9 +745,8 @@ def correlated_pairs(samples: dict, names: list[str], count: int = 4
 
 def pair_figure(path: Path, samples: dict, names: list[str], title: str) -> Path:
     """Scatter plots of the most strongly correlated parameter pairs, coloured by chain."""
-    plt = _pyplot()
     pairs = correlated_pairs(samples, list(names)) or [(names[0], names[0], 1.0)]
-    fig, axes = plt.subplots(1, len(pairs), figsize=(3.2 * len(pairs), 3.2), squeeze=False)
+    fig, axes = new_figure(1, len(pairs), figsize=(3.2 * len(pairs), 3.2), squeeze=False)
     for ax, (first, second, correlation) in zip(axes[0], pairs, strict=True):
         for values_x, values_y in zip(samples[first], samples[second], strict=True):
             ax.plot(values_x, values_y, ".", ms=1.5, alpha=0.5)
@@ -769,16 +756,14 @@ def pair_figure(path: Path, samples: dict, names: list[str], title: str) -> Path
     fig.suptitle(f"{title}: most correlated parameters", fontsize=9)
     fig.tight_layout()
     _save(fig, path)
-    plt.close(fig)
     return path
 
 
 def predictive_figure(path: Path, dates, bands: dict, problem, title: str) -> Path:
     """Posterior predictive 50 % and 90 % bands and median with the observations, per
     stream, the start of the test period marked."""
-    plt = _pyplot()
     names = list(bands)
-    fig, axes = plt.subplots(len(names), 1, figsize=(11, 2.2 * len(names)), sharex=True,
+    fig, axes = new_figure(len(names), 1, figsize=(11, 2.2 * len(names)), sharex=True,
                              squeeze=False)
     test = np.flatnonzero(problem.periods.test > 0)
     for ax, name in zip(axes[:, 0], names, strict=True):
@@ -798,7 +783,6 @@ def predictive_figure(path: Path, dates, bands: dict, problem, title: str) -> Pa
     axes[0, 0].legend(loc="upper right", fontsize=7, ncol=4, markerscale=4)
     fig.tight_layout()
     _save(fig, path)
-    plt.close(fig)
     return path
 
 

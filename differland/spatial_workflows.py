@@ -40,6 +40,7 @@ from differland.io import (
     write_json,
 )
 from differland.model import simulate
+from differland.plots import new_figure
 from differland.spatial import (
     PredictorError,
     SiteBatch,
@@ -280,13 +281,8 @@ def load_weights(path: Path, config, n_inputs: int, seed: int):
 
 
 def _loss_figure(path: Path, histories: dict) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure, axis = plt.subplots(figsize=(6, 4))
+    figure, axis = new_figure(figsize=(6, 4))
     for seed, history in histories.items():
         axis.plot(history["iteration"], history["train"], label=f"seed {seed} training")
         axis.plot(history["iteration"], history["validation"], "--",
@@ -298,7 +294,6 @@ def _loss_figure(path: Path, histories: dict) -> None:
     figure.tight_layout()
     temporary = path.with_suffix(".tmp.png")
     figure.savefig(temporary, dpi=120)
-    plt.close(figure)
     temporary.replace(path)
 
 

@@ -69,12 +69,12 @@ from differland.io import (
     write_dataset,
     write_json,
 )
+from differland.plots import new_figure
 from differland.posterior_workflows import (
     BOUND_EDGE,
     BOUND_SHARE,
     QUANTILES,
     _arviz,
-    _pyplot,
     _save,
     band_coverage,
     begin_run,
@@ -357,8 +357,7 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
 
 
 def _elbo_figure(path: Path, losses: dict[str, np.ndarray], title: str) -> None:
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(8, 4))
+    fig, ax = new_figure(figsize=(8, 4))
     for label, loss in losses.items():
         window = max(1, len(loss) // 100)
         smooth = np.convolve(loss, np.ones(window) / window, mode="valid")
@@ -372,7 +371,6 @@ def _elbo_figure(path: Path, losses: dict[str, np.ndarray], title: str) -> None:
         ax.legend(fontsize=7, ncol=3)
     fig.tight_layout()
     _save(fig, path)
-    plt.close(fig)
 
 
 def _median_coverage(records: dict, period: str, level: str) -> float:
