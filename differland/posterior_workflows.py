@@ -733,8 +733,13 @@ def rank_figure(path: Path, samples: dict, names: list[str], title: str,
 
 def correlated_pairs(samples: dict, names: list[str], count: int = 4
                      ) -> list[tuple[str, str, float]]:
-    """The ``count`` pairs of parameters of largest absolute posterior correlation."""
-    matrix = np.stack([np.ravel(samples[name]) for name in names])
+    """The ``count`` pairs of parameters of largest absolute posterior correlation, within
+    chains: each chain's draws ``(chains, draws)`` are centred on that chain's mean before they
+    are pooled, so that chains resting in different places do not make every pair look
+    correlated."""
+    matrix = np.stack([np.ravel(np.asarray(samples[name])
+                                - np.mean(samples[name], axis=-1, keepdims=True))
+                       for name in names])
     with np.errstate(invalid="ignore", divide="ignore"):
         correlation = np.corrcoef(matrix)
     pairs = [(names[i], names[j], float(correlation[i, j]))

@@ -26,7 +26,7 @@ from differland.io import read_site_driver
 from differland.likelihood import gaussian_misfit
 from differland.observations import predict
 from differland.params import SPECS, ParameterSet, constrain, unconstrain
-from differland.posterior_workflows import _arviz, posterior_site
+from differland.posterior_workflows import _arviz, correlated_pairs, posterior_site
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -331,3 +331,16 @@ def test_refused_settings_name_their_key(tmp_path, capsys, fluxsites_dir):
     assert status == 2
     assert "--samples" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_correlated_pairs_are_measured_within_chains():
+    """Two chains resting in different places, with independent draws within each, show no
+    correlation; a ridge within the chains does."""
+    rng = np.random.default_rng(0)
+    offset = np.array([[0.0], [10.0]])  # (chains, 1)
+    samples = {"a": offset + rng.normal(size=(2, 500)),
+               "b": offset + rng.normal(size=(2, 500))}
+    samples["c"] = samples["a"] + 0.1 * rng.normal(size=(2, 500))
+    pairs = {(x, y): r for x, y, r in correlated_pairs(samples, ["a", "b", "c"], count=3)}
+    assert abs(pairs[("a", "b")]) < 0.1
+    assert pairs[("a", "c")] > 0.99
