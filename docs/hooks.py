@@ -79,17 +79,23 @@ def execute_notebook(source: Path, workdir: Path):
     import jupytext
     import nbclient
 
+    from jupyter_client.manager import KernelManager
+
     notebook = jupytext.read(source)
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
                                        "language": "python"}
-    client = nbclient.NotebookClient(notebook, timeout=900, kernel_name="python3",
+    kernel = KernelManager(kernel_name="python3", transport="ipc",
+                           ip=str(Path(workdir) / "kernel"))
+    client = nbclient.NotebookClient(notebook, km=kernel, timeout=900,
                                      resources={"metadata": {"path": str(workdir)}})
     client.execute(env=_notebook_environment())
     return notebook
 
 
 def _notebook_environment() -> dict[str, str]:
-    return {**os.environ, "DIFFERLAND_SMOKE": "1", "MPLBACKEND": "Agg",
+    """Smoke mode, the shared data, and the kernel's own (inline) figure backend."""
+    environment = {key: value for key, value in os.environ.items() if key != "MPLBACKEND"}
+    return {**environment, "DIFFERLAND_SMOKE": "1",
             "DIFFERLAND_SHARED": os.environ.get("DIFFERLAND_SHARED",
                                                 str(REPOSITORY.parent / "shared"))}
 
