@@ -88,7 +88,11 @@ def execute_notebook(source: Path, workdir: Path):
                            ip=str(Path(workdir) / "kernel"))
     client = nbclient.NotebookClient(notebook, km=kernel, timeout=900,
                                      resources={"metadata": {"path": str(workdir)}})
-    client.execute(env=_notebook_environment())
+    try:
+        client.execute(env=_notebook_environment())
+    finally:  # a kernel manager passed in is not shut down by the client
+        if kernel.has_kernel:
+            kernel.shutdown_kernel(now=True)
     return notebook
 
 
