@@ -78,7 +78,6 @@ def execute_notebook(source: Path, workdir: Path):
     """The notebook of ``source`` executed top to bottom in smoke mode, ``workdir`` its cwd."""
     import jupytext
     import nbclient
-
     from jupyter_client.manager import KernelManager
 
     notebook = jupytext.read(source)
