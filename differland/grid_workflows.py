@@ -805,15 +805,17 @@ SMOKE_CONFIG = {"max_iterations": 4, "eval_every": 2, "patience": 2, "seeds": [0
                 "hidden": 8}
 
 
-def demo(out: Path, smoke: bool = False, progress: bool = True) -> dict:
+def demo(out: Path, smoke: bool = False, progress: bool = True, world_seed: int = 0) -> dict:
     """Build a small twin world, train on it, predict, and print how well the planted maps
-    and fluxes were recovered; everything is written under ``out``."""
+    and fluxes were recovered; everything is written under ``out``. ``world_seed`` draws
+    another world of the same settings (planted functions, weather anomalies, noise)."""
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         if not (out / "world.zarr").exists():
             raise output_error(out, "--out exists and is not a differland demo; choose "
                                     "another directory")
     spec, config = (SMOKE_SPEC, SMOKE_CONFIG) if smoke else (DEMO_SPEC, DEMO_CONFIG)
+    spec = dataclasses.replace(spec, seed=world_seed)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     world = out / "world.zarr"

@@ -69,3 +69,36 @@ def test_mistakes_are_one_line_before_writing(tmp_path: Path, capsys):
         seed_spread.main([str(tmp_path), "--out", str(out)])
     assert stop.value.code == 2 and out.read_text() == "mine"
     assert "exists; pass --overwrite" in capsys.readouterr().err
+
+
+TWIN_SPEC = importlib.util.spec_from_file_location("twin_worlds",
+                                                   REPO / "calibration" / "twin_worlds.py")
+twin_worlds = importlib.util.module_from_spec(TWIN_SPEC)
+TWIN_SPEC.loader.exec_module(twin_worlds)
+
+
+def _recovery(r2: float, identified: bool, nse: float, within: int) -> dict:
+    """A recovery report as `differland demo` returns it (recovery.json)."""
+    return {"parameters": {"leaf_fall_day": {"r2_test_cells": r2, "r2_all_cells": r2,
+                                             "identified": identified}},
+            "fluxes": {"gpp": {"nse_test_cells": nse, "nse_all_cells": nse}},
+            "budgets_within_two_sd": within, "budgets": 5}
+
+
+def test_twin_worlds_table_spreads_over_world_seeds():
+    table = twin_worlds.spread_table({0: _recovery(0.9, True, 0.98, 1),
+                                      3: _recovery(0.5, False, 0.90, 3),
+                                      1: _recovery(0.7, True, 0.95, 2)})
+    assert "seeds 0, 1, 3" in table
+    assert "| leaf_fall_day | 2 of 3 | 0.50 / 0.70 / 0.90 |" in table
+    assert "| gpp | 0.90 / 0.95 / 0.98 |" in table
+    assert "per world: 1 of 5, 2 of 5, 3 of 5." in table
+
+
+@pytest.mark.parametrize("seeds", ["0,x", "1,1", "-1"])
+def test_twin_worlds_bad_seeds_are_one_line(seeds, tmp_path: Path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        twin_worlds.main(["--seeds", seeds, "--out", str(tmp_path / "worlds")])
+    assert stop.value.code == 2
+    assert capsys.readouterr().err.count("\n") == 1
+    assert not (tmp_path / "worlds").exists()
