@@ -6,8 +6,8 @@ Each RUN folder is the output of ``calibration/sites.py`` (site calibrations) or
 ``differland spatial cv`` (sites held out of the spatialization network); both write
 ``RUN/summary.csv`` with a ``median`` row. The table lists each run's medians of the
 test-period NSE of GPP, RECO, NEE, ET and LAI, then their minimum–maximum and mean over the
-runs. Runs are told apart by the seed in ``summary.json`` (site calibrations) or in
-``config.json`` (cross-validations), else by their folder name. The table is written to
+runs. Runs are told apart by the seed in ``summary.json`` (site calibrations) or in the first
+fold's ``folds/0/model/config.json`` (cross-validations), else by their folder name. The table is written to
 ``--out`` (Markdown; refused if it exists, unless ``--overwrite``) and printed.
 """
 
@@ -65,7 +65,8 @@ def run_medians(run: Path) -> dict[str, float]:
 
 def run_seed(run: Path) -> str:
     """The seed a run records, or its folder name."""
-    for name, key in (("summary.json", ("seed",)), ("config.json", ("seeds",))):
+    for name, key in (("summary.json", ("seed",)),
+                      ("folds/0/model/config.json", ("spatial", "seeds"))):
         path = run / name
         if path.is_file():
             record = json.loads(path.read_text(encoding="utf-8"))

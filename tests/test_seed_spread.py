@@ -35,7 +35,9 @@ def _cv_run(folder: Path, seed: int, gpp: float) -> Path:
     values["lai_test"] = ""
     (folder / "summary.csv").write_text("site," + ",".join(columns) + "\nmedian,"
                                         + ",".join(values[c] for c in columns) + "\n")
-    (folder / "config.json").write_text(json.dumps({"seeds": [seed]}))
+    model = folder / "folds" / "0" / "model"
+    model.mkdir(parents=True)
+    (model / "config.json").write_text(json.dumps({"spatial": {"seeds": [seed]}}))
     return folder
 
 
