@@ -7,8 +7,8 @@ Each RUN folder is the output of ``calibration/sites.py`` (site calibrations) or
 ``RUN/summary.csv`` with a ``median`` row. The table lists each run's medians of the
 test-period NSE of GPP, RECO, NEE, ET and LAI, then their minimum–maximum and mean over the
 runs. Runs are told apart by the seed in ``summary.json`` (site calibrations) or in the first
-fold's ``folds/0/model/config.json`` (cross-validations), else by their folder name. The table is written to
-``--out`` (Markdown; refused if it exists, unless ``--overwrite``) and printed.
+fold's ``folds/0/model/config.json`` (cross-validations), else by their folder name. The table
+is written to ``--out`` (Markdown; refused if it exists, unless ``--overwrite``) and printed.
 """
 
 from __future__ import annotations
