@@ -630,24 +630,65 @@ def posterior_sites_command(
 
 @posterior_app.command("spatial")
 def posterior_spatial_command(
-    sites_dir: _SitesDir,
     out: _RunOut,
-    config: _SviConfig = None,
+    sites_dir: Annotated[Path | None, typer.Option(
+        help="Folder of site drivers (<SITE_ID>.nc) and their sites.csv.")] = None,
+    grid: Annotated[Path | None, typer.Option(
+        help="Grid driver (Zarr or NetCDF): a variational network over its cells, with "
+             "parameter maps with credible intervals and regional budgets with posterior "
+             "spread under OUT/prediction.")] = None,
+    config: Annotated[Path | None, typer.Option(
+        help=f"Sites: {_SVI_HELP['config']} Grid: keys of GridConfig (docs/spatial.md); "
+             "variational is set.")] = None,
     sites_csv: Annotated[Path | None, typer.Option(
         help="Training sites (default: SITES_DIR/sites.csv).")] = None,
     predict_csv: Annotated[Path | None, typer.Option(
         help="Sites the network does not see (drivers in --sites-dir): their predicted "
              "posteriors and how well the predictive bands cover their observations.")
     ] = None,
-    steps: _Steps = None,
-    draws: _Draws = None,
-    seed: _SviSeed = None,
+    steps: Annotated[int | None, typer.Option(
+        help="SVI steps (sites: default the config's, 3000; grid: the most minibatch steps, "
+             "default the config's max_iterations).")] = None,
+    draws: Annotated[int | None, typer.Option(
+        help="Posterior draws kept per site (default: the config's, 1000); grid: per cell "
+             "and network (default: the config's posterior_draws, 10).")] = None,
+    seed: Annotated[int | None, typer.Option(
+        help=f"{_SVI_HELP['seed']} Grid: one network of this seed.")] = None,
+    devices: Annotated[int | None, typer.Option(
+        help="Grid: devices the minibatches are split over (default: all; on CPU, this "
+             "many host devices).")] = None,
+    memory: Annotated[float, typer.Option(
+        help="Grid: GiB of per-cell arrays held in memory (as for spatial train).")] = 4.0,
     progress: _Progress = True,
     float64: _Float64 = False,
     overwrite: _Overwrite = False,
 ) -> None:
-    """A Bayesian spatialization network: a variational posterior of every site's
-    parameters given its predictors, trained on the sites' observations (SVI)."""
+    """A Bayesian spatialization network: a variational posterior of every site's (or grid
+    cell's) parameters given its predictors, trained on the observations (SVI)."""
+    _one_source(sites_dir, grid)
+    if grid is not None:
+        if sites_csv is not None or predict_csv is not None:
+            raise CliError("--grid: --sites-csv and --predict-csv are for sites")
+        _use_devices(devices)
+        from differland import enable_float64
+        from differland.grid_workflows import grid_posterior, posterior_table, read_grid_config
+
+        values = read_grid_config(config, seed, steps)
+        if draws is not None:
+            if draws < 1:
+                raise CliError(f"--draws: must be at least 1, not {draws}")
+            values["posterior_draws"] = draws
+        _check_memory(memory)
+        if float64:
+            enable_float64()
+        record = grid_posterior(grid, out, values, devices=devices, progress=progress,
+                                overwrite=overwrite, memory_gib=memory)
+        if record.get("report", {}).get("parameters"):
+            typer.echo(posterior_table(record["report"]))
+        typer.echo(f"wrote {out}: model/, prediction/ (parameters.nc with posterior sd and "
+                   f"5-95 % quantiles, fluxes.nc, budgets.csv), {record['members']} "
+                   "posterior members")
+        return
     from differland.variational_workflows import posterior_spatial
 
     _variational_run(posterior_spatial, sites_dir, out, config, float64,

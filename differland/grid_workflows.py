@@ -30,6 +30,7 @@ import xarray as xr
 
 from differland import __version__, plots
 from differland.calibrate.site import CalibrationConfigError
+from differland.calibrate.variational import scale_of
 from differland.forcing import Forcing
 from differland.io import (
     DriverError,
@@ -469,12 +470,30 @@ def load_grid_model(path: Path) -> GridModel:
 # --- prediction -----------------------------------------------------------------------------
 
 
-def _member_parameters(model: GridModel, inputs: np.ndarray) -> list[ParameterSet]:
-    fixed = model.config.fixed_parameters()
+def member_parameters(model: GridModel, inputs: np.ndarray) -> list[tuple[ParameterSet,
+                                                                           object]]:
+    """``(parameters, hybrid weights)`` of every member at cells of standardised predictors
+    ``inputs`` ``(cells, n_inputs)``: the parameters ``{name: (cells,)}`` in physical units.
+    A point model gives one member per seed; a variational model ``posterior_draws`` per
+    seed, each drawing every cell independently from its variational posterior (seeded by
+    the member's seed and the draw)."""
+    config = model.config
+    fixed = config.fixed_parameters()
+    names = config.parameter_names
     out = []
-    for graphdef, state, _ in model.members:
-        z = spatial_network.apply(graphdef, state, jnp.asarray(inputs, jnp.float32))
-        out.append(physical_parameters(z, model.config.parameter_names, model.config, fixed))
+    for seed, (graphdef, state, hybrid) in zip(config.seeds, model.members, strict=True):
+        outputs = np.asarray(spatial_network.apply(graphdef, state,
+                                                   jnp.asarray(inputs, jnp.float32)))
+        if not config.variational:
+            out.append((physical_parameters(jnp.asarray(outputs), names, config, fixed),
+                        hybrid))
+            continue
+        loc = outputs[:, :len(names)]
+        scale = np.asarray(scale_of(jnp.asarray(outputs[:, len(names):]), config.init_scale))
+        for draw in range(config.posterior_draws):
+            noise = np.random.default_rng([seed, draw]).standard_normal(loc.shape)
+            z = jnp.asarray(loc + scale * noise, jnp.float32)
+            out.append((physical_parameters(z, names, config, fixed), hybrid))
     return out
 
 
@@ -561,6 +580,35 @@ def ensemble_spread(name: str, members: np.ndarray) -> np.ndarray:
             ).astype(members.dtype)
 
 
+def ensemble_interval(name: str, members: np.ndarray, level: float = 0.9
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """Equal-tailed ``level`` interval over the leading (member) axis; for
+    :data:`CYCLIC_DAYS` the interval of the days' offsets from their circular mean
+    (:func:`ensemble_mean`), placed around it."""
+    tails = [(1.0 - level) / 2.0, (1.0 + level) / 2.0]
+    if name not in CYCLIC_DAYS:
+        lower, upper = np.quantile(members, tails, axis=0)
+        return lower, upper
+    centre = ensemble_mean(name, members)
+    lower, upper = np.quantile(_day_offset(members - centre), tails, axis=0)
+    return centre + lower, centre + upper
+
+
+def _day_offset(days: np.ndarray) -> np.ndarray:
+    """Differences of dates [d] taken on the circle of the year, in [-182.6, 182.6)."""
+    return (np.asarray(days) + DAYS_PER_YEAR / 2.0) % DAYS_PER_YEAR - DAYS_PER_YEAR / 2.0
+
+
+def interval_contains(name: str, lower: np.ndarray, upper: np.ndarray, centre: np.ndarray,
+                      truth: np.ndarray) -> np.ndarray:
+    """Whether ``truth`` lies in [lower, upper] (for :data:`CYCLIC_DAYS`, once placed on
+    the year's circle nearest to ``centre``)."""
+    truth = np.asarray(truth, np.float64)
+    if name in CYCLIC_DAYS:
+        truth = centre + _day_offset(truth - centre)
+    return (lower <= truth) & (truth <= upper)
+
+
 def _day_r_squared(predicted: np.ndarray, planted: np.ndarray) -> float:
     """:func:`r_squared` of dates with errors taken on the circle of the year."""
     planted = np.asarray(planted, float)
@@ -607,36 +655,52 @@ def grid_predict(model_dir: Path, grid: Path, out: Path, progress: bool = True,
 def _predict_problem(model, model_dir, grid, out, driver, config, problem) -> dict:
     """:func:`grid_predict` once the cells are loaded."""
     out.mkdir(parents=True, exist_ok=True)
-    members = _member_parameters(model, problem.inputs)
+    members = member_parameters(model, problem.inputs)
     names = config.parameter_names
     every = tuple(model.config.model_config.parameter_names())
-    stacked = {n: np.stack([np.asarray(m[n]) for m in members]) for n in every}
+    stacked = {n: np.stack([np.asarray(m[n]) for m, _ in members]) for n in every}
     mean_params = {n: ensemble_mean(n, stacked[n]) for n in every}
+    intervals = {n: ensemble_interval(n, stacked[n]) for n in names} if len(members) > 1 \
+        else {}
+    what = "posterior" if config.variational else "ensemble"
     # parameter maps
     variables = {}
     for name in every:
         attrs = {"units": SPECS[name].units, "long_name": name.replace("_", " "),
                  "predicted": int(name in names)}
         variables[name] = driver.to_map(mean_params[name], name, attrs)
-        if name in names and len(members) > 1:
+        if name in intervals:
             variables[f"{name}_spread"] = driver.to_map(
                 ensemble_spread(name, stacked[name]), f"{name}_spread",
-                {"units": SPECS[name].units, "long_name": f"ensemble spread of {name}"})
+                {"units": SPECS[name].units, "long_name": f"{what} spread of {name}"})
+            for bound, values in zip(("q05", "q95"), intervals[name], strict=True):
+                variables[f"{name}_{bound}"] = driver.to_map(
+                    values, f"{name}_{bound}",
+                    {"units": SPECS[name].units,
+                     "long_name": f"{bound[1:]} % quantile of the {what} of {name}"})
     write_dataset(out / "parameters.nc", xr.Dataset(variables, attrs={
-        "title": "differland parameter maps", "model": str(model_dir), "grid": str(grid)}))
-    # fluxes
+        "title": "differland parameter maps", "model": str(model_dir), "grid": str(grid),
+        "members": len(members), "members_are": what}))
+    # fluxes: the members' mean, and each member's regional budgets
     flux_names = tuple(dict.fromkeys((*FLUXES, *problem.streams)))
-    member_fluxes = [predict_in_batches(m, problem.forcing, config.model_config, hybrid,
-                                        flux_names)
-                     for m, (_, _, hybrid) in zip(members, model.members, strict=True)]
-    fluxes = {n: np.mean([f[n] for f in member_fluxes], axis=0) for n in flux_names}
+    weights = driver.region_weights(np.arange(driver.n_pixels)) if driver.regions else None
+    total, member_budgets = None, []
+    for member, hybrid in members:
+        member_fluxes = predict_in_batches(member, problem.forcing, config.model_config,
+                                           hybrid, flux_names)
+        total = member_fluxes if total is None else {
+            n: total[n] + member_fluxes[n] for n in flux_names}
+        if weights is not None:
+            member_budgets.append(annual_budgets(member_fluxes["nbe"], weights,
+                                                 driver.dates)[0])
+    fluxes = {n: total[n] / len(members) for n in flux_names}
     flux_units = {"gpp": "gC m-2 d-1", "reco": "gC m-2 d-1", "nee": "gC m-2 d-1",
                   "nbe": "gC m-2 d-1", "et": "mm d-1", "lai": "m2 m-2", "sif": "1",
                   "biomass": "gC m-2", "ewt": "mm"}
     flux_maps = {n: driver.to_map(fluxes[n], n, {"units": flux_units.get(n, "1")})
                  for n in FLUXES}
     write_dataset(out / "fluxes.nc", xr.Dataset(flux_maps, attrs={
-        "title": "differland flux maps (ensemble mean)", "Conventions": "CF-1.8"}))
+        "title": f"differland flux maps ({what} mean)", "Conventions": "CF-1.8"}))
     _write_geotiffs(out / "maps", flux_maps)
     # identifiability at the predicted parameters
     rng = np.random.default_rng(0)
@@ -659,12 +723,12 @@ def _predict_problem(model, model_dir, grid, out, driver, config, problem) -> di
     report = {"identified": identified}
     rows = []
     if driver.regions:
-        weights = driver.region_weights(np.arange(driver.n_pixels))
-        member_budgets = [annual_budgets(f["nbe"], weights, driver.dates)[0]
-                          for f in member_fluxes]
         budgets, years = annual_budgets(fluxes["nbe"], weights, driver.dates)
         spread_b = np.std(member_budgets, axis=0) if len(members) > 1 else np.zeros_like(
             budgets)
+        means = np.stack([np.nanmean(b, axis=1) for b in member_budgets])  # (members, R)
+        bounds_b = np.quantile(member_budgets, [0.05, 0.95], axis=0)
+        bounds_mean = np.quantile(means, [0.05, 0.95], axis=0)
         truth_b = None
         if "nbe" in driver.truth:
             truth_b = annual_budgets(driver.true("nbe", np.arange(driver.n_pixels)), weights,
@@ -680,6 +744,8 @@ def _predict_problem(model, model_dir, grid, out, driver, config, problem) -> di
                 row = {"region": region, "year": int(year),
                        "nbe_pgc_per_year": float(budgets[r, y]),
                        "ensemble_sd": float(spread_b[r, y])}
+                if len(members) > 1:
+                    row |= {"q05": float(bounds_b[0, r, y]), "q95": float(bounds_b[1, r, y])}
                 if observed_b is not None:
                     row["observed"] = float(observed_b[r, y])
                 if truth_b is not None:
@@ -687,8 +753,9 @@ def _predict_problem(model, model_dir, grid, out, driver, config, problem) -> di
                 rows.append(row)
             mean_row = {"region": region, "year": "mean",
                         "nbe_pgc_per_year": float(np.nanmean(budgets[r])),
-                        "ensemble_sd": float(np.std([np.nanmean(b[r]) for b in
-                                                     member_budgets]))}
+                        "ensemble_sd": float(np.std(means[:, r]))}
+            if len(members) > 1:
+                mean_row |= {"q05": float(bounds_mean[0, r]), "q95": float(bounds_mean[1, r])}
             if observed_b is not None:
                 mean_row["observed"] = float(np.nanmean(observed_b[r]))
             if truth_b is not None:
@@ -697,7 +764,8 @@ def _predict_problem(model, model_dir, grid, out, driver, config, problem) -> di
         _write_csv(out / "budgets.csv", rows)
     # recovery of a twin world's truth
     if driver.truth:
-        report |= _recovery(driver, problem, names, mean_params, fluxes, rows, identified)
+        report |= _recovery(driver, problem, names, mean_params, fluxes, rows, identified,
+                            intervals)
     write_json(out / "recovery.json" if driver.truth else out / "summary.json", report)
     _figures(out / "figures", driver, problem, fluxes, mean_params, identified, rows)
     return report
@@ -709,7 +777,8 @@ def _observed_budgets(observation, weights, dates):
     return annual_totals(values * weights.sum(axis=1, keepdims=True), dates)[0]
 
 
-def _recovery(driver, problem, names, params, fluxes, budget_rows, identified) -> dict:
+def _recovery(driver, problem, names, params, fluxes, budget_rows, identified,
+              intervals) -> dict:
     roles = problem.roles
     test = roles == ROLES["test"]
     if not test.any():
@@ -724,6 +793,9 @@ def _recovery(driver, problem, names, params, fluxes, budget_rows, identified) -
         parameters[name] = {"r2_test_cells": score(params[name][test], truth[test]),
                             "r2_all_cells": score(params[name], truth),
                             "identified": name in identified}
+        if name in intervals:
+            inside = interval_contains(name, *intervals[name], params[name], truth)
+            parameters[name]["coverage_90_test_cells"] = float(np.mean(inside[test]))
     flux_skill = {}
     for name in ("gpp", "reco", "nee", "nbe", "et", "lai", "sif", "biomass"):
         if name in driver.truth and name in fluxes:
@@ -734,8 +806,12 @@ def _recovery(driver, problem, names, params, fluxes, budget_rows, identified) -
     within = [abs(row["nbe_pgc_per_year"] - row["truth"]) <= max(2.0 * row["ensemble_sd"],
                                                                  1e-12)
               for row in budgets]
-    return {"test_cells": int(test.sum()), "parameters": parameters, "fluxes": flux_skill,
-            "budgets_within_two_sd": int(sum(within)), "budgets": len(budgets)}
+    report = {"test_cells": int(test.sum()), "parameters": parameters, "fluxes": flux_skill,
+              "budgets_within_two_sd": int(sum(within)), "budgets": len(budgets)}
+    if budgets and "q05" in budgets[0]:
+        report["budgets_within_90"] = int(sum(row["q05"] <= row["truth"] <= row["q95"]
+                                              for row in budgets))
+    return report
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:
@@ -793,6 +869,89 @@ def _figures(folder: Path, driver, problem, fluxes, params, identified, budget_r
                                    problem.mask[k][observed_cells] > 0,
                                    problem.values[k][observed_cells], np.nan)
                                 for k in towers})
+
+
+# --- the variational posterior over a grid -----------------------------------------------
+
+
+POSTERIOR_RECORD = "posterior.json"
+"""The file a grid posterior run writes last."""
+
+
+def grid_posterior(grid: Path, out: Path, config_values: dict | None = None,
+                   devices: int | None = None, progress: bool = True,
+                   overwrite: bool = False, memory_gib: float = IN_MEMORY_GIB,
+                   stop_after: int | None = None) -> dict:
+    """A Bayesian spatialization network over the cells of ``grid``: the network trained
+    with ``variational`` (see :mod:`differland.spatial.grid`) into ``out/model`` (resumed
+    when unfinished; a finished one of the same configuration is reused), and its
+    predictions over the grid in ``out/prediction``: parameter maps (posterior mean, sd,
+    5 % and 95 % quantiles), flux maps (posterior mean), regional budgets with their
+    posterior sd and 90 % interval, and on a twin world the share of cells whose interval
+    holds the planted value. Returns the record written to ``out/posterior.json``; empty
+    when ``stop_after`` stopped the training.
+
+    Raises:
+        OutputError, DriverError, CalibrationConfigError: before anything is computed.
+    """
+    out = Path(out)
+    for source in (grid,):
+        if Path(source).resolve() == out.resolve() or out.resolve() in Path(
+                source).resolve().parents:
+            raise output_error(out, f"--out would overwrite the input {source}")
+    if out.exists() and any(out.iterdir()) and not ((out / "model").exists()
+                                                   or (out / POSTERIOR_RECORD).exists()):
+        raise output_error(out, "--out exists and is not a differland grid posterior; choose "
+                                "another directory")
+    values = {**(config_values or {}), "variational": True}
+    model_dir = out / "model"
+    driver = read_grid_driver(grid)
+    try:
+        wanted = grid_config_for(driver, values).to_dict()
+    except CalibrationConfigError as error:
+        raise CalibrationConfigError(str(error)) from None
+    started = time.perf_counter()
+    reuse = (model_dir / MODEL_RECORD).is_file() and not overwrite
+    if reuse:
+        made = read_json(model_dir / "config.json")
+        if made.get("grid_config") != json.loads(json.dumps(wanted)) or made.get(
+                "grid") != str(Path(grid).resolve()):
+            raise output_error(out, "--out holds a posterior of another configuration or "
+                                    "grid; pass --overwrite to replace it")
+        (out / POSTERIOR_RECORD).unlink(missing_ok=True)
+    else:
+        (out / POSTERIOR_RECORD).unlink(missing_ok=True)
+        training = grid_train(grid, model_dir, values, devices=devices, progress=progress,
+                              overwrite=overwrite, stop_after=stop_after,
+                              memory_gib=memory_gib)
+        if not training:
+            return {}
+    trained = time.perf_counter()
+    report = grid_predict(model_dir, grid, out / "prediction", progress=progress,
+                          memory_gib=memory_gib)
+    record = {"method": "variational spatialization network (independent normals per cell "
+                        "from the network's outputs)",
+              "model": "model", "prediction": "prediction",
+              "members": len(wanted["seeds"]) * wanted["posterior_draws"],
+              "training_seconds": None if reuse else trained - started,
+              "prediction_seconds": time.perf_counter() - trained, "report": report}
+    write_json(out / POSTERIOR_RECORD, record)
+    return record
+
+
+def posterior_table(report: dict) -> str:
+    """The recovery of a twin world by a grid posterior, with the coverage of its 90 %
+    intervals, as a Markdown table."""
+    lines = ["| parameter | identified | R2 test cells | 90 % interval holds the truth "
+             "(test cells) |", "|---|---|---|---|"]
+    for name, row in report.get("parameters", {}).items():
+        coverage = row.get("coverage_90_test_cells", math.nan)
+        lines.append(f"| {name} | {'yes' if row['identified'] else 'no'} | "
+                     f"{row['r2_test_cells']:.3f} | {coverage:.2f} |")
+    if report.get("budgets"):
+        lines += ["", f"regional NBE budgets whose 90 % interval holds the truth: "
+                      f"{report.get('budgets_within_90', 0)} of {report['budgets']}"]
+    return "\n".join(lines)
 
 
 # --- the demo -------------------------------------------------------------------------------

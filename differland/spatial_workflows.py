@@ -268,8 +268,9 @@ def load_weights(path: Path, config, n_inputs: int, seed: int):
 
     from differland.processes.neural import init_network
 
-    graphdef, state = spatial_network.build(n_inputs, len(config.parameter_names),
-                                            config.hidden, config.depth, seed)
+    outputs = getattr(config, "n_outputs", len(config.parameter_names))
+    graphdef, state = spatial_network.build(n_inputs, outputs, config.hidden, config.depth,
+                                            seed)
     model_config = config.model_config
     hybrid = init_network(jax.random.PRNGKey(seed), model_config) \
         if model_config.network_sizes else None

@@ -6,7 +6,23 @@ The objective over the training cells ``i`` and the regions ``R`` with regional 
     L = (1 / N) sum_i l_i + (1 / N_R) sum_R l_R,
 
 ``l_i`` the sum over the cell's observed streams of ``w_s x 0.5 x mean_t ((pred - obs) /
-sigma)^2`` and ``l_R`` the same for the area-weighted mean of the region's cells. A step
+sigma)^2`` and ``l_R`` the same for the area-weighted mean of the region's cells.
+
+With ``variational`` the network gives each cell a variational posterior instead of a point:
+independent normals q(z_i | x_i) = Normal(mu(x_i), s(x_i)) over the cell's unconstrained
+coordinates (the first half of the outputs mu, the second the raw scales of
+:func:`~differland.calibrate.variational.scale_of`). Each step draws z_i = mu + s eps_i
+(reparameterised) and the objective is the negative evidence lower bound over the training
+cells divided by N,
+
+    L = (1 / N) [sum_i (l_i - log p(z_i) - sum_j log s_ij) + sum_R l_R],
+
+with sums over the observed steps instead of means in ``l_i`` and ``l_R`` (a Gaussian log
+likelihood) and p(z) the density in z of priors uniform on each parameter's bounded space
+(``log p(z) = sum_j log sigmoid'(z_j)``). The network's weights stay point estimates (with
+their weight decay); an ensemble of seeds is an equal-weight mixture.
+
+A step
 holds whole regions (their cells kept together, so that a region's mean is predicted from
 all its cells) and its loss is the part of ``L`` on its cells and regions times the number
 of steps of an epoch: the step gradients of an epoch average to the full gradient. A step
@@ -44,6 +60,7 @@ from differland.calibrate.gradient import (
     save_checkpoint,
 )
 from differland.calibrate.site import CalibrationConfigError
+from differland.calibrate.variational import scale_of
 from differland.config import ModelConfig
 from differland.forcing import Forcing
 from differland.model import simulate
@@ -96,12 +113,19 @@ class GridConfig:
             and for reporting, drawn as blocks of ``holdout_block`` x ``holdout_block``
             cells.
         seeds: one network per seed (an ensemble).
+        variational: the network gives each cell a variational posterior of its parameters
+            (see the module's description) instead of a point.
+        init_scale: standard deviation of a variational posterior while the network's head
+            is zero, as at the start [unconstrained units].
+        posterior_draws: draws per cell and member that a prediction of a variational model
+            takes (its maps' credible intervals and its budgets' spread come from them).
         perturbed_observations: with several seeds, each member fits the observations
             perturbed by its own draw of their stated noise (Gaussian, the streams' sigma;
             fixed for the member, the same for every epoch): a randomised-maximum-likelihood
             ensemble, whose spread carries the observation noise into the parameter maps and
             budgets as well as the optimisation's variability. One seed fits the
-            observations as they are.
+            observations as they are, and so does a variational model (whose likelihood
+            holds the noise).
     """
 
     model: str = "global"
@@ -132,6 +156,9 @@ class GridConfig:
     test_fraction: float = 0.1
     holdout_block: int = 2
     seeds: tuple[int, ...] = (0,)
+    variational: bool = False
+    init_scale: float = 0.1
+    posterior_draws: int = 10
     perturbed_observations: bool = True
 
     def __post_init__(self):
@@ -147,8 +174,13 @@ class GridConfig:
         if self.free_parameters is not None:
             object.__setattr__(self, "free_parameters", tuple(self.free_parameters))
         try:
-            for key in ("batch_pixels", "holdout_block"):
+            for key in ("batch_pixels", "holdout_block", "posterior_draws"):
                 check_integer(key, getattr(self, key), 1)
+            check_number("init_scale", self.init_scale, 0.0, positive=True)
+            for key in ("variational", "perturbed_observations"):
+                if not isinstance(getattr(self, key), bool):
+                    raise SettingsError(f"{key} must be true or false, not "
+                                        f"{getattr(self, key)!r}")
             check_number("validation_fraction", self.validation_fraction, 0.0, 0.5)
             check_number("test_fraction", self.test_fraction, 0.0, 0.5)
         except SettingsError as error:
@@ -199,6 +231,12 @@ class GridConfig:
         if self.free_parameters is None:
             return tuple(names)
         return tuple(name for name in names if name in set(self.free_parameters))
+
+    @property
+    def n_outputs(self) -> int:
+        """Outputs of the network: one per predicted parameter, two (location and raw
+        scale) for a variational model."""
+        return (2 if self.variational else 1) * len(self.parameter_names)
 
     def fixed_parameters(self) -> ParameterSet:
         """Physical values of every parameter the model reads (the predicted ones too, as
@@ -256,6 +294,11 @@ class PixelBatch:
         regions: ``(R,)`` the index of each region slot (-1: empty).
         member: the seed of the ensemble member whose perturbed observations the loss
             takes (scalar; read only by an objective with ``perturbed``).
+        on_role: ``(B,)`` 1 for the cells whose terms the loss takes, 0 for the others and
+            padding.
+        draw: the index of the variational draw of the step (scalar; read only by a
+            variational objective: the draw of a cell is a function of the member, the
+            draw and the cell, so that the pieces of a step see the same draw).
     """
 
     forcing: Forcing
@@ -271,6 +314,8 @@ class PixelBatch:
     cells: jax.Array
     regions: jax.Array
     member: jax.Array
+    on_role: jax.Array
+    draw: jax.Array
 
 
 def holdout_roles(rows: np.ndarray, cols: np.ndarray, config: GridConfig, seed: int = 0
@@ -403,11 +448,12 @@ class GridProblem:
 
     def batch(self, cells: np.ndarray, size: int, role: str, scale: float,
               n_regions: int, with_regions: bool, regions: Sequence[int] | None = None,
-              member: int = 0) -> PixelBatch:
+              member: int = 0, draw: int = 0) -> PixelBatch:
         """The minibatch of ``cells`` padded to ``size`` cells and ``n_regions`` regions;
         cell terms only on cells of ``role``; regional terms (``with_regions``) for
         ``regions`` (default: the fitted regions whose cells are all in ``cells``); the
-        observations perturbed as ensemble member ``member`` sees them."""
+        observations perturbed as ensemble member ``member`` sees them; variational draw
+        ``draw``."""
         cells = np.asarray(cells)
         pad = size - cells.size
         index = np.concatenate([cells, np.full(pad, cells[0] if cells.size else 0)])
@@ -440,18 +486,28 @@ class GridProblem:
                           np.asarray(mask, np.float32),
                           np.asarray(self.sigma[:, index], np.float32), weights, values,
                           region_mask, sigma, np.asarray(scale, np.float32),
-                          index.astype(np.int32), slots, np.asarray(member, np.int32))
+                          index.astype(np.int32), slots, np.asarray(member, np.int32),
+                          on_role.astype(np.float32), np.asarray(draw, np.int32))
 
 
 # --- the loss -------------------------------------------------------------------------------
 
 
-def _misfit(prediction, values, mask, sigma):
-    """0.5 x mean over the observed steps of ((prediction - values) / sigma)^2, along the
-    last axis."""
+def _misfit(prediction, values, mask, sigma, total: bool = False):
+    """0.5 x mean (``total``: sum) over the observed steps of ((prediction - values) /
+    sigma)^2, along the last axis."""
     safe = jnp.where(mask > 0, sigma, 1.0)
     residual = jnp.where(mask > 0, (prediction - values) / safe, 0.0)
-    return 0.5 * jnp.sum(residual**2, axis=-1) / jnp.maximum(jnp.sum(mask, axis=-1), 1.0)
+    squares = 0.5 * jnp.sum(residual**2, axis=-1)
+    return squares if total else squares / jnp.maximum(jnp.sum(mask, axis=-1), 1.0)
+
+
+def cell_noise(member, draw, cells, n: int) -> jax.Array:
+    """``(B, n)`` standard normal draws of ``cells``, a function of the member's seed, the
+    draw's index and the cell only."""
+    key = jax.random.fold_in(jax.random.fold_in(jax.random.key(member), 2), draw)
+    return jax.vmap(lambda cell: jax.random.normal(jax.random.fold_in(key, cell), (n,)))(
+        cells)
 
 
 def predictions(params: ParameterSet, forcing: Forcing, config: ModelConfig, hybrid,
@@ -523,6 +579,7 @@ class Objective:
     n_train: int
     n_regions: int
     perturbed: bool = False
+    variational: bool = False
 
     def _perturbed(self, values, sigma, index, member, stream: int, kind: int):
         """``values + sigma x noise`` when :attr:`perturbed`: the noise of each row (cell or
@@ -537,15 +594,36 @@ class Objective:
         return values + sigma * noise.astype(values.dtype)
 
     def parameters(self, net_state, inputs) -> ParameterSet:
+        """Each cell's parameters (a variational model: at the location of its
+        posterior)."""
         z = spatial_network.apply(self.graphdef, net_state, inputs)
-        return physical_parameters(z, self.names, self.config, self.fixed)
+        return physical_parameters(z[..., :len(self.names)], self.names, self.config,
+                                   self.fixed)
+
+    def _drawn(self, net_state, batch: PixelBatch) -> tuple[ParameterSet, jax.Array]:
+        """The batch's parameters and each cell's ``(B,)`` variational term (minus the
+        log prior density and the entropy's scale term; 0 for a point model)."""
+        outputs = spatial_network.apply(self.graphdef, net_state, batch.inputs)
+        n = len(self.names)
+        if not self.variational:
+            return physical_parameters(outputs, self.names, self.config, self.fixed), \
+                jnp.zeros(outputs.shape[:1], outputs.dtype)
+        scale = scale_of(outputs[:, n:], self.config.init_scale)
+        noise = cell_noise(batch.member, batch.draw, batch.cells, n).astype(outputs.dtype)
+        z = outputs[:, :n] + scale * noise
+        log_prior = jnp.sum(jax.nn.log_sigmoid(z) + jax.nn.log_sigmoid(-z), axis=1)
+        term = -log_prior - jnp.sum(jnp.log(scale), axis=1)
+        return physical_parameters(z, self.names, self.config, self.fixed), term
 
     def _predicted(self, trainable, batch: PixelBatch) -> dict[str, jax.Array]:
-        params = self.parameters(trainable["net"], batch.inputs)
+        """Predicted series of the batch's cells, and under ``"variational"`` each cell's
+        variational term (see :meth:`_drawn`)."""
+        params, term = self._drawn(trainable["net"], batch)
         needed = tuple(dict.fromkeys((*self.streams, *self.regional)))
         ewt_mask = batch.mask[self.streams.index("ewt")] if "ewt" in self.streams else None
-        return predictions(params, batch.forcing, self.config.model_config,
-                           trainable["hybrid"], needed, ewt_mask)
+        out = predictions(params, batch.forcing, self.config.model_config,
+                          trainable["hybrid"], needed, ewt_mask)
+        return {**out, "variational": term}
 
     def _cell_terms(self, predicted, batch: PixelBatch) -> dict[str, jax.Array]:
         weights = dict(self.config.weights)
@@ -553,8 +631,12 @@ class Objective:
         for k, name in enumerate(self.streams):
             observed = self._perturbed(batch.values[k], batch.sigma[k], batch.cells,
                                        batch.member, k, 0)
-            per_cell = _misfit(predicted[name], observed, batch.mask[k], batch.sigma[k])
+            per_cell = _misfit(predicted[name], observed, batch.mask[k], batch.sigma[k],
+                               self.variational)
             out[name] = weights.get(name, 1.0) * jnp.sum(per_cell) / max(self.n_train, 1)
+        if self.variational:
+            out["variational"] = jnp.sum(predicted["variational"] * batch.on_role) / max(
+                self.n_train, 1)
         return out
 
     def _region_sums(self, predicted, batch: PixelBatch) -> tuple[jax.Array, jax.Array]:
@@ -572,9 +654,11 @@ class Objective:
             mean = sums[k] / jnp.maximum(weight, 1e-30)[:, None]
             observed = self._perturbed(batch.region_values[k], batch.region_sigma[k],
                                        batch.regions, batch.member, k, 1)
-            per_region = _misfit(mean, observed, batch.region_mask[k], batch.region_sigma[k])
+            per_region = _misfit(mean, observed, batch.region_mask[k], batch.region_sigma[k],
+                                 self.variational)
+            divisor = self.n_train if self.variational else self.n_regions
             out[f"{name}_region"] = weights.get(f"{name}_region", 1.0) * jnp.sum(
-                per_region) / max(self.n_regions, 1)
+                per_region) / max(divisor, 1)
         return out
 
     def terms(self, trainable, batch: PixelBatch) -> dict[str, jax.Array]:
@@ -624,7 +708,7 @@ def batch_specs(batch: PixelBatch) -> PixelBatch:
     cells = P("pixels")
     return PixelBatch(jax.tree.map(lambda _: cells, batch.forcing), cells,
                       P(None, "pixels"), P(None, "pixels"), P(None, "pixels"),
-                      P(None, "pixels"), P(), P(), P(), P(), cells, P(), P())
+                      P(None, "pixels"), P(), P(), P(), P(), cells, P(), P(), cells, P())
 
 
 def place(tree, specs, mesh: Mesh):
@@ -799,13 +883,14 @@ def train_grid(problem: GridProblem, config: GridConfig, graphdef_and_state, hyb
         if cells.size > size:
             return cells, None
         return cells, place(problem.batch(cells, size, "train", float(n_batches),
-                                          n_regions_batch, True, member=seed), specs, mesh)
+                                          n_regions_batch, True, member=seed,
+                                          draw=iteration), specs, mesh)
 
-    def piece(cells: np.ndarray, k: int) -> PixelBatch:
+    def piece(cells: np.ndarray, iteration: int, k: int) -> PixelBatch:
         region = [int(problem.groups[cells[0]])]
         return place(problem.batch(cells[k * size:(k + 1) * size], size, "train",
                                    float(n_batches), n_regions_batch, True, region,
-                                   member=seed), specs, mesh)
+                                   member=seed, draw=iteration), specs, mesh)
 
     stopped_early = False
     evaluations = 0
@@ -826,8 +911,9 @@ def train_grid(problem: GridProblem, config: GridConfig, graphdef_and_state, hyb
             if batch is not None:
                 trainable, opt_state, loss, finite = step(trainable, opt_state, batch)
             else:
-                value, grads = piece_gradient(trainable, functools.partial(piece, cells),
-                                              n_pieces)
+                value, grads = piece_gradient(
+                    trainable, functools.partial(piece, cells, done * config.eval_every + k),
+                    n_pieces)
                 trainable, opt_state, loss, finite = update(trainable, opt_state, value,
                                                             grads)
             trained_cells += n_pieces * size
@@ -888,8 +974,8 @@ def new_network(n_inputs: int, config: GridConfig, seed: int):
     model_config = config.model_config
     hybrid = init_network(jax.random.PRNGKey(seed), model_config) \
         if model_config.network_sizes else None
-    return spatial_network.build(n_inputs, len(config.parameter_names), config.hidden,
-                                 config.depth, seed), hybrid
+    return spatial_network.build(n_inputs, config.n_outputs, config.hidden, config.depth,
+                                 seed), hybrid
 
 
 def objective_for(problem: GridProblem, config: GridConfig, graphdef,
@@ -897,11 +983,12 @@ def objective_for(problem: GridProblem, config: GridConfig, graphdef,
     """The objective of ``problem``: its streams, its training cells and fitted regions;
     for a member (``seed`` given) of an ensemble with ``perturbed_observations``, against
     the perturbed observations of the member each batch names (:attr:`PixelBatch.member`)."""
-    perturb = seed is not None and config.perturbed_observations and len(config.seeds) > 1
+    perturb = seed is not None and config.perturbed_observations and len(config.seeds) > 1 \
+        and not config.variational
     return Objective(graphdef, config.parameter_names, config.fixed_parameters(), config,
                      problem.streams, problem.regional,
                      int(np.sum(problem.roles == ROLES["train"])), int(problem.fitted.sum()),
-                     perturb)
+                     perturb, config.variational)
 
 
 def full_objective(problem: GridProblem, config: GridConfig, graphdef,
