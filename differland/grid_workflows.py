@@ -30,7 +30,6 @@ import xarray as xr
 
 from differland import __version__, plots
 from differland.calibrate.site import CalibrationConfigError
-from differland.calibrate.variational import scale_of
 from differland.forcing import Forcing
 from differland.io import (
     DriverError,
@@ -55,6 +54,7 @@ from differland.spatial.grid import (
     predict_in_batches,
     predictions,
     train_grid,
+    variational_normals,
 )
 from differland.spatial.predictors import IGBP_PFT, Standardizer, grid_predictor_table
 from differland.spatial.training import physical_parameters, r_squared
@@ -488,11 +488,14 @@ def member_parameters(model: GridModel, inputs: np.ndarray) -> list[tuple[Parame
             out.append((physical_parameters(jnp.asarray(outputs), names, config, fixed),
                         hybrid))
             continue
-        loc = outputs[:, :len(names)]
-        scale = np.asarray(scale_of(jnp.asarray(outputs[:, len(names):]), config.init_scale))
+        loc, scale, factor = (np.asarray(x) for x in variational_normals(
+            jnp.asarray(outputs), len(names), config))
         for draw in range(config.posterior_draws):
-            noise = np.random.default_rng([seed, draw]).standard_normal(loc.shape)
-            z = jnp.asarray(loc + scale * noise, jnp.float32)
+            rng = np.random.default_rng([seed, draw])
+            noise = rng.standard_normal(loc.shape)
+            mixed = np.einsum("bpr,br->bp", factor,
+                              rng.standard_normal((loc.shape[0], factor.shape[-1])))
+            z = jnp.asarray(loc + scale * noise + mixed, jnp.float32)
             out.append((physical_parameters(z, names, config, fixed), hybrid))
     return out
 

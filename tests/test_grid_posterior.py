@@ -11,6 +11,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+import numpyro.distributions as dist
 import pytest
 import xarray as xr
 from numpyro.distributions.transforms import biject_to
@@ -85,11 +86,16 @@ def test_the_variational_objective_is_the_negative_elbo_over_the_training_cells(
     value = float(objective.loss(trainable, batch)) * objective.n_train
 
     names = config.parameter_names
-    n = len(names)
-    outputs = np.asarray(spatial_network.apply(graphdef, trainable["net"], batch.inputs))
-    scale = np.asarray(scale_of(jnp.asarray(outputs[:, n:]), config.init_scale))
-    noise = np.asarray(cell_noise(0, 3, batch.cells, n))
-    z = (outputs[:, :n] + scale * noise).astype(np.float32)
+    n, rank = len(names), config.variational_rank
+    outputs = np.asarray(spatial_network.apply(graphdef, trainable["net"], batch.inputs),
+                         np.float64)
+    assert outputs.shape[1] == (2 + rank) * n and rank > 0
+    loc = outputs[:, :n]
+    scale = np.asarray(scale_of(jnp.asarray(outputs[:, n:2 * n]), config.init_scale))
+    factor = config.init_scale * outputs[:, 2 * n:].reshape(-1, n, rank)
+    noise = np.asarray(cell_noise(0, 3, batch.cells, n + rank))
+    z = (loc + scale * noise[:, :n] + np.einsum("bpr,br->bp", factor, noise[:, n:])
+         ).astype(np.float32)
     params = physical_parameters(jnp.asarray(z), names, config, config.fixed_parameters())
     ewt = batch.mask[problem.streams.index("ewt")]
     predicted = predictions(params, batch.forcing, config.model_config, None,
@@ -109,7 +115,9 @@ def test_the_variational_objective_is_the_negative_elbo_over_the_training_cells(
                               )[observed] ** 2)
     for j, name in enumerate(names):
         expected -= np.sum(_log_prior_in_z(config, name, z[train, j]))
-    expected -= np.sum(np.log(scale[train]))
+    q = dist.LowRankMultivariateNormal(jnp.asarray(loc[train]), jnp.asarray(factor[train]),
+                                       jnp.asarray(scale[train] ** 2))
+    expected -= np.sum(np.asarray(q.entropy())) - train.sum() * n / 2 * (1 + np.log(2 * np.pi))
     assert train.sum() < problem.n_pixels and observed.any()
     np.testing.assert_allclose(value, expected, rtol=2e-4)
 

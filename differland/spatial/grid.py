@@ -9,18 +9,20 @@ The objective over the training cells ``i`` and the regions ``R`` with regional 
 sigma)^2`` and ``l_R`` the same for the area-weighted mean of the region's cells.
 
 With ``variational`` the network gives each cell a variational posterior instead of a point:
-independent normals q(z_i | x_i) = Normal(mu(x_i), s(x_i)) over the cell's unconstrained
-coordinates (the first half of the outputs mu, the second the raw scales of
-:func:`~differland.calibrate.variational.scale_of`). Each step draws z_i = mu + s eps_i
+a normal q(z_i | x_i) = Normal(mu(x_i), diag(s(x_i)^2) + W(x_i) W(x_i)^T) over the cell's
+unconstrained coordinates (the network's outputs are mu, the raw scales of
+:func:`~differland.calibrate.variational.scale_of` and, for ``variational_rank`` r > 0, the
+r columns of W in units of ``init_scale``). Each step draws z_i = mu + s eps_i + W eta_i
 (reparameterised) and the objective is the negative evidence lower bound over the training
 cells divided by N,
 
-    L = (1 / N) [sum_i (l_i - log p(z_i) - sum_j log s_ij) + sum_R l_R],
+    L = (1 / N) [sum_i (l_i - log p(z_i) - H_i) + sum_R l_R],
 
 with sums over the observed steps instead of means in ``l_i`` and ``l_R`` (a Gaussian log
 likelihood) and p(z) the density in z of priors uniform on each parameter's bounded space
-(``log p(z) = sum_j log sigmoid'(z_j)``). The network's weights stay point estimates (with
-their weight decay); an ensemble of seeds is an equal-weight mixture.
+(``log p(z) = sum_j log sigmoid'(z_j)``) and H_i the entropy of q_i up to its constant,
+``sum_j log s_ij + 0.5 log det(I + W^T diag(s)^-2 W)``. The network's weights stay point
+estimates (with their weight decay); an ensemble of seeds is an equal-weight mixture.
 
 A step
 holds whole regions (their cells kept together, so that a region's mean is predicted from
@@ -117,6 +119,8 @@ class GridConfig:
             (see the module's description) instead of a point.
         init_scale: standard deviation of a variational posterior while the network's head
             is zero, as at the start [unconstrained units].
+        variational_rank: columns of each cell's covariance factor W (0: independent
+            normals); they let the posterior follow ridges between parameters.
         posterior_draws: draws per cell and member that a prediction of a variational model
             takes (its maps' credible intervals and its budgets' spread come from them).
         perturbed_observations: with several seeds, each member fits the observations
@@ -158,6 +162,7 @@ class GridConfig:
     seeds: tuple[int, ...] = (0,)
     variational: bool = False
     init_scale: float = 0.1
+    variational_rank: int = 2
     posterior_draws: int = 10
     perturbed_observations: bool = True
 
@@ -177,6 +182,7 @@ class GridConfig:
             for key in ("batch_pixels", "holdout_block", "posterior_draws"):
                 check_integer(key, getattr(self, key), 1)
             check_number("init_scale", self.init_scale, 0.0, positive=True)
+            check_integer("variational_rank", self.variational_rank, 0)
             for key in ("variational", "perturbed_observations"):
                 if not isinstance(getattr(self, key), bool):
                     raise SettingsError(f"{key} must be true or false, not "
@@ -234,9 +240,10 @@ class GridConfig:
 
     @property
     def n_outputs(self) -> int:
-        """Outputs of the network: one per predicted parameter, two (location and raw
-        scale) for a variational model."""
-        return (2 if self.variational else 1) * len(self.parameter_names)
+        """Outputs of the network: one per predicted parameter; for a variational model,
+        per parameter its location, raw scale and ``variational_rank`` factor entries."""
+        per = 2 + self.variational_rank if self.variational else 1
+        return per * len(self.parameter_names)
 
     def fixed_parameters(self) -> ParameterSet:
         """Physical values of every parameter the model reads (the predicted ones too, as
@@ -502,6 +509,27 @@ def _misfit(prediction, values, mask, sigma, total: bool = False):
     return squares if total else squares / jnp.maximum(jnp.sum(mask, axis=-1), 1.0)
 
 
+def variational_normals(outputs: jax.Array, n: int, config: GridConfig
+                        ) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """``(loc (B, n), scale (B, n), factor (B, n, r))`` of the cells' variational normals
+    from a variational network's outputs ``(B, (2 + r) n)`` [unconstrained units]."""
+    loc = outputs[:, :n]
+    scale = scale_of(outputs[:, n:2 * n], config.init_scale)
+    factor = config.init_scale * outputs[:, 2 * n:].reshape(
+        outputs.shape[0], n, config.variational_rank)
+    return loc, scale, factor
+
+
+def normal_entropy(scale: jax.Array, factor: jax.Array) -> jax.Array:
+    """``(B,)`` entropy of Normal(., diag(scale^2) + factor factor^T) less its constant
+    (n/2)(1 + log 2 pi): ``sum log scale + 0.5 log det(I + F^T F)``, F = factor / scale
+    (the matrix determinant lemma)."""
+    scaled = factor / scale[..., None]
+    capacitance = jnp.eye(factor.shape[-1], dtype=factor.dtype) + jnp.einsum(
+        "bpr,bps->brs", scaled, scaled)
+    return jnp.sum(jnp.log(scale), axis=-1) + 0.5 * jnp.linalg.slogdet(capacitance)[1]
+
+
 def cell_noise(member, draw, cells, n: int) -> jax.Array:
     """``(B, n)`` standard normal draws of ``cells``, a function of the member's seed, the
     draw's index and the cell only."""
@@ -604,15 +632,17 @@ class Objective:
         """The batch's parameters and each cell's ``(B,)`` variational term (minus the
         log prior density and the entropy's scale term; 0 for a point model)."""
         outputs = spatial_network.apply(self.graphdef, net_state, batch.inputs)
-        n = len(self.names)
         if not self.variational:
             return physical_parameters(outputs, self.names, self.config, self.fixed), \
                 jnp.zeros(outputs.shape[:1], outputs.dtype)
-        scale = scale_of(outputs[:, n:], self.config.init_scale)
-        noise = cell_noise(batch.member, batch.draw, batch.cells, n).astype(outputs.dtype)
-        z = outputs[:, :n] + scale * noise
+        loc, scale, factor = variational_normals(outputs, len(self.names), self.config)
+        rank = factor.shape[-1]
+        noise = cell_noise(batch.member, batch.draw, batch.cells, len(self.names) + rank
+                           ).astype(outputs.dtype)
+        z = loc + scale * noise[:, :loc.shape[1]] + jnp.einsum(
+            "bpr,br->bp", factor, noise[:, loc.shape[1]:])
         log_prior = jnp.sum(jax.nn.log_sigmoid(z) + jax.nn.log_sigmoid(-z), axis=1)
-        term = -log_prior - jnp.sum(jnp.log(scale), axis=1)
+        term = -log_prior - normal_entropy(scale, factor)
         return physical_parameters(z, self.names, self.config, self.fixed), term
 
     def _predicted(self, trainable, batch: PixelBatch) -> dict[str, jax.Array]:
