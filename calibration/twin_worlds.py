@@ -11,6 +11,12 @@ per parameter, how often it was identified and the minimum, median and maximum o
 the test cells; per flux, the same of the test-cell NSE; and the regional budgets within two
 ensemble standard deviations. ``--smoke`` runs the demo's tiny world instead (a check that it
 runs).
+
+With ``--posterior [--config GRID.json]``, ``OUT/seed-S`` holds the world (``world.zarr``) and
+a variational network over it (``differland posterior spatial --grid``, in ``posterior/``)
+instead of the demo's ensemble, and the table adds, per parameter, the share of test cells
+whose 90 % credible interval holds the planted value, and the regional budgets whose 90 %
+interval holds the true one.
 """
 
 from __future__ import annotations
@@ -52,11 +58,19 @@ def spread_table(reports: dict[int, dict]) -> str:
     lines = [f"Recovery over {len(seeds)} twin worlds (seeds {', '.join(map(str, seeds))}); "
              "min / median / max over the worlds.", "",
              "| parameter | identified in | R² test cells |", "|---|---|---|"]
+    intervals = all("coverage_90_test_cells" in row for s in seeds
+                    for row in reports[s]["parameters"].values())
+    if intervals:
+        lines[-2:] = ["| parameter | identified in | R² test cells | 90 % interval holds the "
+                      "truth (share of test cells) |", "|---|---|---|---|"]
     for name in first["parameters"]:
         rows = [reports[s]["parameters"][name] for s in seeds]
         identified = sum(bool(row["identified"]) for row in rows)
-        lines.append(f"| {name} | {identified} of {len(seeds)} | "
-                     f"{_range([row['r2_test_cells'] for row in rows])} |")
+        line = (f"| {name} | {identified} of {len(seeds)} | "
+                f"{_range([row['r2_test_cells'] for row in rows])} |")
+        if intervals:
+            line += f" {_range([row['coverage_90_test_cells'] for row in rows])} |"
+        lines.append(line)
     lines += ["", "| flux | NSE test cells |", "|---|---|"]
     for name in first["fluxes"]:
         values = [reports[s]["fluxes"][name]["nse_test_cells"] for s in seeds]
@@ -66,6 +80,11 @@ def spread_table(reports: dict[int, dict]) -> str:
     if budgets:
         lines += ["", "Regional NBE budgets within two ensemble sd of the truth, per world: "
                   + ", ".join(budgets) + "."]
+    within = [f"{reports[s]['budgets_within_90']} of {reports[s]['budgets']}"
+              for s in seeds if "budgets_within_90" in reports[s]]
+    if within:
+        lines += ["", "Regional NBE budgets whose 90 % interval holds the truth, per world: "
+                  + ", ".join(within) + "."]
     return "\n".join(lines) + "\n"
 
 
@@ -74,13 +93,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=_seeds, required=True, help="world seeds, e.g. 0,1,2,3,4")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--smoke", action="store_true", help="the demo's tiny world")
+    parser.add_argument("--posterior", action="store_true",
+                        help="a variational network over each world instead of the demo")
+    parser.add_argument("--config", type=Path,
+                        help="with --posterior: grid configuration JSON (keys of GridConfig)")
     parser.add_argument("--no-progress", dest="progress", action="store_false")
     args = parser.parse_args(argv)
     if args.out.exists() and not args.out.is_dir():
         parser.error(f"--out {args.out} exists and is not a folder")
+    if args.config is not None and not args.posterior:
+        parser.error("--config: only with --posterior")
 
     from differland.calibrate.site import CalibrationConfigError
-    from differland.grid_workflows import demo
+    from differland.grid_workflows import demo, posterior_world
     from differland.io import write_atomically
     from differland.io.errors import DriverError, OutputError
 
@@ -88,12 +113,16 @@ def main(argv: list[str] | None = None) -> int:
     for seed in args.seeds:
         folder = args.out / f"seed-{seed}"
         finished = folder / "prediction" / "recovery.json"
-        if finished.is_file():
+        if finished.is_file() and not args.posterior:
             reports[seed] = json.loads(finished.read_text(encoding="utf-8"))
             continue
         try:
-            reports[seed] = demo(folder, smoke=args.smoke, progress=args.progress,
-                                 world_seed=seed)
+            if args.posterior:
+                reports[seed] = posterior_world(folder, args.config, smoke=args.smoke,
+                                                progress=args.progress, world_seed=seed)
+            else:
+                reports[seed] = demo(folder, smoke=args.smoke, progress=args.progress,
+                                     world_seed=seed)
         except (OutputError, DriverError, CalibrationConfigError) as error:
             print(f"twin_worlds.py: {error}", file=sys.stderr)
             return 2

@@ -977,20 +977,8 @@ def demo(out: Path, smoke: bool = False, progress: bool = True, world_seed: int 
             raise output_error(out, "--out exists and is not a differland demo; choose "
                                     "another directory")
     spec, config = (SMOKE_SPEC, SMOKE_CONFIG) if smoke else (DEMO_SPEC, DEMO_CONFIG)
-    spec = dataclasses.replace(spec, seed=world_seed)
-    out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    world = out / "world.zarr"
-    if world.exists():
-        made = read_grid_driver(world).attrs.get("world_spec")
-        wanted = json.dumps({**dataclasses.asdict(spec), "planted": list(spec.planted)})
-        if made != wanted:
-            raise output_error(out, "--out holds the demo of other settings (e.g. --smoke); "
-                                    "choose another --out")
-    else:
-        _say(f"[1/3] building a twin world ({spec.resolution:g} degree cells, "
-             f"{spec.years} years) from the shipped land cover, climate zones and elevation")
-        make_world(world, spec, progress)
+    world = _demo_world(out, dataclasses.replace(spec, seed=world_seed), progress)
     _say("[2/3] training the spatialization network over the world's cells")
     grid_train(world, out / "model", config, progress=progress,
                overwrite=(out / "model" / MODEL_RECORD).exists())
@@ -1001,6 +989,45 @@ def demo(out: Path, smoke: bool = False, progress: bool = True, world_seed: int 
     _say(f"maps, budgets and figures: {out / 'prediction'}  "
          f"({report['wall_seconds']:.0f} s)")
     return report
+
+
+def _demo_world(out: Path, spec: WorldSpec, progress: bool) -> Path:
+    """``out/world.zarr``, built from ``spec`` unless a world of ``spec`` is there."""
+    out.mkdir(parents=True, exist_ok=True)
+    world = out / "world.zarr"
+    if world.exists():
+        made = read_grid_driver(world).attrs.get("world_spec")
+        wanted = json.dumps({**dataclasses.asdict(spec), "planted": list(spec.planted)})
+        if made != wanted:
+            raise output_error(out, "--out holds the world of other settings (e.g. --smoke); "
+                                    "choose another --out")
+    else:
+        _say(f"[1/3] building a twin world ({spec.resolution:g} degree cells, "
+             f"{spec.years} years) from the shipped land cover, climate zones and elevation")
+        make_world(world, spec, progress)
+    return world
+
+
+def posterior_world(out: Path, config: Path | None = None, smoke: bool = False,
+                    progress: bool = True, world_seed: int = 0) -> dict:
+    """The demo's twin world of ``world_seed`` (``smoke``: its tiny one) in
+    ``out/world.zarr`` and a variational network over it (:func:`grid_posterior` with the
+    grid configuration file ``config``) in ``out/posterior``; a finished posterior there is
+    read, not recomputed. Returns the prediction's recovery report."""
+    out = Path(out)
+    if out.exists() and any(out.iterdir()) and not (out / "world.zarr").exists():
+        raise output_error(out, "--out exists and is not a differland twin world; choose "
+                                "another directory")
+    values = read_grid_config(config)
+    if smoke:
+        values = {**SMOKE_CONFIG, **values}
+    finished = out / "posterior" / POSTERIOR_RECORD
+    spec = dataclasses.replace(SMOKE_SPEC if smoke else DEMO_SPEC, seed=world_seed)
+    world = _demo_world(out, spec, progress)
+    if finished.is_file():
+        return read_json(finished)["report"]
+    _say("[2/3] training a variational network over the world's cells; [3/3] predicting")
+    return grid_posterior(world, out / "posterior", values, progress=progress)["report"]
 
 
 def recovery_table(report: dict) -> str:

@@ -244,20 +244,22 @@ def _record(kind: str, config: VariationalConfig, sites: list, sites_csv: Path,
 
 
 def _starts(places: list[_Place], posterior: PosteriorConfig, path: Path, fingerprint: str,
-            progress: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Each site's start (best point of the initialising fit) and Laplace covariance there,
-    saved to ``path`` and read back by a rerun."""
+            progress: bool, laplace: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """Each site's start (best point of the initialising fit) and, with ``laplace``, the
+    Laplace covariance there, saved to ``path`` and read back by a rerun."""
     if path.is_file():
         with np.load(path, allow_pickle=False) as content:
             if str(content["fingerprint"]) != fingerprint:
                 raise CheckpointMismatchError(f"{path}: made by another run; pass --overwrite")
-            return np.asarray(content["starts"]), np.asarray(content["covariances"])
-    starts, covariances = site_starts([p.training for p in places], posterior, progress)
+            covariances = np.asarray(content["covariances"])
+            return np.asarray(content["starts"]), covariances if covariances.size else None
+    starts, covariances = site_starts([p.training for p in places], posterior, progress,
+                                      laplace)
 
     def write(target: Path) -> None:
         with open(target, "wb") as file:
             np.savez(file, fingerprint=np.asarray(fingerprint), starts=starts,
-                     covariances=covariances)
+                     covariances=np.zeros(0) if covariances is None else covariances)
 
     write_atomically(path, write)
     return starts, covariances
@@ -422,7 +424,8 @@ def posterior_sites(sites_dir: str | Path, out: str | Path,
               "variational run of another configuration, sites")
     started = time.perf_counter()
     starts, covariances = _starts(places, posterior, out / STATE_FOLDER / "starts.npz",
-                                  record["fingerprint"], progress)
+                                  record["fingerprint"], progress,
+                                  config.svi.init == "laplace")
     init_seconds = time.perf_counter() - started
     result = fit_sites([p.training for p in places], posterior, config.svi, starts, covariances,
                        checkpoint_dir=out / STATE_FOLDER / "svi",

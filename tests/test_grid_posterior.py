@@ -201,10 +201,3 @@ def test_posterior_spatial_grid_refuses_bad_settings_in_one_line(world, tmp_path
     assert main(["posterior", "spatial", "--grid", str(world), "--sites-dir", str(tmp_path),
                  "--out", str(out)]) == 2
     assert "give exactly one" in capsys.readouterr().err and not out.exists()
-
-
-def test_a_variational_network_has_two_outputs_per_parameter(loaded):
-    driver, config, problem, trainable, graphdef = loaded
-    point = dataclasses.replace(config, variational=False)
-    assert point.n_outputs == len(point.parameter_names) and config.n_outputs == \
-        2 * point.n_outputs

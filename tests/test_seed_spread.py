@@ -97,6 +97,25 @@ def test_twin_worlds_table_spreads_over_world_seeds():
     assert "per world: 1 of 5, 2 of 5, 3 of 5." in table
 
 
+def test_twin_worlds_table_of_posteriors_adds_interval_coverage():
+    reports = {}
+    for seed, coverage in ((0, 0.8), (1, 0.9)):
+        report = _recovery(0.9, True, 0.98, 1)
+        report["parameters"]["leaf_fall_day"]["coverage_90_test_cells"] = coverage
+        report["budgets_within_90"] = 4 + seed
+        reports[seed] = report
+    table = twin_worlds.spread_table(reports)
+    assert "| leaf_fall_day | 2 of 2 | 0.90 / 0.90 / 0.90 | 0.80 / 0.85 / 0.90 |" in table
+    assert "90 % interval holds the truth, per world: 4 of 5, 5 of 5." in table
+
+
+def test_twin_worlds_config_needs_posterior(tmp_path: Path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        twin_worlds.main(["--seeds", "0", "--out", str(tmp_path / "w"), "--config", "x.json"])
+    assert stop.value.code == 2 and "--posterior" in capsys.readouterr().err
+    assert not (tmp_path / "w").exists()
+
+
 @pytest.mark.parametrize("seeds", ["0,x", "1,1", "-1"])
 def test_twin_worlds_bad_seeds_are_one_line(seeds, tmp_path: Path, capsys):
     with pytest.raises(SystemExit) as stop:

@@ -288,24 +288,26 @@ def stack_data(problems: Sequence[SiteProblem]) -> dict:
 
 
 def site_starts(problems: Sequence[SiteProblem], config: PosteriorConfig,
-                progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+                progress: bool = True, laplace: bool = True
+                ) -> tuple[np.ndarray, np.ndarray | None]:
     """Each site's best point of the initialising multi-start fit
     (:func:`~differland.calibrate.bayes.initial_fit` with ``config.nuts``'s ``init_*``
-    settings), ``(sites, P)`` in the coordinates' order, and the covariance of the Laplace
-    approximation there, ``(sites, P, P)`` (:func:`~differland.calibrate.bayes.
-    laplace_inverse_mass`, dense)."""
+    settings), ``(sites, P)`` in the coordinates' order, and with ``laplace`` the covariance
+    of the Laplace approximation there, ``(sites, P, P)`` (:func:`~differland.calibrate.
+    bayes.laplace_inverse_mass`, dense; else ``None``)."""
     dense = dataclasses.replace(config, nuts=dataclasses.replace(config.nuts, dense_mass=True))
     starts, covariances = [], []
     for problem in tqdm(problems, desc="initial fits", disable=not progress, leave=False):
         fit = initial_fit(problem, config)
         names = latent_sites(problem, config.structural_error)
         best = {name: jnp.asarray(fit.values[name][fit.best]) for name in names}
-        inverse = laplace_inverse_mass(problem, dense, best)
-        order = [sorted(names).index(name) for name in names]  # sorted -> coordinates' order
         starts.append([float(best[name]) for name in names])
-        covariances.append(inverse[np.ix_(order, order)])
+        if laplace:
+            inverse = laplace_inverse_mass(problem, dense, best)
+            order = [sorted(names).index(name) for name in names]  # sorted -> coordinates'
+            covariances.append(inverse[np.ix_(order, order)])
     dtype = jnp.result_type(float)
-    return np.asarray(starts, dtype), np.asarray(covariances, dtype)
+    return np.asarray(starts, dtype), np.asarray(covariances, dtype) if laplace else None
 
 
 def initial_guide_params(guide: str, raw: Mapping, start: np.ndarray,
@@ -400,7 +402,8 @@ def fit_sites(problems: Sequence[SiteProblem], config: PosteriorConfig,
     names = latent_sites(problems[0], config.structural_error)
     data = stack_data(problems)
     if starts is None:
-        starts, covariances = site_starts(problems, config, progress)
+        starts, covariances = site_starts(problems, config, progress,
+                                          laplace=settings.init == "laplace")
     if settings.init == "scale":
         covariances = None
     started = time.perf_counter()

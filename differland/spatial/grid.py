@@ -162,7 +162,7 @@ class GridConfig:
     seeds: tuple[int, ...] = (0,)
     variational: bool = False
     init_scale: float = 0.1
-    variational_rank: int = 2
+    variational_rank: int = 8
     posterior_draws: int = 10
     perturbed_observations: bool = True
 
