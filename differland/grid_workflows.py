@@ -880,13 +880,18 @@ def _figures(folder: Path, driver, problem, fluxes, params, identified, budget_r
 POSTERIOR_RECORD = "posterior.json"
 """The file a grid posterior run writes last."""
 
+POSTERIOR_DEFAULTS = {"seeds": [0, 1, 2]}
+"""Settings of a grid posterior where its configuration is silent: a mixture of three
+networks, which carries some of the uncertainty of the weights and of the optimisation."""
+
 
 def grid_posterior(grid: Path, out: Path, config_values: dict | None = None,
                    devices: int | None = None, progress: bool = True,
                    overwrite: bool = False, memory_gib: float = IN_MEMORY_GIB,
                    stop_after: int | None = None) -> dict:
     """A Bayesian spatialization network over the cells of ``grid``: the network trained
-    with ``variational`` (see :mod:`differland.spatial.grid`) into ``out/model`` (resumed
+    with ``variational`` (see :mod:`differland.spatial.grid`; :data:`POSTERIOR_DEFAULTS`
+    where ``config_values`` are silent) into ``out/model`` (resumed
     when unfinished; a finished one of the same configuration is reused), and its
     predictions over the grid in ``out/prediction``: parameter maps (posterior mean, sd,
     5 % and 95 % quantiles), flux maps (posterior mean), regional budgets with their
@@ -906,7 +911,7 @@ def grid_posterior(grid: Path, out: Path, config_values: dict | None = None,
                                                    or (out / POSTERIOR_RECORD).exists()):
         raise output_error(out, "--out exists and is not a differland grid posterior; choose "
                                 "another directory")
-    values = {**(config_values or {}), "variational": True}
+    values = {**POSTERIOR_DEFAULTS, **(config_values or {}), "variational": True}
     model_dir = out / "model"
     driver = read_grid_driver(grid)
     try:

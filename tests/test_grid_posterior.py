@@ -157,13 +157,14 @@ def test_intervals_of_cyclic_days_are_taken_on_the_circle_of_the_year():
 def test_posterior_spatial_grid_writes_maps_with_intervals_and_budgets(world, tmp_path,
                                                                        capsys):
     config = tmp_path / "config.json"
-    config.write_text(json.dumps({k: v for k, v in SETTINGS.items() if k != "variational"}))
+    config.write_text(json.dumps({**{k: v for k, v in SETTINGS.items() if k != "variational"},
+                                  "seeds": [0, 1]}))
     out = tmp_path / "run"
     command = ["posterior", "spatial", "--grid", str(world), "--out", str(out), "--config",
                str(config), "--no-progress"]
     assert main(command) == 0
     printed = capsys.readouterr().out
-    assert "90 % interval holds the truth" in printed and "3 posterior members" in printed
+    assert "90 % interval holds the truth" in printed and "6 posterior members" in printed
     made = json.loads((out / "model" / "config.json").read_text())
     assert made["grid_config"]["variational"] is True
     maps = xr.open_dataset(out / "prediction" / "parameters.nc")
