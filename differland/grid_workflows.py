@@ -680,7 +680,7 @@ def _predict_problem(model, model_dir, grid, out, driver, config, problem) -> di
                 variables[f"{name}_{bound}"] = driver.to_map(
                     values, f"{name}_{bound}",
                     {"units": SPECS[name].units,
-                     "long_name": f"{bound[1:]} % quantile of the {what} of {name}"})
+                     "long_name": f"{int(bound[1:])} % quantile of the {what} of {name}"})
     write_dataset(out / "parameters.nc", xr.Dataset(variables, attrs={
         "title": "differland parameter maps", "model": str(model_dir), "grid": str(grid),
         "members": len(members), "members_are": what}))

@@ -21,8 +21,9 @@ cells divided by N,
 with sums over the observed steps instead of means in ``l_i`` and ``l_R`` (a Gaussian log
 likelihood) and p(z) the density in z of priors uniform on each parameter's bounded space
 (``log p(z) = sum_j log sigmoid'(z_j)``) and H_i the entropy of q_i up to its constant,
-``sum_j log s_ij + 0.5 log det(I + W^T diag(s)^-2 W)``. The network's weights stay point
-estimates (with their weight decay); an ensemble of seeds is an equal-weight mixture.
+``sum_j log s_ij + 0.5 log det(I + W^T diag(s)^-2 W)``. Stream ``weights`` other than 1
+temper their likelihood. The network's weights stay point estimates (with their weight
+decay); an ensemble of seeds is an equal-weight mixture.
 
 A step
 holds whole regions (their cells kept together, so that a region's mean is predicted from
@@ -629,8 +630,9 @@ class Objective:
                                    self.fixed)
 
     def _drawn(self, net_state, batch: PixelBatch) -> tuple[ParameterSet, jax.Array]:
-        """The batch's parameters and each cell's ``(B,)`` variational term (minus the
-        log prior density and the entropy's scale term; 0 for a point model)."""
+        """The batch's parameters (a variational model: one draw per cell) and each cell's
+        ``(B,)`` variational term (minus the log prior density of the draw, minus the
+        entropy of the cell's normal less its constant; 0 for a point model)."""
         outputs = spatial_network.apply(self.graphdef, net_state, batch.inputs)
         if not self.variational:
             return physical_parameters(outputs, self.names, self.config, self.fixed), \
