@@ -669,8 +669,9 @@ def posterior_spatial_command(
     if grid is not None:
         if sites_csv is not None or predict_csv is not None:
             raise CliError("--grid: --sites-csv and --predict-csv are for sites")
+        if float64:
+            raise CliError("--float64: a grid is computed in float32")
         _use_devices(devices)
-        from differland import enable_float64
         from differland.grid_workflows import grid_posterior, posterior_table, read_grid_config
 
         values = read_grid_config(config, seed, steps)
@@ -679,8 +680,6 @@ def posterior_spatial_command(
                 raise CliError(f"--draws: must be at least 1, not {draws}")
             values["posterior_draws"] = draws
         _check_memory(memory)
-        if float64:
-            enable_float64()
         record = grid_posterior(grid, out, values, devices=devices, progress=progress,
                                 overwrite=overwrite, memory_gib=memory)
         if record.get("report", {}).get("parameters"):

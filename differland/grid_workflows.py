@@ -903,10 +903,8 @@ def grid_posterior(grid: Path, out: Path, config_values: dict | None = None,
         OutputError, DriverError, CalibrationConfigError: before anything is computed.
     """
     out = Path(out)
-    for source in (grid,):
-        if Path(source).resolve() == out.resolve() or out.resolve() in Path(
-                source).resolve().parents:
-            raise output_error(out, f"--out would overwrite the input {source}")
+    if Path(grid).resolve() == out.resolve() or out.resolve() in Path(grid).resolve().parents:
+        raise output_error(out, f"--out would overwrite the input {grid}")
     if out.exists() and any(out.iterdir()) and not ((out / "model").exists()
                                                    or (out / POSTERIOR_RECORD).exists()):
         raise output_error(out, "--out exists and is not a differland grid posterior; choose "
@@ -937,8 +935,9 @@ def grid_posterior(grid: Path, out: Path, config_values: dict | None = None,
     trained = time.perf_counter()
     report = grid_predict(model_dir, grid, out / "prediction", progress=progress,
                           memory_gib=memory_gib)
-    record = {"method": "variational spatialization network (independent normals per cell "
-                        "from the network's outputs)",
+    record = {"method": "variational spatialization network (per cell a normal with a "
+                        f"diagonal and rank-{wanted['variational_rank']} covariance from the "
+                        f"outputs of {len(wanted['seeds'])} network(s), mixed equally)",
               "model": "model", "prediction": "prediction",
               "members": len(wanted["seeds"]) * wanted["posterior_draws"],
               "training_seconds": None if reuse else trained - started,

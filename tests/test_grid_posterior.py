@@ -202,3 +202,6 @@ def test_posterior_spatial_grid_refuses_bad_settings_in_one_line(world, tmp_path
     assert main(["posterior", "spatial", "--grid", str(world), "--sites-dir", str(tmp_path),
                  "--out", str(out)]) == 2
     assert "give exactly one" in capsys.readouterr().err and not out.exists()
+    assert main(["posterior", "spatial", "--grid", str(world), "--out", str(out),
+                 "--float64"]) == 2
+    assert "float32" in capsys.readouterr().err and not out.exists()
