@@ -17,9 +17,13 @@ Outputs, under ``OUT``:
   named as in the registry, ``diagnostics.json``, ...), plus ``truth.json`` (parameter ->
   planted value) and ``identified.json`` (the parameters the coverage counts);
 * ``coverage.json`` and ``coverage.md``: per site and in total, the share of identifiable
-  parameters whose central 50 % and 90 % credible intervals contain the planted value, and
-  the share of synthetic observations inside the 50 % and 90 % posterior predictive bands per
-  stream and period.
+  parameters whose central 50 % and 90 % credible intervals contain the planted value; per
+  site, the density rank of the planted values among the posterior draws (a check of the
+  whole joint posterior, uniform over sites when it is calibrated; see :func:`density_rank`);
+  the mean and spread the pooled coverage of a calibrated posterior would show on the same
+  sites, with the probability of a coverage at most the observed one
+  (:func:`calibrated_spread`); and the share of synthetic observations inside the 50 % and
+  90 % posterior predictive bands per stream and period.
 
 A parameter counts as identifiable at a site when the data contracted its prior:
 1 - (posterior sd / prior sd)^2 >= ``--contraction`` (default 0.9, i.e. the posterior sd is at
@@ -52,7 +56,11 @@ import numpy as np
 import xarray as xr
 
 from differland.calibrate import bayes
-from differland.calibrate.site import CalibrationConfigError, free_parameter_names
+from differland.calibrate.site import (
+    CalibrationConfigError,
+    free_parameter_names,
+    make_site_problem,
+)
 from differland.calibrate.variational import GUIDES
 from differland.io import read_site_driver, read_sites_rows, write_atomically, write_json
 from differland.io.site import OBSERVATION_VARIABLES
@@ -61,6 +69,7 @@ from differland.observations import predict
 from differland.params import SPECS, ParameterSet, default_parameters
 from differland.posterior_workflows import posterior_site
 from differland.variational_workflows import load_variational_config, posterior_sites
+from differland.workflows import observed_streams
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_SITES_DIR = Path(os.environ.get("DIFFERLAND_SHARED", REPO.parent / "shared")) / \
@@ -80,10 +89,16 @@ PRIOR_HALF_WIDTH = 0.2
 registry box on the parameter's transform scale."""
 INTERVALS = (0.5, 0.9)
 """Central credible intervals whose coverage is reported."""
+RANK_DRAWS = 1000
+"""Most posterior draws (evenly thinned) that the density rank of the truth compares."""
+REPLICATES = 4000
+"""Truths drawn from each site's own posterior to measure the spread that the coverage of a
+calibrated posterior would show on the same sites."""
 
 
 def twin_config(chains: int = 4, warmup: int = 500, samples: int = 500, seed: int = 0,
-                max_tree_depth: int = 10) -> bayes.PosteriorConfig:
+                max_tree_depth: int = 10, target_accept: float = 0.8
+                ) -> bayes.PosteriorConfig:
     """The posterior configuration of every synthetic site.
 
     Priors: uniform on the parameter's transform scale over the positions
@@ -107,7 +122,7 @@ def twin_config(chains: int = 4, warmup: int = 500, samples: int = 500, seed: in
         "uncertainty": "driver", "priors": priors, "constraint_scale": 0.0,
         "structural_error": False,
         "nuts": {"chains": chains, "warmup": warmup, "samples": samples, "seed": seed,
-                 "max_tree_depth": max_tree_depth}})
+                 "max_tree_depth": max_tree_depth, "target_accept": target_accept}})
 
 
 def planted_values(config: bayes.PosteriorConfig, key) -> dict[str, float]:
@@ -211,8 +226,83 @@ def interval_hits(draws: dict[str, np.ndarray], truth: dict[str, float],
     return hits
 
 
+def calibrated_hit_distribution(draws: dict[str, np.ndarray], names: list[str],
+                                seed: int = 0) -> dict[str, list[float]]:
+    """Distribution of the number of ``names`` whose intervals hold the truth when the truth
+    is itself a posterior draw (a calibrated posterior, by construction).
+
+    Returns, per interval of :data:`INTERVALS`, the probabilities of 0, 1, ..., len(names)
+    hits over :data:`REPLICATES` truths drawn from the draws. Pairs of one site are
+    correlated through the posterior, so this spread is wider than a binomial one.
+    """
+    generator = np.random.default_rng(seed)
+    values = np.stack([np.ravel(draws[name]) for name in names], axis=1) if names else \
+        np.zeros((1, 0))
+    truths = values[generator.integers(values.shape[0], size=REPLICATES)]
+    out = {}
+    for level in INTERVALS:
+        low, high = np.quantile(values, [0.5 - level / 2.0, 0.5 + level / 2.0], axis=0)
+        counts = np.sum((truths >= low) & (truths <= high), axis=1)
+        out[f"{round(level * 100)}"] = (np.bincount(counts, minlength=len(names) + 1)
+                                        / REPLICATES).tolist()
+    return out
+
+
+def calibrated_spread(records: list[dict]) -> dict[str, dict[str, float]]:
+    """Per interval, the mean and sd of the pooled coverage a calibrated posterior would show
+    on these sites (sites independent: the per-site distributions convolved), and the
+    probability of a pooled coverage at most the observed one."""
+    out = {}
+    for level in (f"{round(v * 100)}" for v in INTERVALS):
+        distribution = np.ones(1)
+        observed = 0
+        for record in records:
+            distribution = np.convolve(distribution, record["calibrated_hits"][level])
+            observed += sum(hit[level] for hit in record["hits"].values())
+        pairs = distribution.size - 1
+        if pairs == 0:
+            out[level] = {"mean": math.nan, "sd": math.nan, "p_at_most_observed": math.nan}
+            continue
+        share = np.arange(distribution.size) / pairs
+        mean = float(np.sum(share * distribution))
+        out[level] = {"mean": mean,
+                      "sd": float(np.sqrt(np.sum((share - mean) ** 2 * distribution))),
+                      "p_at_most_observed": float(np.sum(distribution[:observed + 1]))}
+    return out
+
+
+def density_rank(driver: Path, config: bayes.PosteriorConfig, draws: dict[str, np.ndarray],
+                 truth: dict[str, float]) -> float:
+    """Share of the posterior draws of higher posterior density than the planted values.
+
+    Densities are those the sampler sees (its unconstrained coordinates, every free parameter
+    at once), compared over at most :data:`RANK_DRAWS` evenly thinned draws. The planted
+    values are a draw from the prior, so under the exact posterior they are exchangeable with
+    the posterior draws and the rank is uniform on [0, 1] over sites, whatever the posterior's
+    shape; ranks piled near 1 say the draws miss regions of high density that hold the truth.
+    """
+    reference = read_site_driver(driver)
+    calibration = observed_streams(config.calibration, reference.observations, str(driver),
+                                   False, reference.calibration_end)
+    config = dataclasses.replace(config, calibration=calibration)
+    problem = make_site_problem(reference.forcing, reference.observations, reference.dates,
+                                reference.calibration_end, calibration,
+                                source=str(driver)).training_problem()
+    bijections = bayes.site_bijections(problem, config)
+    names = free_parameter_names(calibration)
+    total = np.size(draws[names[0]])
+    keep = np.unique(np.linspace(0, total - 1, min(total, RANK_DRAWS)).astype(int))
+    dtype = jnp.result_type(float)
+    points = {name: np.concatenate([
+        np.asarray(bijections[name].inv(jnp.asarray(np.ravel(draws[name])[keep], dtype))),
+        np.asarray(bijections[name].inv(jnp.asarray([truth[name]], dtype)))])
+        for name in names}
+    energy = bayes.potentials(problem, config, points)
+    return float(np.mean(energy[:-1] < energy[-1]))
+
+
 def site_record(out: Path, site: str, source: Path, truth: dict, config, contraction: float,
-                diagnostics: dict) -> dict:
+                diagnostics: dict, driver: Path) -> dict:
     """Read a finished site posterior and write its ``truth.json`` and ``identified.json``."""
     posterior = xr.load_dataset(out / "posterior.nc", group="posterior")
     draws = {name: np.asarray(posterior[name].values) for name in PARAMETERS}
@@ -224,6 +314,8 @@ def site_record(out: Path, site: str, source: Path, truth: dict, config, contrac
             "max_r_hat": diagnostics["max_r_hat"], "min_ess_bulk": diagnostics["min_ess_bulk"],
             "divergences": diagnostics["divergences"],
             "identified": identified["parameters"], "hits": hits,
+            "density_rank": density_rank(driver, config, draws, truth),
+            "calibrated_hits": calibrated_hit_distribution(draws, identified["parameters"]),
             "predictive": diagnostics["coverage"]}
 
 
@@ -234,6 +326,12 @@ def coverage_summary(records: list[dict]) -> dict:
                                         if pairs else math.nan)
                   for level in (f"{round(v * 100)}" for v in INTERVALS)}
     parameters["pairs"] = len(pairs)
+    parameters["calibrated"] = calibrated_spread(records)
+    ranks = np.asarray([record["density_rank"] for record in records], float)
+    density = {"sites": int(ranks.size),
+               "mean": float(np.mean(ranks)) if ranks.size else math.nan,
+               "uniform_mean_sd": 1.0 / math.sqrt(12.0 * ranks.size) if ranks.size else math.nan,
+               "share_above_0.9": float(np.mean(ranks > 0.9)) if ranks.size else math.nan}
     predictive = {}
     for record in records:
         for stream, periods in record["predictive"].items():
@@ -252,7 +350,7 @@ def coverage_summary(records: list[dict]) -> dict:
             entry.update({"observed_steps": count,
                           "coverage_50": inside_50 / count if count else math.nan,
                           "coverage_90": inside_90 / count if count else math.nan})
-    return {"parameters": parameters, "predictive": predictive}
+    return {"parameters": parameters, "density_rank": density, "predictive": predictive}
 
 
 def coverage_markdown(records: list[dict], summary: dict, contraction: float) -> str:
@@ -260,19 +358,30 @@ def coverage_markdown(records: list[dict], summary: dict, contraction: float) ->
     lines = ["# Twin coverage of the site posterior", "",
              f"Identifiable: posterior contraction >= {contraction} (position in the prior "
              "box on the transform scale; no use of the truth).", "",
+             "Density rank: share of the posterior draws of higher posterior density than the "
+             "planted values (uniform on [0, 1] over sites under a calibrated posterior).", "",
              "| site | source | converged | max R-hat | min bulk ESS | divergences | "
-             "identifiable | in 50 % | in 90 % |", "|---|---|---|---|---|---|---|---|---|"]
+             "identifiable | in 50 % | in 90 % | density rank |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for record in records:
         hits = record["hits"].values()
         lines.append(
             f"| {record['site']} | {record['source']} | {record['converged']} | "
             f"{record['max_r_hat']!r} | {record['min_ess_bulk']!r} | {record['divergences']} | "
             f"{len(record['identified'])} | {sum(h['50'] for h in hits)} | "
-            f"{sum(h['90'] for h in hits)} |")
-    parameters = summary["parameters"]
+            f"{sum(h['90'] for h in hits)} | {record['density_rank']!r} |")
+    parameters, density = summary["parameters"], summary["density_rank"]
     lines += ["", f"(site, identifiable parameter) pairs: {parameters['pairs']}; "
               f"50 % intervals contain the truth for {parameters['coverage_50']!r}, 90 % "
               f"intervals for {parameters['coverage_90']!r}.", "",
+              "A calibrated posterior on these sites (planted values drawn from each site's "
+              "own posterior) would give "
+              + "; ".join(f"{level} %: {value['mean']!r} +- {value['sd']!r}, at most the "
+                          f"observed coverage with probability {value['p_at_most_observed']!r}"
+                          for level, value in parameters["calibrated"].items()) + ".", "",
+              f"Density rank over {density['sites']} sites: mean {density['mean']!r} (0.5 "
+              f"+- {density['uniform_mean_sd']!r} under calibration), share above 0.9 "
+              f"{density['share_above_0.9']!r} (0.1 under calibration).", "",
               "## Posterior predictive calibration (share of synthetic observations inside "
               "the bands)", "", "| stream | period | observed steps | 50 % band | 90 % band |",
               "|---|---|---|---|---|"]
@@ -298,7 +407,7 @@ def nuts_record(arguments, config, index: int, site: str, source: Path, truth: d
         diagnostics = posterior_site(driver, run, site_config, progress=arguments.progress,
                                      overwrite=finished.is_file())
     record = site_record(run, site, source, truth, site_config, arguments.contraction,
-                         diagnostics)
+                         diagnostics, driver)
     _report(site, record)
     return record
 
@@ -334,13 +443,13 @@ def svi_records(arguments, config, twins: list) -> list[dict]:
         result = posterior_sites(arguments.out / "drivers", run, settings, sites_csv=sites_csv,
                                  progress=arguments.progress, overwrite=finished.is_file())
     records = []
-    for _, site, source, truth, _ in twins:
+    for _, site, source, truth, driver in twins:
         entry = result["sites"][site]
         diagnostics = {"converged": entry["reliable"], "max_r_hat": math.nan,
                        "min_ess_bulk": math.nan, "divergences": 0,
                        "coverage": entry["coverage"]}
         record = site_record(run / site, site, source, truth, config, arguments.contraction,
-                             diagnostics)
+                             diagnostics, driver)
         record["pareto_k"] = entry["pareto_k"]
         _report(site, record)
         records.append(record)
@@ -373,6 +482,8 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=500)
     parser.add_argument("--samples", type=int, default=500)
     parser.add_argument("--max-tree-depth", type=int, default=10)
+    parser.add_argument("--target-accept", type=float, default=0.8,
+                        help="target acceptance of the step-size adaptation (default 0.8)")
     parser.add_argument("--contraction", type=float, default=0.9,
                         help="smallest posterior contraction of an identifiable parameter")
     parser.add_argument("--method", choices=("nuts", "svi"), default="nuts",
@@ -402,7 +513,8 @@ def main(argv: list[str] | None = None) -> int:
         problems.append("--contraction must lie between 0 and 1")
     try:
         config = twin_config(arguments.chains, arguments.warmup, arguments.samples,
-                             arguments.seed, arguments.max_tree_depth)
+                             arguments.seed, arguments.max_tree_depth,
+                             arguments.target_accept)
     except CalibrationConfigError as error:
         problems.append(str(error).removeprefix("config: "))
     if problems:

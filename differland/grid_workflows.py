@@ -924,9 +924,9 @@ def grid_posterior(grid: Path, out: Path, config_values: dict | None = None,
                 "grid") != str(Path(grid).resolve()):
             raise output_error(out, "--out holds a posterior of another configuration or "
                                     "grid; pass --overwrite to replace it")
-        (out / POSTERIOR_RECORD).unlink(missing_ok=True)
-    else:
-        (out / POSTERIOR_RECORD).unlink(missing_ok=True)
+    # the record marks a finished posterior: it goes before anything is redone
+    (out / POSTERIOR_RECORD).unlink(missing_ok=True)
+    if not reuse:
         training = grid_train(grid, model_dir, values, devices=devices, progress=progress,
                               overwrite=overwrite, stop_after=stop_after,
                               memory_gib=memory_gib)

@@ -116,6 +116,19 @@ def test_log_density_is_minus_the_observation_count_times_the_gaussian_misfit(
     np.testing.assert_allclose(density, expected, rtol=1e-11)
 
 
+def test_potentials_at_many_points_are_minus_the_log_density_at_each(default_problem):
+    config, problem = default_problem
+    guesses = problem.initial_guesses(3, 4)
+    points = bayes.sampler_coordinates(problem, config, guesses)
+    energy = bayes.potentials(problem, config, points, batch=2)
+    assert energy.shape == (3,)
+    for index in range(3):
+        theta = jax.tree.map(lambda x, i=index: x[i], guesses)
+        np.testing.assert_allclose(energy[index], -float(bayes.log_density(problem, config,
+                                                                           theta)),
+                                   rtol=1e-10)
+
+
 def load_twin_script():
     spec = importlib.util.spec_from_file_location("posterior_twin",
                                                   REPO / "calibration" / "posterior_twin.py")
@@ -162,6 +175,27 @@ def test_resume_after_the_warmup_draws_what_the_uninterrupted_run_draws(fluxsite
                        fingerprint="test", progress=False)
 
 
+def test_calibrated_coverage_spread_convolves_the_sites_and_is_nominal_on_average():
+    twin = load_twin_script()
+    draws = {name: np.random.default_rng(index).normal(size=(4, 500))
+             for index, name in enumerate("abc")}
+    distribution = twin.calibrated_hit_distribution(draws, ["a", "b", "c"], seed=1)
+    for level, expected in (("50", 0.5), ("90", 0.9)):
+        probabilities = np.asarray(distribution[level])
+        assert probabilities.shape == (4,) and probabilities.sum() == pytest.approx(1.0)
+        # independent parameters: binomial(3, level)
+        assert np.dot(np.arange(4), probabilities) / 3 == pytest.approx(expected, abs=0.02)
+    one = {"calibrated_hits": {"50": [0.5, 0.5], "90": [0.1, 0.9]},
+           "hits": {"a": {"50": False, "90": True}}}
+    two = {"calibrated_hits": {"50": [0.25, 0.5, 0.25], "90": [0.0, 0.2, 0.8]},
+           "hits": {"b": {"50": False, "90": False}, "c": {"50": True, "90": True}}}
+    spread = twin.calibrated_spread([one, two])
+    # hits of 3 pairs at 90 %: [0.1, 0.9] * [0, 0.2, 0.8] = [0, 0.02, 0.26, 0.72]
+    assert spread["90"]["mean"] == pytest.approx((0.02 + 2 * 0.26 + 3 * 0.72) / 3)
+    assert spread["90"]["p_at_most_observed"] == pytest.approx(0.02 + 0.26)
+    assert spread["50"]["p_at_most_observed"] == pytest.approx(0.125 + 0.375)
+
+
 def test_twin_smoke_run_writes_truth_identified_parameters_and_coverage(fluxsites_dir,
                                                                         tmp_path, capsys):
     twin = load_twin_script()
@@ -198,6 +232,24 @@ def test_twin_smoke_run_writes_truth_identified_parameters_and_coverage(fluxsite
         for values in periods.values():
             assert 0.0 <= values["coverage_50"] <= values["coverage_90"] <= 1.0
     assert "| twin00-" in (out / "coverage.md").read_text()
+    (record,) = coverage["sites"]
+    assert 0.0 <= record["density_rank"] <= 1.0
+    assert summary["density_rank"]["mean"] == record["density_rank"]
+    # the rank counts the draws of higher density than the given values: none for the draw
+    # of highest density, all the others for the draw of lowest density
+    draws = {name: posterior[name].values for name in twin.PARAMETERS}
+    driver = out / "drivers" / f"{site.name}.nc"
+    reference = read_site_driver(driver)
+    problem = make_site_problem(reference.forcing, reference.observations, reference.dates,
+                                reference.calibration_end,
+                                config.calibration).training_problem()
+    bijections = bayes.site_bijections(problem, config)
+    energy = bayes.potentials(problem, config, {
+        name: np.asarray(bijections[name].inv(jnp.asarray(np.ravel(values))))
+        for name, values in draws.items()})
+    for index, expected in ((np.argmin(energy), 0.0), (np.argmax(energy), 39 / 40)):
+        planted = {name: float(np.ravel(values)[index]) for name, values in draws.items()}
+        assert twin.density_rank(driver, config, draws, planted) == pytest.approx(expected)
     check_run_directory(site, chains=2, draws=20, steps=730, error_scales=False)
 
 

@@ -66,7 +66,7 @@ def loaded(world):
     return driver, config, problem, {"net": state, "hybrid": hybrid}, graphdef
 
 
-def _log_prior_in_z(config, name: str, z: np.ndarray) -> np.ndarray:
+def _log_prior_in_z(name: str, z: np.ndarray) -> np.ndarray:
     """log density at z of the sampler's uniform prior of ``name`` (NumPyro)."""
     prior = prior_distribution(PosteriorConfig().calibration, name)
     transform = biject_to(prior.support)
@@ -114,7 +114,7 @@ def test_the_variational_objective_is_the_negative_elbo_over_the_training_cells(
     expected += 0.5 * np.sum(((mean - problem.region_values[0]) / problem.region_sigma[0]
                               )[observed] ** 2)
     for j, name in enumerate(names):
-        expected -= np.sum(_log_prior_in_z(config, name, z[train, j]))
+        expected -= np.sum(_log_prior_in_z(name, z[train, j]))
     q = dist.LowRankMultivariateNormal(jnp.asarray(loc[train]), jnp.asarray(factor[train]),
                                        jnp.asarray(scale[train] ** 2))
     expected -= np.sum(np.asarray(q.entropy())) - train.sum() * n / 2 * (1 + np.log(2 * np.pi))

@@ -703,6 +703,30 @@ def _batched_value_and_gradient(config: PosteriorConfig, theta, data, batch: int
     return np.concatenate(values), jax.tree.map(lambda *parts: np.concatenate(parts), *gradients)
 
 
+def potentials(problem: SiteProblem, config: PosteriorConfig, values: Mapping[str, np.ndarray],
+               network=None, batch: int = 64) -> np.ndarray:
+    """Potential energy [nats] (minus the unnormalised log posterior density) at many points.
+
+    Args:
+        problem: the site problem.
+        config: the posterior configuration.
+        values: the sampler's unconstrained coordinates of every latent site, ``{site: (n,)}``.
+        network: fixed hybrid weights (required when the configuration has hybrid terms).
+        batch: points per compiled call.
+
+    Returns:
+        ``(n,)`` potentials, compiled once per configuration and record length.
+    """
+    check_network(problem, network)
+    dtype = jnp.result_type(float)
+    count = int(np.size(next(iter(values.values()))))
+    theta = {"values": {name: jnp.asarray(np.ravel(v), dtype) for name, v in values.items()},
+             "network": None if network is None else jax.tree.map(
+                 lambda x: jnp.broadcast_to(x, (count, *jnp.shape(x))), network)}
+    value, _ = _batched_value_and_gradient(config, theta, problem_data(problem), batch)
+    return value
+
+
 def _where_start(mask: jax.Array, new, old):
     """Per start (leading axis), ``new`` where ``mask`` else ``old``, over pytrees."""
     def pick(a, b):
