@@ -40,6 +40,8 @@ from differland.calibrate.bayes import (
     PREDICTION_PREFIX,
     PosteriorConfig,
     bound_shares,
+    divergence_gathering,
+    divergence_positions,
     initial_fit,
     laplace_inverse_mass,
     latent_sites,
@@ -546,8 +548,11 @@ def posterior_diagnostics(idata, result, problem, config: PosteriorConfig) -> di
         reasons.append(f"min bulk ESS {min_bulk!r} is below {threshold}")
     if not min_tail >= threshold:
         reasons.append(f"min tail ESS {min_tail!r} is below {threshold}")
+    positions = divergence_positions(result.samples, fields["diverging"])
+    gathered = divergence_gathering(positions, divergences)
     if divergences:
-        reasons.append(f"{divergences} divergent transitions")
+        reasons.append(f"{divergences} divergent transitions" + (
+            f", gathered at {', '.join(gathered)}" if gathered else ""))
     if modes:
         reasons.append(f"chains in separate modes for {', '.join(sorted(modes))}")
     warnings_ = []
@@ -572,6 +577,8 @@ def posterior_diagnostics(idata, result, problem, config: PosteriorConfig) -> di
         "min_ess_bulk": min_bulk,
         "min_ess_tail": min_tail,
         "divergences": divergences,
+        "divergent_draw_positions": positions,
+        "divergences_gathered_at": gathered,
         "max_tree_depth_share": depth_share,
         "mean_tree_depth_steps": float(np.mean(fields["num_steps"])),
         "mean_accept_prob": float(np.mean(fields["accept_prob"])),

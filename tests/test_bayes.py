@@ -396,3 +396,21 @@ def test_correlated_pairs_are_measured_within_chains():
     pairs = {(x, y): r for x, y, r in correlated_pairs(samples, ["a", "b", "c"], count=3)}
     assert abs(pairs[("a", "b")]) < 0.1
     assert pairs[("a", "c")] > 0.99
+
+
+def test_divergences_gathered_at_one_end_of_a_marginal_are_named():
+    generator = np.random.default_rng(0)
+    samples = {"a": generator.normal(size=(4, 250)), "b": generator.normal(size=(4, 250))}
+    diverging = np.zeros((4, 250), bool)
+    low_a = np.argsort(samples["a"].ravel())[:40]
+    diverging.ravel()[low_a[::4]] = True  # 10 draws among the lowest 40 of a
+    positions = bayes.divergence_positions(samples, diverging)
+    assert positions["a"] < 0.05
+    assert abs(positions["b"] - 0.5) < 0.3
+    assert bayes.divergence_gathering(positions, 10) == ["low a"]
+    assert bayes.divergence_gathering(positions, 4) == []
+    assert bayes.divergence_positions(samples, np.zeros((4, 250), bool)) == {}
+    # the mid-rank of one value among [0, 1, 2, 3]: 2 of 4 below it
+    assert bayes.divergence_positions({"c": np.array([[0.0, 1.0, 2.5, 2.0, 3.0]])},
+                                      np.array([[False, False, True, False, False]])) == \
+        {"c": 0.75}

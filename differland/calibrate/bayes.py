@@ -1208,6 +1208,43 @@ def bound_shares(samples: Mapping[str, np.ndarray], problem: SiteProblem,
     return out
 
 
+def divergence_positions(samples: Mapping[str, np.ndarray], diverging: np.ndarray
+                         ) -> dict[str, float]:
+    """Per site, the mean position in [0, 1] of the divergent draws among the other draws
+    (mid-rank / their count): about 0.5 when the divergences spread like the draws, near 0 or
+    1 when they gather at the low or high end of the site's marginal. Empty without
+    divergent or without non-divergent draws.
+
+    Args:
+        samples: ``{site: (chains, draws)}``.
+        diverging: ``(chains, draws)`` flags of the divergent transitions.
+    """
+    flags = np.ravel(np.asarray(diverging)).astype(bool)
+    if not flags.any() or flags.all():
+        return {}
+    out = {}
+    for name, values in samples.items():
+        values = np.ravel(np.asarray(values, np.float64))
+        others = np.sort(values[~flags])
+        ranks = 0.5 * (np.searchsorted(others, values[flags], side="left")
+                       + np.searchsorted(others, values[flags], side="right"))
+        out[name] = float(np.mean(ranks) / others.size)
+    return out
+
+
+def divergence_gathering(positions: Mapping[str, float], count: int,
+                         sigmas: float = 3.0, least: int = 5) -> list[str]:
+    """The sites where ``count`` divergent transitions gather, as ``"low <site>"`` or
+    ``"high <site>"``: those whose :func:`divergence_positions` lies more than ``sigmas``
+    standard deviations of the mean of ``count`` uniform positions (sqrt(1 / (12 count)))
+    from 0.5; none below ``least`` divergences."""
+    if count < least:
+        return []
+    limit = sigmas * math.sqrt(1.0 / (12.0 * count))
+    return [f"{'low' if position < 0.5 else 'high'} {name}"
+            for name, position in positions.items() if abs(position - 0.5) > limit]
+
+
 def separated_chains(samples: Mapping[str, np.ndarray], threshold: float = 3.0
                      ) -> dict[str, list[dict]]:
     """Chains whose mean differs from the other chains' mean by more than ``threshold``
