@@ -56,20 +56,15 @@ import numpy as np
 import xarray as xr
 
 from differland.calibrate import bayes
-from differland.calibrate.site import (
-    CalibrationConfigError,
-    free_parameter_names,
-    make_site_problem,
-)
+from differland.calibrate.site import CalibrationConfigError, free_parameter_names
 from differland.calibrate.variational import GUIDES
 from differland.io import read_site_driver, read_sites_rows, write_atomically, write_json
 from differland.io.site import OBSERVATION_VARIABLES
 from differland.model import simulate
 from differland.observations import predict
 from differland.params import SPECS, ParameterSet, default_parameters
-from differland.posterior_workflows import posterior_site
+from differland.posterior_workflows import posterior_site, site_posterior_problem
 from differland.variational_workflows import load_variational_config, posterior_sites
-from differland.workflows import observed_streams
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_SITES_DIR = Path(os.environ.get("DIFFERLAND_SHARED", REPO.parent / "shared")) / \
@@ -281,15 +276,10 @@ def density_rank(driver: Path, config: bayes.PosteriorConfig, draws: dict[str, n
     the posterior draws and the rank is uniform on [0, 1] over sites, whatever the posterior's
     shape; ranks piled near 1 say the draws miss regions of high density that hold the truth.
     """
-    reference = read_site_driver(driver)
-    calibration = observed_streams(config.calibration, reference.observations, str(driver),
-                                   False, reference.calibration_end)
-    config = dataclasses.replace(config, calibration=calibration)
-    problem = make_site_problem(reference.forcing, reference.observations, reference.dates,
-                                reference.calibration_end, calibration,
-                                source=str(driver)).training_problem()
+    _, config, problem = site_posterior_problem(driver, config)
+    problem = problem.training_problem()
     bijections = bayes.site_bijections(problem, config)
-    names = free_parameter_names(calibration)
+    names = free_parameter_names(config.calibration)
     total = np.size(draws[names[0]])
     keep = np.unique(np.linspace(0, total - 1, min(total, RANK_DRAWS)).astype(int))
     dtype = jnp.result_type(float)

@@ -170,6 +170,25 @@ def load_posterior_config(path: str | Path | None, **overrides) -> PosteriorConf
 # --- the run ----------------------------------------------------------------------------------
 
 
+def site_posterior_problem(driver_path: str | Path, config: PosteriorConfig,
+                           streams_required: bool = False):
+    """The driver, the configuration limited to the streams it observes, and the site
+    problem that :func:`posterior_site` samples (its whole record; the sampler sees its
+    ``training_problem()``).
+
+    Raises:
+        DriverError, CalibrationConfigError: an unreadable driver, or a stream asked for by
+            name that it lacks (with ``streams_required``).
+    """
+    driver = read_site_driver(driver_path)
+    calibration = observed_streams(config.calibration, driver.observations, str(driver_path),
+                                   streams_required, driver.calibration_end)
+    config = dataclasses.replace(config, calibration=calibration)
+    problem = make_site_problem(driver.forcing, driver.observations, driver.dates,
+                                driver.calibration_end, calibration, source=str(driver_path))
+    return driver, config, problem
+
+
 def posterior_site(driver_path: str | Path, out: str | Path,
                    config: PosteriorConfig | None = None, *, chains: int | None = None,
                    warmup: int | None = None, samples: int | None = None,
@@ -216,10 +235,7 @@ def posterior_site(driver_path: str | Path, out: str | Path,
     config = dataclasses.replace(config, nuts=nuts_settings(given, config.nuts, prefix=""))
     out = Path(out)
     mode = prepare_posterior_directory(out, [driver_path, *inputs], overwrite)
-    driver = read_site_driver(driver_path)
-    calibration = observed_streams(config.calibration, driver.observations, str(driver_path),
-                                   streams_required, driver.calibration_end)
-    config = dataclasses.replace(config, calibration=calibration)
+    driver, config, problem = site_posterior_problem(driver_path, config, streams_required)
     precision = "float64" if jax.config.jax_enable_x64 else "float32"
     fingerprint = json.dumps({"config": config.to_dict(), "site": driver.site_id,
                               "steps": driver.n_steps, "precision": precision,
@@ -230,9 +246,6 @@ def posterior_site(driver_path: str | Path, out: str | Path,
               "differland_source_sha256": package_digest(), "jax_version": jax.__version__,
               "precision": precision, "devices": jax.local_device_count(),
               "posterior": config.to_dict(), "fingerprint": fingerprint}
-    problem = make_site_problem(driver.forcing, driver.observations, driver.dates,
-                                driver.calibration_end, config.calibration,
-                                source=str(driver_path))
     training = problem.training_problem()
     begin_run(out, mode, record, clear_posterior_directory, STATE_FOLDER,
               "posterior run of another configuration, driver")

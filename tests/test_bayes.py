@@ -26,7 +26,12 @@ from differland.io import read_site_driver
 from differland.likelihood import gaussian_misfit
 from differland.observations import predict
 from differland.params import SPECS, ParameterSet, constrain, unconstrain
-from differland.posterior_workflows import _arviz, correlated_pairs, posterior_site
+from differland.posterior_workflows import (
+    _arviz,
+    correlated_pairs,
+    posterior_site,
+    site_posterior_problem,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -239,10 +244,8 @@ def test_twin_smoke_run_writes_truth_identified_parameters_and_coverage(fluxsite
     # of highest density, all the others for the draw of lowest density
     draws = {name: posterior[name].values for name in twin.PARAMETERS}
     driver = out / "drivers" / f"{site.name}.nc"
-    reference = read_site_driver(driver)
-    problem = make_site_problem(reference.forcing, reference.observations, reference.dates,
-                                reference.calibration_end,
-                                config.calibration).training_problem()
+    _, _, problem = site_posterior_problem(driver, config)
+    problem = problem.training_problem()
     bijections = bayes.site_bijections(problem, config)
     energy = bayes.potentials(problem, config, {
         name: np.asarray(bijections[name].inv(jnp.asarray(np.ravel(values))))
